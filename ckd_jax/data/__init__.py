@@ -1,0 +1,7 @@
+"""Data: sources → in-memory uint8 `Dataset`; on-device augmentation and batching."""
+from ckd_jax.data.augment import augment, crop_and_flip, normalize, sample_crop_flip
+from ckd_jax.data.batching import TrainBatches, eval_batches, steps_per_epoch
+from ckd_jax.data.dataset import Dataset, Split
+from ckd_jax.data.sources import (SOURCES, DataUnavailableError, from_arrays, load_dataset,
+                                  load_digits, load_fashion_mnist, load_image_folder, load_tfds,
+                                  read_idx)

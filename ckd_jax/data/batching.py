@@ -1,0 +1,74 @@
+"""Batches cut from a split that lives whole on the device.
+
+The stream is a pure function of (seed, epoch, step): a permutation per epoch and an augmentation
+key per step, so a run resumed mid-epoch sees exactly the batches an uninterrupted run sees. The
+global batch is augmented before it is split across devices, so the data does not depend on the
+device count.
+"""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ckd_jax.data.augment import augment, normalize
+
+
+def steps_per_epoch(num_examples, batch_size):
+  """Training drops the incomplete last batch, as torch's DataLoader(drop_last=True) would."""
+  steps = num_examples // batch_size
+  if steps == 0:
+    raise ValueError(f'batch size {batch_size} is larger than the {num_examples} training examples')
+  return steps
+
+
+class TrainBatches:
+  """Produces normalised, augmented training batches on the device."""
+
+  def __init__(self, split, batch_size, mean, std, padding, flip, seed):
+    self.images = jnp.asarray(split.images)
+    self.labels = jnp.asarray(split.labels)
+    self.batch_size = batch_size
+    self.steps_per_epoch = steps_per_epoch(len(split), batch_size)
+    self._perm_key, self._aug_key = jax.random.split(jax.random.key(seed))
+    self._epoch, self._perm = None, None
+    self._cut = jax.jit(functools.partial(
+        _cut_batch, batch_size=batch_size, mean=tuple(mean), std=tuple(std), padding=padding,
+        flip=flip))
+
+  def batch(self, global_step):
+    """The batch of `global_step` (0-based over the whole run)."""
+    epoch, step = divmod(global_step, self.steps_per_epoch)
+    if epoch != self._epoch:
+      self._epoch = epoch
+      self._perm = jax.random.permutation(jax.random.fold_in(self._perm_key, epoch),
+                                          self.labels.shape[0])
+    key = jax.random.fold_in(self._aug_key, global_step)
+    return self._cut(self.images, self.labels, self._perm, step, key)
+
+
+def _cut_batch(images, labels, perm, step, key, *, batch_size, mean, std, padding, flip):
+  idx = jax.lax.dynamic_slice(perm, (step * batch_size,), (batch_size,))
+  batch_images = images[idx]
+  if padding or flip:
+    batch_images = augment(key, batch_images, padding, flip)
+  return {'image': normalize(batch_images, mean, std), 'label': labels[idx]}
+
+
+def eval_batches(split, batch_size, mean, std):
+  """Every example once, the last batch padded; `mask` marks the real examples."""
+  n = len(split)
+  for start in range(0, n, batch_size):
+    images = split.images[start:start + batch_size]
+    labels = split.labels[start:start + batch_size]
+    real = len(labels)
+    if real < batch_size:
+      images = np.concatenate([images, np.zeros((batch_size - real,) + images.shape[1:], np.uint8)])
+      labels = np.concatenate([labels, np.zeros(batch_size - real, np.int32)])
+    yield {'image': _normalize_jit(images, tuple(mean), tuple(std)), 'label': jnp.asarray(labels),
+           'mask': jnp.arange(batch_size) < real}
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _normalize_jit(images, mean, std):
+  return normalize(images, mean, std)

@@ -1,0 +1,245 @@
+"""Data sources: each returns a `Dataset` of uint8 NHWC arrays, fully in host memory.
+
+All CIFAR-sized data fits in memory (and on the device), which makes batching and augmentation a
+matter of indexing on the accelerator. Sources: `tfds`, `image_folder`, `digits` (sklearn),
+`fashion_mnist` (official IDX files), `arrays` (in-memory, for programmatic use).
+"""
+import gzip
+import hashlib
+import os
+import pathlib
+
+import numpy as np
+
+from ckd_jax.data.dataset import Dataset, Split, channel_stats
+
+# Published normalisation constants; other datasets use statistics of their training split.
+NORMALIZATION = {
+    'cifar100': ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)),
+    'cifar10': ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+}
+
+FASHION_MNIST_DIR = '/usr/share/datasets/fashion-mnist'
+IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp')
+
+
+class DataUnavailableError(FileNotFoundError):
+  """The data is not on this machine; the message says how to provide it."""
+
+
+def _make_dataset(name, train, test, num_classes):
+  mean, std = NORMALIZATION.get(name) or channel_stats(train.images)
+  return Dataset(name, train, test, num_classes, mean, std)
+
+
+# ----------------------------------------------------------------------------------------- arrays
+def from_arrays(name, train_images, train_labels, test_images, test_labels, num_classes=None):
+  """Wraps in-memory arrays; greyscale (N, H, W) images get a channel axis."""
+  def split(images, labels):
+    images = np.asarray(images)
+    images = images[..., None] if images.ndim == 3 else images
+    return Split(images.astype(np.uint8), np.asarray(labels, dtype=np.int32))
+  train, test = split(train_images, train_labels), split(test_images, test_labels)
+  num_classes = num_classes or int(max(train.labels.max(), test.labels.max())) + 1
+  return _make_dataset(name, train, test, num_classes)
+
+
+# ----------------------------------------------------------------------------------------- digits
+def load_digits(test_fraction=0.2, seed=0):
+  """sklearn's 1,797 real 8×8 digits, rescaled to uint8, split once with a fixed permutation."""
+  from sklearn.datasets import load_digits as sk_load_digits
+  bunch = sk_load_digits()
+  images = np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
+  order = np.random.default_rng(seed).permutation(len(images))
+  n_test = int(round(len(images) * test_fraction))
+  test, train = order[:n_test], order[n_test:]
+  return from_arrays('digits', images[train], bunch.target[train], images[test],
+                     bunch.target[test], num_classes=10)
+
+
+# ---------------------------------------------------------------------------------- fashion_mnist
+def read_idx(path):
+  """Reads an IDX file (optionally gzipped): the format of MNIST and Fashion-MNIST."""
+  opener = gzip.open if str(path).endswith('.gz') else open
+  with opener(path, 'rb') as f:
+    data = f.read()
+  if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+    raise ValueError(f'{path} is not an unsigned-byte IDX file')
+  ndim = data[3]
+  shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], 'big') for i in range(ndim))
+  array = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+  if array.size != int(np.prod(shape)):
+    raise ValueError(f'{path}: header says {shape} but holds {array.size} bytes')
+  return array.reshape(shape)
+
+
+def _find_idx(root, stem):
+  for candidate in (root / stem, root / f'{stem}.gz'):
+    if candidate.exists():
+      return candidate
+  raise DataUnavailableError(
+      f'Fashion-MNIST file {stem}[.gz] not found in {root}. Install it with '
+      "`apt-get install dataset-fashion-mnist` (Debian) or set config.data.root to a folder "
+      'with the official IDX files.')
+
+
+def load_fashion_mnist(root=None):
+  root = pathlib.Path(root or FASHION_MNIST_DIR)
+  arrays = [read_idx(_find_idx(root, stem)) for stem in (
+      'train-images-idx3-ubyte', 'train-labels-idx1-ubyte',
+      't10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte')]
+  return from_arrays('fashion_mnist', *arrays, num_classes=10)
+
+
+# ----------------------------------------------------------------------------------- image_folder
+def _list_images(split_dir, classes):
+  files, labels = [], []
+  for label, cls in enumerate(classes):
+    class_dir = split_dir / cls
+    if not class_dir.is_dir():
+      continue
+    found = sorted(p for p in class_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    files += found
+    labels += [label] * len(found)
+  return files, np.asarray(labels, dtype=np.int32)
+
+
+def _decode(files, image_size):
+  from PIL import Image
+  images = []
+  for path in files:
+    with Image.open(path) as im:
+      im = im.convert('RGB')
+      if image_size:
+        im = im.resize((image_size, image_size), Image.BILINEAR)
+      array = np.asarray(im, dtype=np.uint8)
+    if images and array.shape != images[0].shape:
+      raise ValueError(f'{path} is {array.shape[:2]} but {files[0]} is {images[0].shape[:2]}: '
+                       'set config.data.image_size to resize all images')
+    images.append(array)
+  return np.stack(images)
+
+
+def _cache_key(files, image_size):
+  digest = hashlib.sha256(str(image_size).encode())
+  for path in files:
+    stat = path.stat()
+    digest.update(f'{path}|{stat.st_size}|{stat.st_mtime_ns}'.encode())
+  return digest.hexdigest()[:16]
+
+
+def _load_folder_split(split_dir, classes, image_size, cache_dir):
+  files, labels = _list_images(split_dir, classes)
+  if not files:
+    raise DataUnavailableError(f'No images ({", ".join(IMAGE_SUFFIXES)}) under {split_dir}/<class>/')
+  cache = None
+  if cache_dir:
+    cache = pathlib.Path(cache_dir) / f'{split_dir.name}-{_cache_key(files, image_size)}.npy'
+    if cache.exists():
+      return Split(np.load(cache), labels)
+  images = _decode(files, image_size)
+  if cache:
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix('.tmp.npy')
+    np.save(tmp, images)
+    os.replace(tmp, cache)
+  return Split(images, labels)
+
+
+def load_image_folder(root, train_split='train', test_split='test', image_size=None,
+                      cache_dir=None, name='image_folder'):
+  """Reads `<root>/<split>/<class>/*.{jpg,png}`; classes are the sorted train sub-folders.
+
+  Decoding is slow, so the decoded arrays are cached as .npy in `cache_dir` (keyed on the file
+  list, sizes and modification times, so a changed folder is decoded again).
+  """
+  root = pathlib.Path(root) if root else None
+  if root is None or not (root / train_split).is_dir():
+    raise DataUnavailableError(
+        f'image_folder: no directory {root}/{train_split}. Set config.data.root to a folder laid out '
+        'as <root>/<split>/<class>/*.jpg')
+  classes = sorted(p.name for p in (root / train_split).iterdir() if p.is_dir())
+  if len(classes) < 2:
+    raise ValueError(f'image_folder: need at least 2 class folders in {root / train_split}')
+  if not (root / test_split).is_dir():
+    raise DataUnavailableError(f'image_folder: no directory {root / test_split}')
+  train = _shuffle_once(_load_folder_split(root / train_split, classes, image_size, cache_dir))
+  test = _load_folder_split(root / test_split, classes, image_size, cache_dir)
+  return _make_dataset(name, train, test, len(classes))
+
+
+# ------------------------------------------------------------------------------------------- tfds
+def _tfds_split(tfds, builder, name, split, data_dir, download):
+  try:
+    source = tfds.data_source(name, split=split, data_dir=data_dir, download=download)
+  except NotImplementedError:  # not prepared, or prepared as TFRecord (no random access)
+    if not builder.is_prepared():
+      raise DataUnavailableError(
+          f"TFDS dataset {name!r} is not prepared in {data_dir or '~/tensorflow_datasets'}. "
+          'Either run once with network and --config.data.download=True, point '
+          '--config.data.data_dir at a folder that holds it (array_record format, or TFRecord '
+          'with tensorflow installed), or convert it to <root>/<split>/<class>/*.png and use '
+          "--config.data.source=image_folder.") from None
+    return _tfds_split_via_tensorflow(tfds, builder, split)
+  examples = [source[i] for i in range(len(source))]
+  return Split(np.stack([np.asarray(e['image']) for e in examples]).astype(np.uint8),
+               np.asarray([e['label'] for e in examples], dtype=np.int32))
+
+
+def _tfds_split_via_tensorflow(tfds, builder, split):
+  try:
+    import tensorflow  # noqa: F401  (TFRecord datasets can only be read through TensorFlow)
+  except ImportError:
+    raise DataUnavailableError(
+        f'{builder.name} is prepared as TFRecord, which needs tensorflow to read: '
+        "`pip install -e .[tfds]`, or prepare it with file_format='array_record'.") from None
+  data = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
+  return Split(data['image'].astype(np.uint8), data['label'].astype(np.int32))
+
+
+def load_tfds(name, data_dir=None, download=False, train_split='train', test_split='test'):
+  """Any TFDS image-classification dataset with `image` and `label` features."""
+  import tensorflow_datasets as tfds  # lazy: heavy import, only this source needs it
+  try:
+    builder = tfds.builder(name, data_dir=data_dir)
+  except tfds.core.registered.DatasetNotFoundError:
+    raise ValueError(f'TFDS has no dataset named {name!r}') from None
+  features = builder.info.features
+  if 'image' not in features or 'label' not in features:
+    raise ValueError(f'TFDS dataset {name!r} has no image/label features')
+  splits = [_tfds_split(tfds, builder, name, s, data_dir, download)
+            for s in (train_split, test_split)]
+  shuffled = _shuffle_once(splits[0])
+  return _make_dataset(name, shuffled, splits[1], features['label'].num_classes)
+
+
+def _shuffle_once(split, seed=0):
+  """A fixed permutation so that `Split.take(n)` is a class-balanced-in-expectation subset."""
+  order = np.random.default_rng(seed).permutation(len(split))
+  return Split(split.images[order], split.labels[order])
+
+
+# ------------------------------------------------------------------------------------- dispatcher
+SOURCES = ('tfds', 'image_folder', 'digits', 'fashion_mnist')
+
+
+def load_dataset(data_config):
+  """Loads `config.data` → Dataset, optionally cut to `train_examples` / `test_examples`."""
+  source = data_config.source
+  if source == 'tfds':
+    dataset = load_tfds(data_config.name, data_config.get('data_dir') or None,
+                        data_config.get('download', False))
+  elif source == 'image_folder':
+    dataset = load_image_folder(data_config.get('root'), image_size=data_config.get('image_size'),
+                                cache_dir=data_config.get('cache_dir') or None,
+                                name=data_config.get('name') or 'image_folder')
+  elif source == 'digits':
+    dataset = load_digits()
+  elif source == 'fashion_mnist':
+    dataset = load_fashion_mnist(data_config.get('root') or None)
+  else:
+    raise ValueError(f'Unknown data source {source!r}; choose one of {SOURCES} '
+                     '(or build a Dataset with ckd_jax.data.from_arrays)')
+  return Dataset(dataset.name, dataset.train.take(data_config.get('train_examples', 0)),
+                 dataset.test.take(data_config.get('test_examples', 0)), dataset.num_classes,
+                 dataset.mean, dataset.std)

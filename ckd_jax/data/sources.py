@@ -172,7 +172,7 @@ def load_image_folder(root, train_split='train', test_split='test', image_size=N
 def _tfds_split(tfds, builder, name, split, data_dir, download):
   try:
     source = tfds.data_source(name, split=split, data_dir=data_dir, download=download)
-  except NotImplementedError:  # not prepared, or prepared as TFRecord (no random access)
+  except (NotImplementedError, KeyError, FileNotFoundError):  # absent, or TFRecord (no random access)
     if not builder.is_prepared():
       raise DataUnavailableError(
           f"TFDS dataset {name!r} is not prepared in {data_dir or '~/tensorflow_datasets'}. "

@@ -1,0 +1,157 @@
+"""Orbax checkpoints: permanent teacher snapshots and a rolling resume checkpoint.
+
+Orbax restores a flipped byte in a saved array silently, with wrong values. Every snapshot therefore
+carries a SHA-256 digest of its arrays in its metadata, verified on every restore.
+"""
+import hashlib
+import json
+import pathlib
+import shutil
+
+import flax
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+
+class SnapshotError(RuntimeError):
+  """A snapshot is missing, damaged or does not match what the caller expects."""
+
+
+def tree_digest(tree):
+  """SHA-256 over every leaf's path, dtype, shape and bytes (order-independent of dict order)."""
+  digest = hashlib.sha256()
+  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+  for path, leaf in sorted(leaves, key=lambda kv: jax.tree_util.keystr(kv[0])):
+    array = np.ascontiguousarray(np.asarray(leaf))
+    digest.update(f'{jax.tree_util.keystr(path)}|{array.dtype}|{array.shape}|'.encode())
+    digest.update(array.tobytes())
+  return digest.hexdigest()
+
+
+def _manager(directory, max_to_keep=None):
+  options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+                                         enable_async_checkpointing=False)
+  return ocp.CheckpointManager(pathlib.Path(directory).absolute(), options=options)
+
+
+def _abstract(tree):
+  return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
+
+
+class SnapshotStore:
+  """`<run_dir>/snapshots/<epoch>/`: {params, batch_stats} + JSON metadata, kept forever."""
+
+  def __init__(self, run_dir):
+    self.directory = pathlib.Path(run_dir) / 'snapshots'
+    self._manager = _manager(self.directory)
+
+  def epochs(self):
+    return sorted(self._manager.all_steps())
+
+  def save(self, epoch, variables, metadata):
+    """Saves (replacing a snapshot of the same epoch left by an interrupted run)."""
+    variables = jax.device_get(variables)
+    if epoch in self._manager.all_steps():
+      self.delete(epoch)
+    meta = dict(metadata, epoch=int(epoch), digest=tree_digest(variables))
+    self._manager.save(epoch, args=ocp.args.Composite(
+        variables=ocp.args.StandardSave(variables), metadata=ocp.args.JsonSave(meta)))
+    self._manager.wait_until_finished()
+
+  def delete(self, epoch):
+    self._manager.delete(epoch)
+
+  def metadata(self, epoch):
+    self._check_exists(epoch)
+    return self._manager.restore(epoch, args=ocp.args.Composite(metadata=ocp.args.JsonRestore()))[
+        'metadata']
+
+  def restore(self, epoch, target=None):
+    """Returns (variables, metadata); raises SnapshotError naming the snapshot if it is damaged."""
+    self._check_exists(epoch)
+    where = self.directory / str(epoch)
+    try:
+      meta = self.metadata(epoch)
+      restore_args = ocp.args.StandardRestore(_abstract(target) if target is not None else None)
+      variables = self._manager.restore(epoch, args=ocp.args.Composite(
+          variables=restore_args))['variables']
+    except Exception as e:  # orbax/tensorstore raise many types for missing or corrupt files
+      raise SnapshotError(f'snapshot {where} cannot be restored: {type(e).__name__}: {e}') from e
+    if tree_digest(variables) != meta.get('digest'):
+      raise SnapshotError(f'snapshot {where} is corrupt: its arrays do not match the digest '
+                          'recorded when it was saved')
+    return variables, meta
+
+  def _check_exists(self, epoch):
+    if epoch not in self._manager.all_steps():
+      raise SnapshotError(f'no snapshot of epoch {epoch} in {self.directory} '
+                          f'(available: {self.epochs() or "none"})')
+
+
+def restore_snapshots(run_dir, epochs, target=None):
+  """Restores several snapshots as ONE pytree whose leaves have a leading snapshot axis.
+
+  This is the input of everything vectorised over checkpoints (MI estimation, ensembles).
+  Returns (stacked_variables, [metadata per epoch]).
+  """
+  if not epochs:
+    raise SnapshotError('restore_snapshots needs at least one epoch')
+  store = SnapshotStore(run_dir)
+  restored = [store.restore(e, target) for e in epochs]
+  trees = [v for v, _ in restored]
+  structure = jax.tree.structure(trees[0])
+  for epoch, tree in zip(epochs, trees):
+    if jax.tree.structure(tree) != structure or any(
+        a.shape != b.shape for a, b in zip(jax.tree.leaves(tree), jax.tree.leaves(trees[0]))):
+      raise SnapshotError(f'snapshot {epoch} of {run_dir} has a different architecture than '
+                          f'snapshot {epochs[0]}')
+  return jax.tree.map(lambda *xs: np.stack(xs), *trees), [m for _, m in restored]
+
+
+class ResumeStore:
+  """`<run_dir>/resume/<step>/`: the full TrainState, one kept; removed when the run finishes."""
+
+  def __init__(self, run_dir):
+    self.directory = pathlib.Path(run_dir) / 'resume'
+    self._manager = _manager(self.directory, max_to_keep=1)
+
+  def latest_step(self):
+    return self._manager.latest_step()
+
+  def save(self, state, extra=None):
+    """Saves `state` and a small JSON-able `extra` (e.g. the running epoch metrics)."""
+    state_dict = jax.device_get(flax.serialization.to_state_dict(state))
+    step = int(state_dict['step'])
+    if step in self._manager.all_steps():
+      return
+    self._manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state_dict),
+        extra=ocp.args.JsonSave({'digest': tree_digest(state_dict), 'extra': extra or {}})))
+    self._manager.wait_until_finished()
+
+  def restore(self, template):
+    """(latest state shaped like `template`, extra), or (None, None) when there is none."""
+    step = self.latest_step()
+    if step is None:
+      return None, None
+    target = flax.serialization.to_state_dict(template)
+    restored = self._manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(_abstract(target)), extra=ocp.args.JsonRestore()))
+    if tree_digest(restored['state']) != restored['extra']['digest']:
+      raise SnapshotError(f'resume checkpoint {self.directory / str(step)} is corrupt; delete it '
+                          'to restart this run from scratch')
+    return (flax.serialization.from_state_dict(template, restored['state']),
+            restored['extra']['extra'])
+
+  def remove(self):
+    self._manager.close()
+    shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def write_json(path, obj):
+  """Atomic JSON write: a kill never leaves half a file."""
+  path = pathlib.Path(path)
+  tmp = path.with_suffix(path.suffix + '.tmp')
+  tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
+  tmp.replace(path)

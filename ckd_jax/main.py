@@ -1,0 +1,37 @@
+"""Command line: python -m ckd_jax.main --config=configs/quickstart.py --workdir=DIR."""
+import signal
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from ckd_jax import pipeline
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'A configs/*.py file.',
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Where every stage reads and writes.')
+_ALLOW_CHANGE = flags.DEFINE_bool('allow_config_change', False,
+                                  'Continue in a workdir that a different config wrote.')
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def _stop_gracefully(signum, frame):
+  """SIGTERM (e.g. a cluster preemption) saves a resume checkpoint, like Ctrl-C."""
+  del signum, frame
+  raise KeyboardInterrupt
+
+
+def main(argv):
+  if not flags.FLAGS['verbosity'].present:  # Orbax logs every save at INFO; show warnings and up
+    logging.set_verbosity(logging.WARNING)
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  signal.signal(signal.SIGTERM, _stop_gracefully)
+  try:
+    pipeline.run(_CONFIG.value, _WORKDIR.value, _ALLOW_CHANGE.value)
+  except (ValueError, FileNotFoundError) as e:  # bad input: a message, not a traceback
+    raise SystemExit(f'error: {e}') from None
+  print(f'done: results in {_WORKDIR.value}')
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,29 @@
+"""TrainState with BatchNorm statistics, and its initialisation from a model."""
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax.training import train_state
+
+
+class TrainState(train_state.TrainState):
+  batch_stats: Any = None
+
+  @property
+  def variables(self):
+    """What `model.apply` needs for evaluation."""
+    return {'params': self.params, 'batch_stats': self.batch_stats}
+
+
+def create_train_state(model, tx, image_shape, seed):
+  """Initialises parameters on a zero batch; deterministic in `seed`."""
+  variables = jax.jit(model.init, static_argnames=('train',))(
+      jax.random.key(seed), jnp.zeros((1,) + tuple(image_shape), jnp.float32), train=False)
+  return TrainState.create(apply_fn=model.apply, params=variables['params'], tx=tx,
+                           batch_stats=variables.get('batch_stats', {}))
+
+
+def count_params(model, image_shape):
+  """Trainable parameter count, without compiling anything."""
+  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1,) + tuple(image_shape))))
+  return sum(x.size for x in jax.tree.leaves(shapes['params']))

@@ -1,0 +1,32 @@
+"""ckd_jax: efficient knowledge distillation from model checkpoints, in JAX/Flax."""
+from setuptools import find_packages, setup
+
+setup(
+    name='ckd_jax',
+    version='0.1.0',
+    description='Knowledge distillation from model checkpoints (Wang et al., NeurIPS 2022) in JAX',
+    long_description=open('README.md', encoding='utf-8').read(),
+    long_description_content_type='text/markdown',
+    packages=find_packages(include=['ckd_jax', 'ckd_jax.*']),
+    python_requires='>=3.10',
+    install_requires=[
+        'jax>=0.6',
+        'flax>=0.10',
+        'optax>=0.2.4',
+        'orbax-checkpoint>=0.11',
+        'chex>=0.1.89',
+        'absl-py>=2.0',
+        'ml_collections>=1.0',
+        'tensorflow-datasets>=4.9.7',  # imported lazily, only by the tfds source
+        'numpy>=1.26',
+        'scikit-learn>=1.3',  # the bundled digits dataset of the offline quick-start
+        'pillow>=10.0',  # the image_folder source
+        'tqdm>=4.66',
+    ],
+    extras_require={
+        'cuda': ['jax[cuda13]>=0.6'],
+        # Reading TFDS datasets prepared as TFRecord (the default of `tfds build`) needs TensorFlow.
+        'tfds': ['tensorflow-cpu>=2.16'],
+        'test': ['pytest>=8', 'pytest-xdist>=3.5'],
+    },
+)

@@ -37,8 +37,10 @@ class DataParallel:
   def replicate(self, tree):
     if self.mode == 'none':
       return tree
-    return jax.tree.map(lambda x: np.broadcast_to(np.asarray(x), (self.num_devices,) + x.shape),
-                        tree)
+    def stack(x):
+      x = np.asarray(x)
+      return np.broadcast_to(x, (self.num_devices,) + x.shape)
+    return jax.tree.map(stack, tree)
 
   def unreplicate(self, tree):
     return tree if self.mode == 'none' else jax.tree.map(lambda x: x[0], tree)

@@ -19,8 +19,10 @@ def create_train_state(model, tx, image_shape, seed):
   """Initialises parameters on a zero batch; deterministic in `seed`."""
   variables = jax.jit(model.init, static_argnames=('train',))(
       jax.random.key(seed), jnp.zeros((1,) + tuple(image_shape), jnp.float32), train=False)
-  return TrainState.create(apply_fn=model.apply, params=variables['params'], tx=tx,
-                           batch_stats=variables.get('batch_stats', {}))
+  state = TrainState.create(apply_fn=model.apply, params=variables['params'], tx=tx,
+                            batch_stats=variables.get('batch_stats', {}))
+  # An array step (not a Python int) keeps its dtype through checkpoints and pmap.
+  return state.replace(step=jnp.zeros((), jnp.int32))
 
 
 def count_params(model, image_shape):

@@ -1,0 +1,79 @@
+"""Snapshots: round trip, stacking, and refusal of damaged or mismatched snapshots."""
+import pathlib
+
+import jax
+import numpy as np
+import pytest
+
+from ckd_jax import checkpoints
+from ckd_jax.checkpoints import SnapshotError, SnapshotStore, restore_snapshots
+
+
+def _variables(seed, width=4):
+  rng = np.random.default_rng(seed)
+  return {'params': {'dense': {'kernel': rng.normal(size=(3, width)).astype(np.float32),
+                               'bias': rng.normal(size=(width,)).astype(np.float32)}},
+          'batch_stats': {'bn': {'mean': rng.normal(size=(width,)).astype(np.float32)}}}
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+  store = SnapshotStore(tmp_path)
+  for epoch in (2, 4, 6):
+    store.save(epoch, _variables(epoch), {'arch': 'toy'})
+  return tmp_path
+
+
+def test_round_trip_and_metadata(run_dir):
+  variables, meta = SnapshotStore(run_dir).restore(4, _variables(0))
+  jax.tree.map(np.testing.assert_array_equal, variables, _variables(4))
+  assert meta['epoch'] == 4 and meta['arch'] == 'toy' and len(meta['digest']) == 64
+  assert SnapshotStore(run_dir).epochs() == [2, 4, 6]
+
+
+def test_restore_snapshots_stacks_along_a_leading_axis(run_dir):
+  stacked, metas = restore_snapshots(run_dir, [6, 2])
+  assert [m['epoch'] for m in metas] == [6, 2]
+  for i, epoch in enumerate([6, 2]):
+    jax.tree.map(lambda s, v: np.testing.assert_array_equal(s[i], v), stacked, _variables(epoch))
+
+
+def _largest_file(directory):
+  files = [p for p in pathlib.Path(directory).rglob('*') if p.is_file()]
+  return max(files, key=lambda p: p.stat().st_size)
+
+
+def test_a_flipped_byte_is_refused_naming_the_snapshot(run_dir):
+  target = _largest_file(run_dir / 'snapshots' / '4' / 'variables')
+  data = bytearray(target.read_bytes())
+  data[len(data) // 2] ^= 0x01
+  target.write_bytes(bytes(data))
+  with pytest.raises(SnapshotError, match='snapshots/4'):
+    SnapshotStore(run_dir).restore(4, _variables(0))
+  SnapshotStore(run_dir).restore(2, _variables(0))  # the others are untouched
+
+
+def test_a_missing_file_is_refused_naming_the_snapshot(run_dir):
+  _largest_file(run_dir / 'snapshots' / '6' / 'variables').unlink()
+  with pytest.raises(SnapshotError, match='snapshots/6'):
+    SnapshotStore(run_dir).restore(6, _variables(0))
+
+
+def test_missing_epoch_and_other_architecture_are_refused(run_dir):
+  with pytest.raises(SnapshotError, match='no snapshot of epoch 5.*available: \\[2, 4, 6\\]'):
+    restore_snapshots(run_dir, [2, 5])
+  SnapshotStore(run_dir).save(8, _variables(8, width=5), {'arch': 'wider'})
+  with pytest.raises(SnapshotError, match='different architecture'):
+    restore_snapshots(run_dir, [2, 8])
+  with pytest.raises(SnapshotError, match='at least one'):
+    restore_snapshots(run_dir, [])
+
+
+def test_digest_depends_on_values_and_names():
+  a = _variables(0)
+  b = jax.tree.map(np.copy, a)
+  assert checkpoints.tree_digest(a) == checkpoints.tree_digest(b)
+  b['params']['dense']['bias'][0] += 1e-6
+  assert checkpoints.tree_digest(a) != checkpoints.tree_digest(b)
+  renamed = {'params': {'dense2': a['params']['dense']}, 'batch_stats': a['batch_stats']}
+  assert checkpoints.tree_digest(a) != checkpoints.tree_digest(renamed)

@@ -1,0 +1,77 @@
+"""The command line and the config files, as a user runs them."""
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+from ml_collections import config_flags  # noqa: F401  (the configs are loaded as main loads them)
+
+from ckd_jax import config_checks
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _main(*args, workdir):
+  env = dict(os.environ, PYTHONPATH=str(ROOT))
+  return subprocess.run([sys.executable, '-m', 'ckd_jax.main', f'--workdir={workdir}', *args],
+                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+def _load(path_and_arg):
+  import importlib.util
+  path, _, arg = path_and_arg.partition(':')
+  spec = importlib.util.spec_from_file_location('cfg', ROOT / path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg or None)
+
+
+def test_quickstart_teacher_run_from_the_command_line(tmp_path):
+  result = _main('--config=configs/quickstart.py', '--config.teacher.epochs=2',
+                 '--config.teacher.snapshot_epochs=(1,2)', '--config.teacher.optimizer.milestones=(1,)',
+                 '--config.progress=False', workdir=tmp_path)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert f'done: results in {tmp_path}' in result.stdout
+  run = tmp_path / 'teachers' / 'resnet20_seed0'
+  assert sorted(p.name for p in (run / 'snapshots').iterdir() if p.name.isdigit()) == ['1', '2']
+  final = json.loads((run / 'final.json').read_text())
+  assert final['last_test_accuracy'] > 0.3  # 10 classes: well above chance after two epochs
+  assert json.loads((tmp_path / 'config.json').read_text())['teacher']['epochs'] == 2
+
+
+def test_bad_input_exits_with_a_message_not_a_traceback(tmp_path):
+  result = _main('--config=configs/quickstart.py', '--config.teacher.arch=resnet_nope',
+                 workdir=tmp_path)
+  assert result.returncode != 0
+  assert 'error: Unknown model' in result.stderr and 'Traceback' not in result.stderr
+
+
+@pytest.mark.parametrize('spec,arch,epochs', [
+    ('configs/quickstart.py', 'resnet20', 10),
+    ('configs/cifar100.py', 'wrn_40_2', 200),
+    ('configs/cifar100.py:teacher=resnet110', 'resnet110', 200),
+    ('configs/cifar100.py:recipe=repdistiller', 'wrn_40_2', 240),
+    ('configs/cifar10.py:source=image_folder', 'wrn_40_2', 200),
+])
+def test_config_files_are_valid(spec, arch, epochs):
+  config = _load(spec)
+  config_checks.validate(config)
+  assert config.teacher.arch == arch and config.teacher.epochs == epochs
+
+
+def test_paper_recipe_numbers():
+  config = _load('configs/cifar100.py')
+  opt = config.teacher.optimizer
+  assert (opt.learning_rate, opt.momentum, opt.nesterov, opt.weight_decay) == (0.1, 0.9, True, 5e-4)
+  assert tuple(opt.milestones) == (60, 120, 180) and config.teacher.batch_size == 128
+  assert tuple(config.teacher.snapshot_epochs) == tuple(range(20, 201, 20))
+  assert config.data.name == 'cifar100' and config.data.crop_padding == 4 and config.data.flip
+
+
+def test_bad_config_arguments_are_refused():
+  with pytest.raises(ValueError, match='Bad config argument'):
+    _load('configs/cifar100.py:techer=resnet110')
+  with pytest.raises(ValueError, match='Unknown recipe'):
+    _load('configs/cifar100.py:recipe=fast')

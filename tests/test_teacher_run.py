@@ -1,0 +1,159 @@
+"""The teacher stage end to end on a tiny offline config: snapshots, resume after a kill, pmap,
+and refusal of bad input before any compute."""
+import json
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+
+from ckd_jax import pipeline
+from ckd_jax.checkpoints import SnapshotStore
+from ckd_jax.data import batching, load_dataset
+from ckd_jax.models import get_model
+from ckd_jax.parallel import DataParallel
+from ckd_jax.recipes import base_config, optimizer
+from ckd_jax.training import make_eval_step, make_evaluator
+
+
+def tiny_config(**teacher):
+  data = dict(source='digits', name='digits', crop_padding=1, flip=False, train_examples=192,
+              test_examples=96, eval_batch_size=48)
+  config = base_config(data, dict(
+      arch='resnet8_b', num_seeds=1, epochs=3, batch_size=32, label_smoothing=0.0,
+      snapshot_epochs=(1, 2, 3), checkpoint_every_steps=4, optimizer=optimizer(0.05, (2,))))
+  config.progress = False
+  config.teacher.update(teacher)
+  return config
+
+
+def run_dir(workdir):
+  return pipeline.teacher_run_dir(workdir, 'resnet8_b', 0)
+
+
+@pytest.fixture(scope='module')
+def reference(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp('reference')
+  pipeline.run(tiny_config(), workdir)
+  return workdir
+
+
+def _snapshot(workdir, epoch):
+  return SnapshotStore(run_dir(workdir)).restore(epoch)
+
+
+def _metrics(workdir):
+  return [json.loads(l) for l in (run_dir(workdir) / 'metrics.jsonl').read_text().splitlines()]
+
+
+def test_run_leaves_snapshots_metrics_and_config(reference):
+  rd = run_dir(reference)
+  assert SnapshotStore(rd).epochs() == [1, 2, 3]
+  records = _metrics(reference)
+  assert [r['epoch'] for r in records] == [1, 2, 3]
+  final = json.loads((rd / 'final.json').read_text())
+  assert final['last_test_accuracy'] == records[-1]['test_accuracy']
+  assert final['best_test_accuracy'] == max(r['test_accuracy'] for r in records)
+  assert not (rd / 'resume').exists()
+  assert json.loads((reference / 'config.json').read_text())['teacher']['arch'] == 'resnet8_b'
+  # MultiStepLR milestone 2: epochs 0 and 1 (0-based) at 0.05, from epoch 2 on at 0.005.
+  assert [r['learning_rate'] for r in records] == pytest.approx([0.05, 0.05, 0.005])
+  assert records[-1]['train_loss'] < records[0]['train_loss']
+
+
+def test_restored_snapshot_evaluates_to_its_recorded_accuracy(reference):
+  config = tiny_config()
+  dataset = load_dataset(config.data)
+  evaluate = make_evaluator(make_eval_step(get_model('resnet8_b', 10)), dataset.test, 48,
+                            dataset.mean, dataset.std, DataParallel('none'))
+  for epoch in (1, 3):
+    variables, meta = _snapshot(reference, epoch)
+    assert meta['arch'] == 'resnet8_b' and meta['epoch'] == epoch
+    assert evaluate(variables)['test_accuracy'] == pytest.approx(meta['test_accuracy'], abs=1e-6)
+
+
+def test_kill_mid_epoch_then_rerun_ends_exactly_like_an_uninterrupted_run(tmp_path, monkeypatch,
+                                                                         reference):
+  real_batch = batching.TrainBatches.batch
+
+  def killed_at_step_11(self, step):
+    if step == 11:  # epoch 2, step 5; the last rolling checkpoint is at step 8
+      raise RuntimeError('simulated kill')
+    return real_batch(self, step)
+
+  monkeypatch.setattr(batching.TrainBatches, 'batch', killed_at_step_11)
+  with pytest.raises(RuntimeError, match='simulated kill'):
+    pipeline.run(tiny_config(), tmp_path)
+  assert (run_dir(tmp_path) / 'resume' / '8').exists()
+  assert not (run_dir(tmp_path) / 'final.json').exists()
+  monkeypatch.setattr(batching.TrainBatches, 'batch', real_batch)
+
+  pipeline.run(tiny_config(), tmp_path)
+  for epoch in (2, 3):
+    jax.tree.map(np.testing.assert_array_equal, _snapshot(tmp_path, epoch)[0],
+                 _snapshot(reference, epoch)[0])
+  for got, want in zip(_metrics(tmp_path), _metrics(reference), strict=True):
+    for key in ('epoch', 'train_loss', 'train_accuracy', 'test_loss', 'test_accuracy'):
+      assert got[key] == want[key], key
+
+
+def test_rerunning_a_finished_run_does_nothing(reference):
+  final = run_dir(reference) / 'final.json'
+  before = final.stat().st_mtime_ns
+  pipeline.run(tiny_config(), reference)
+  assert final.stat().st_mtime_ns == before
+
+
+def test_pmap_run_matches_single_device_run(tmp_path, reference):
+  config = tiny_config()
+  config.parallel = 'pmap'
+  pipeline.run(config, tmp_path, allow_config_change=True)
+  for epoch in (1, 3):
+    got, meta = _snapshot(tmp_path, epoch)
+    want, ref_meta = _snapshot(reference, epoch)
+    # Float reductions differ across devices; 18 SGD steps keep them within this tolerance.
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-4), got, want)
+    assert abs(meta['test_accuracy'] - ref_meta['test_accuracy']) <= 2 / 96
+
+
+def test_workdir_of_another_config_is_refused_naming_the_fields(reference):
+  with pytest.raises(ValueError, match=r'teacher\.label_smoothing: 0\.0 in the workdir, 0\.1 now'):
+    pipeline.run(tiny_config(label_smoothing=0.1), reference)
+  changed = tiny_config()
+  changed.stages = 'teacher'
+  changed.progress = True  # volatile fields may change
+  pipeline.run(changed, reference)
+
+
+def _bad(**changes):
+  config = tiny_config()
+  for dotted, value in changes.items():
+    section, _, key = dotted.rpartition('.')
+    (config[section] if section else config)[key] = value
+  return config
+
+
+@pytest.mark.parametrize('config,message', [
+    (_bad(**{'teacher.arch': 'resnet_nope'}), 'Unknown model'),
+    (_bad(**{'data.source': 'mnist_csv'}), 'Unknown data source'),
+    (_bad(**{'teacher.snapshot_epochs': (1, 5)}), 'snapshot_epochs'),
+    (_bad(**{'teacher.snapshot_epochs': (2, 1, 3)}), 'snapshot_epochs'),
+    (_bad(**{'teacher.snapshot_epochs': (1, 2)}), 'last epoch'),
+    (_bad(**{'parallel': 'pmap', 'teacher.batch_size': 36}), 'not divisible'),
+    (_bad(**{'stages': 'teacher,distill'}), 'not implemented yet'),
+    (_bad(**{'stages': 'teach'}), 'unknown stage'),
+    (_bad(**{'teacher.optimizer.milestones': (5,)}), 'milestones'),
+])
+def test_bad_input_is_refused_before_any_compute(tmp_path, config, message):
+  with pytest.raises(ValueError, match=message):
+    pipeline.run(config, tmp_path)
+  assert not (tmp_path / 'teachers').exists()
+
+
+def test_missing_data_directory_is_refused_before_training(tmp_path):
+  config = tiny_config()
+  config.data.source = 'image_folder'
+  config.data.root = str(tmp_path / 'no_such_folder')
+  with pytest.raises(FileNotFoundError, match='no_such_folder'):
+    pipeline.run(config, tmp_path / 'work')
+  assert not list((tmp_path / 'work' / 'teachers').rglob('metrics.jsonl'))

@@ -30,6 +30,8 @@ def main(argv):
     pipeline.run(_CONFIG.value, _WORKDIR.value, _ALLOW_CHANGE.value)
   except (ValueError, FileNotFoundError) as e:  # bad input: a message, not a traceback
     raise SystemExit(f'error: {e}') from None
+  except KeyboardInterrupt:
+    raise SystemExit('interrupted: rerun the same command to resume where it stopped') from None
   print(f'done: results in {_WORKDIR.value}')
 
 

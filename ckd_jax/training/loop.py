@@ -13,12 +13,12 @@ from absl import logging
 from tqdm.auto import tqdm
 
 from ckd_jax.checkpoints import ResumeStore, SnapshotStore, write_json
+from ckd_jax.data.batching import eval_batches
 from ckd_jax.training.metrics_log import MetricsLog
 
 
 def make_evaluator(eval_step, split, batch_size, mean, std, parallel):
   """variables -> {'test_loss', 'test_accuracy'} over the whole split (padded last batch)."""
-  from ckd_jax.data.batching import eval_batches
   parallel.check_batch_size(batch_size, 'eval batch size')
   compiled = parallel.compile(eval_step)
 
@@ -117,7 +117,10 @@ def train(*, run_dir, state, train_step, evaluate, batches, num_epochs, parallel
       elif checkpoint_every_steps and (step + 1) % checkpoint_every_steps == 0:
         checkpoint()
   except KeyboardInterrupt:  # Ctrl-C / SIGTERM: keep the steps done so far, then stop
-    checkpoint()
+    try:
+      checkpoint()
+    except Exception as e:  # interrupted inside a step: its donated buffers are gone
+      logging.warning('no checkpoint saved on interrupt (%s); the run resumes from the last one', e)
     raise
   finally:
     bar.close()

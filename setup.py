@@ -27,6 +27,7 @@ setup(
         'cuda': ['jax[cuda13]>=0.6'],
         # Reading TFDS datasets prepared as TFRecord (the default of `tfds build`) needs TensorFlow.
         'tfds': ['tensorflow-cpu>=2.16'],
-        'test': ['pytest>=8', 'pytest-xdist>=3.5'],
+        'tensorboard': ['tensorboardX>=2.6'],
+        'test': ['pytest>=8', 'pytest-xdist>=3.5', 'tensorboardX>=2.6'],
     },
 )

@@ -9,7 +9,7 @@ from ckd_jax.training.optim import validate_optimizer_config
 IMPLEMENTED_STAGES = ('teacher',)
 PLANNED_STAGES = ('select', 'distill', 'report')
 # Fields that may change between invocations on one workdir without changing any result.
-VOLATILE_FIELDS = ('stages', 'progress')
+VOLATILE_FIELDS = ('stages', 'progress', 'tensorboard')
 
 
 def parse_stages(stages):

@@ -58,6 +58,7 @@ def base_config(data, teacher, stages='teacher'):
   config.parallel = 'none'  # or 'pmap': data parallel over all local devices
   config.sync_batch_norm = True  # under pmap, BN statistics over the global batch
   config.progress = True
+  config.tensorboard = False  # True: also TensorBoard scalars (needs the `tensorboard` extra)
   config.data = ml_collections.ConfigDict(dict(
       source='tfds', name='', data_dir='', download=False, root='', cache_dir='', image_size=0,
       train_examples=0, test_examples=0, crop_padding=4, flip=True, eval_batch_size=500))

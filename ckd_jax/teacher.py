@@ -27,4 +27,4 @@ def train_teacher(config, dataset, seed, run_dir, parallel):
                snapshot_epochs=tuple(tc.snapshot_epochs), snapshot_metadata=metadata,
                checkpoint_every_steps=tc.checkpoint_every_steps,
                learning_rate_fn=make_schedule(tc.optimizer, batches.steps_per_epoch, tc.epochs),
-               progress=config.progress, description=f'teacher {tc.arch} seed {seed}')
+               progress=config.progress, tensorboard=config.tensorboard, description=f'teacher {tc.arch} seed {seed}')

@@ -34,7 +34,9 @@ def run_dir(workdir):
 @pytest.fixture(scope='module')
 def reference(tmp_path_factory):
   workdir = tmp_path_factory.mktemp('reference')
-  pipeline.run(tiny_config(), workdir)
+  config = tiny_config()
+  config.tensorboard = True
+  pipeline.run(config, workdir)
   return workdir
 
 
@@ -59,6 +61,28 @@ def test_run_leaves_snapshots_metrics_and_config(reference):
   # MultiStepLR milestone 2: epochs 0 and 1 (0-based) at 0.05, from epoch 2 on at 0.005.
   assert [r['learning_rate'] for r in records] == pytest.approx([0.05, 0.05, 0.005])
   assert records[-1]['train_loss'] < records[0]['train_loss']
+
+
+def _read_tensorboard_scalars(log_dir):
+  """Parses the TFRecord-framed Event protos of an events file: {(tag, step): value}."""
+  from tensorboardX.proto import event_pb2
+  scalars = {}
+  for path in log_dir.glob('events.out.tfevents.*'):
+    data, offset = path.read_bytes(), 0
+    while offset < len(data):
+      length = int.from_bytes(data[offset:offset + 8], 'little')
+      event = event_pb2.Event.FromString(data[offset + 12:offset + 12 + length])
+      offset += 16 + length
+      for value in event.summary.value:
+        scalars[(value.tag, event.step)] = value.simple_value
+  return scalars
+
+
+def test_tensorboard_scalars_equal_the_metrics_log(reference):
+  scalars = _read_tensorboard_scalars(run_dir(reference) / 'tensorboard')
+  for record in _metrics(reference):
+    for key in ('train_loss', 'test_accuracy', 'learning_rate'):
+      assert scalars[(key, record['epoch'])] == pytest.approx(record[key], rel=1e-6)
 
 
 def test_restored_snapshot_evaluates_to_its_recorded_accuracy(reference):
@@ -122,6 +146,7 @@ def test_workdir_of_another_config_is_refused_naming_the_fields(reference):
   changed = tiny_config()
   changed.stages = 'teacher'
   changed.progress = True  # volatile fields may change
+  changed.tensorboard = False
   pipeline.run(changed, reference)
 
 

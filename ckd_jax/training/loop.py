@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from ckd_jax.checkpoints import ResumeStore, SnapshotStore, write_json
 from ckd_jax.data.batching import eval_batches
 from ckd_jax.training.metrics_log import MetricsLog
+from ckd_jax.training.summary import TensorBoardWriter
 
 
 def make_evaluator(eval_step, split, batch_size, mean, std, parallel):
@@ -40,16 +41,18 @@ def _add(a, b):
 
 def train(*, run_dir, state, train_step, evaluate, batches, num_epochs, parallel,
           snapshot_epochs=(), snapshot_metadata=None, checkpoint_every_steps=0,
-          learning_rate_fn=None, progress=True, description='train'):
+          learning_rate_fn=None, progress=True, tensorboard=False, description='train'):
   """Trains `state` to `num_epochs`, resuming from `run_dir/resume` if a previous run was killed.
 
-  Writes `metrics.jsonl` (one line per epoch), snapshots at `snapshot_epochs` and `final.json`.
+  Writes `metrics.jsonl` (one line per epoch), snapshots at `snapshot_epochs` and `final.json`;
+  with `tensorboard`, the same records as TensorBoard scalars in `run_dir/tensorboard`.
   Returns the final (unreplicated) state and the final record.
   """
   run_dir = pathlib.Path(run_dir)
   run_dir.mkdir(parents=True, exist_ok=True)
   resume, snapshots = ResumeStore(run_dir), SnapshotStore(run_dir) if snapshot_epochs else None
   log = MetricsLog(run_dir / 'metrics.jsonl')
+  writer = TensorBoardWriter(run_dir / 'tensorboard') if tensorboard else None
   spe = batches.steps_per_epoch
   total_steps = num_epochs * spe
 
@@ -102,6 +105,8 @@ def train(*, run_dir, state, train_step, evaluate, batches, num_epochs, parallel
         if learning_rate_fn is not None:
           record['learning_rate'] = float(learning_rate_fn(step))
         log.append(record)
+        if writer:
+          writer.write(record)
         bar.set_postfix(epoch=epoch, loss=f"{record['train_loss']:.3f}",
                         test_acc=f"{record['test_accuracy']:.4f}",
                         img_s=f"{record['img_per_sec']:.0f}")
@@ -124,6 +129,8 @@ def train(*, run_dir, state, train_step, evaluate, batches, num_epochs, parallel
     raise
   finally:
     bar.close()
+    if writer:
+      writer.close()
 
   final = _final_record(log.read(), num_epochs)
   write_json(run_dir / 'final.json', final)

@@ -9,7 +9,7 @@ import pytest
 from ckd_jax import losses
 from ckd_jax.models import get_model
 from ckd_jax.parallel import AXIS_NAME, DataParallel
-from ckd_jax.training import (create_train_state, make_eval_step, make_loss_and_grads,
+from ckd_jax.training import (create_train_state, make_eval_step, make_loss_and_grads, model_predict,
                               make_train_step)
 
 GLOBAL_BATCH = 16
@@ -73,9 +73,9 @@ class EvalStepTest(chex.TestCase):
     if self.variant.type == chex.ChexVariantType.WITH_PMAP:
       # chex broadcasts the batch to all 8 devices: the psum must count every copy.
       copies = DEVICES
-      fn = self.variant(make_eval_step(model, AXIS_NAME), axis_name=AXIS_NAME, n_devices=DEVICES)
+      fn = self.variant(make_eval_step(model_predict(model), AXIS_NAME), axis_name=AXIS_NAME, n_devices=DEVICES)
     else:
-      fn = self.variant(make_eval_step(model))
+      fn = self.variant(make_eval_step(model_predict(model)))
     sums = fn(state.variables, batch)
     assert float(sums['count']) == 6 * copies
     assert float(sums['correct']) == expected_correct * copies

@@ -13,7 +13,7 @@ from ckd_jax.data import batching, load_dataset
 from ckd_jax.models import get_model
 from ckd_jax.parallel import DataParallel
 from ckd_jax.recipes import base_config, optimizer
-from ckd_jax.training import make_eval_step, make_evaluator
+from ckd_jax.training import make_eval_step, make_evaluator, model_predict
 
 
 def tiny_config(**teacher):
@@ -88,7 +88,7 @@ def test_tensorboard_scalars_equal_the_metrics_log(reference):
 def test_restored_snapshot_evaluates_to_its_recorded_accuracy(reference):
   config = tiny_config()
   dataset = load_dataset(config.data)
-  evaluate = make_evaluator(make_eval_step(get_model('resnet8_b', 10)), dataset.test, 48,
+  evaluate = make_evaluator(make_eval_step(model_predict(get_model('resnet8_b', 10))), dataset.test, 48,
                             dataset.mean, dataset.std, DataParallel('none'))
   for epoch in (1, 3):
     variables, meta = _snapshot(reference, epoch)

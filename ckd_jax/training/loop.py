@@ -39,12 +39,14 @@ def _add(a, b):
   return b if a is None else jax.tree.map(lambda x, y: x + y, a, b)
 
 
-def train(*, run_dir, state, train_step, evaluate, batches, num_epochs, parallel,
-          snapshot_epochs=(), snapshot_metadata=None, checkpoint_every_steps=0,
+def train(*, run_dir, state, train_step, evaluate, batches, num_epochs, parallel, step_inputs=(),
+          snapshot_epochs=(), snapshot_metadata=None, final_info=None, checkpoint_every_steps=0,
           learning_rate_fn=None, progress=True, tensorboard=False, description='train'):
   """Trains `state` to `num_epochs`, resuming from `run_dir/resume` if a previous run was killed.
 
-  Writes `metrics.jsonl` (one line per epoch), snapshots at `snapshot_epochs` and `final.json`;
+  `step_inputs` are constant extra arguments of `train_step` (e.g. frozen teacher variables).
+  Writes `metrics.jsonl` (one line per epoch), snapshots at `snapshot_epochs` and `final.json`
+  (with `final_info` merged in);
   with `tensorboard`, the same records as TensorBoard scalars in `run_dir/tensorboard`.
   Returns the final (unreplicated) state and the final record.
   """
@@ -73,6 +75,7 @@ def train(*, run_dir, state, train_step, evaluate, batches, num_epochs, parallel
 
   step_fn = parallel.compile(train_step, donate_state=True)
   replicated = parallel.replicate(state)
+  replicated_inputs = parallel.replicate(tuple(step_inputs))
   bar = tqdm(total=total_steps, initial=start_step, disable=not progress, desc=description,
              unit='step', dynamic_ncols=True)
   tick = time.perf_counter()
@@ -88,7 +91,8 @@ def train(*, run_dir, state, train_step, evaluate, batches, num_epochs, parallel
 
   try:
     for step in range(start_step, total_steps):
-      replicated, metrics = step_fn(replicated, parallel.shard(batches.batch(step)))
+      replicated, metrics = step_fn(replicated, parallel.shard(batches.batch(step)),
+                                    *replicated_inputs)
       epoch_sums = _add(epoch_sums, metrics)
       bar.update(1)
       if (step + 1) % spe == 0:
@@ -132,7 +136,7 @@ def train(*, run_dir, state, train_step, evaluate, batches, num_epochs, parallel
     if writer:
       writer.close()
 
-  final = _final_record(log.read(), num_epochs)
+  final = {**_final_record(log.read(), num_epochs), **(final_info or {})}
   write_json(run_dir / 'final.json', final)
   resume.remove()
   return current_state(), final

@@ -27,10 +27,53 @@ def make_loss_and_grads(model, label_smoothing=0.0):
   return loss_and_grads
 
 
+def make_teacher_forward(teacher_model, train_mode_batch_norm=False):
+  """(stacked teacher variables, images) -> (M, B, K) logits: ONE vmapped forward, no gradient.
+
+  Teachers are frozen and use their running BN statistics. `train_mode_batch_norm=True` reproduces
+  the authors' code, which left the teacher in train mode (batch statistics, updates discarded).
+  """
+  def one_teacher(variables, images):
+    if train_mode_batch_norm:
+      return teacher_model.apply(variables, images, train=True, mutable=['batch_stats'])[0]
+    return teacher_model.apply(variables, images, train=False)
+
+  def forward(teacher_variables, images):
+    logits = jax.vmap(one_teacher, in_axes=(0, None))(teacher_variables, images)
+    return jax.lax.stop_gradient(logits)
+  return forward
+
+
+def make_kd_loss_and_grads(model, teacher_forward, alpha, temperature, ensemble_mode='probs',
+                           kd_until_step=None):
+  """Like `make_loss_and_grads`, with the KD loss against the (ensemble) teacher on the same batch.
+
+  `kd_until_step` (ESKD, variant b): from that optimizer step on, α = 1 (cross-entropy only).
+  The returned function takes the stacked teacher variables as a third argument.
+  """
+  losses.check_kd_hyperparameters(alpha, temperature)
+
+  def loss_fn(params, state, batch, teacher_variables):
+    logits, updates = model.apply({'params': params, 'batch_stats': state.batch_stats},
+                                  batch['image'], train=True, mutable=['batch_stats'])
+    teacher_logits = teacher_forward(teacher_variables, batch['image'])
+    weight = alpha if kd_until_step is None else jnp.where(state.step < kd_until_step, alpha, 1.0)
+    loss = losses.ensemble_kd_loss(logits, teacher_logits, batch['label'], weight, temperature,
+                                   mode=ensemble_mode)
+    return loss, (logits, updates['batch_stats'])
+
+  def loss_and_grads(state, batch, teacher_variables):
+    return jax.value_and_grad(loss_fn, has_aux=True)(state.params, state, batch, teacher_variables)
+  return loss_and_grads
+
+
 def make_train_step(loss_and_grads, axis_name=None):
-  """A cross-entropy (or any `loss_and_grads`) SGD step: (state, batch) -> (state, metrics)."""
-  def train_step(state, batch):
-    (loss, (logits, batch_stats)), grads = loss_and_grads(state, batch)
+  """An SGD step for any `loss_and_grads`: (state, batch, *inputs) -> (state, metrics).
+
+  `inputs` are constant per run (e.g. the frozen teacher variables) and passed through.
+  """
+  def train_step(state, batch, *inputs):
+    (loss, (logits, batch_stats)), grads = loss_and_grads(state, batch, *inputs)
     grads, batch_stats = _mean_over_devices((grads, batch_stats), axis_name)
     metrics = _mean_over_devices(
         {'loss': loss, 'accuracy': jnp.mean(jnp.argmax(logits, -1) == batch['label'])}, axis_name)
@@ -38,10 +81,24 @@ def make_train_step(loss_and_grads, axis_name=None):
   return train_step
 
 
-def make_eval_step(model, axis_name=None):
-  """(variables, batch) -> summed loss, correct and count over the real (masked) examples."""
+def model_predict(model):
+  """The eval-mode forward of a model: (variables, images) -> logits."""
+  return lambda variables, images: model.apply(variables, images, train=False)
+
+
+def ensemble_predict(teacher_forward, ensemble_mode='probs'):
+  """An ensemble's prediction at τ = 1 as log-probabilities (valid logits for the eval step)."""
+  return lambda variables, images: losses.ensemble_log_probs(
+      teacher_forward(variables, images), 1.0, ensemble_mode)
+
+
+def make_eval_step(predict, axis_name=None):
+  """(variables, batch) -> summed loss, correct and count over the real (masked) examples.
+
+  `predict(variables, images) -> logits`, e.g. `model_predict(model)` or `ensemble_predict(...)`.
+  """
   def eval_step(variables, batch):
-    logits = model.apply(variables, batch['image'], train=False)
+    logits = predict(variables, batch['image'])
     mask = batch['mask'].astype(jnp.float32)
     nll = -jnp.take_along_axis(jax.nn.log_softmax(logits), batch['label'][:, None], -1)[:, 0]
     sums = {'loss': jnp.sum(nll * mask),

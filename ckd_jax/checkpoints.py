@@ -95,17 +95,21 @@ def restore_snapshots(run_dir, epochs, target=None):
   This is the input of everything vectorised over checkpoints (MI estimation, ensembles).
   Returns (stacked_variables, [metadata per epoch]).
   """
-  if not epochs:
-    raise SnapshotError('restore_snapshots needs at least one epoch')
-  store = SnapshotStore(run_dir)
-  restored = [store.restore(e, target) for e in epochs]
+  return restore_stacked([(run_dir, e) for e in epochs], target)
+
+
+def restore_stacked(members, target=None):
+  """Like `restore_snapshots` for snapshots of several runs: members = [(run_dir, epoch), ...]."""
+  if not members:
+    raise SnapshotError('restoring a stack of snapshots needs at least one snapshot')
+  restored = [SnapshotStore(run_dir).restore(epoch, target) for run_dir, epoch in members]
   trees = [v for v, _ in restored]
   structure = jax.tree.structure(trees[0])
-  for epoch, tree in zip(epochs, trees):
+  for (run_dir, epoch), tree in zip(members, trees):
     if jax.tree.structure(tree) != structure or any(
         a.shape != b.shape for a, b in zip(jax.tree.leaves(tree), jax.tree.leaves(trees[0]))):
       raise SnapshotError(f'snapshot {epoch} of {run_dir} has a different architecture than '
-                          f'snapshot {epochs[0]}')
+                          f'snapshot {members[0][1]} of {members[0][0]}')
   return jax.tree.map(lambda *xs: np.stack(xs), *trees), [m for _, m in restored]
 
 

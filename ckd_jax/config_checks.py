@@ -2,12 +2,13 @@
 import json
 import pathlib
 
+from ckd_jax import losses, teacher_choices
 from ckd_jax.data.sources import SOURCES
 from ckd_jax.models import get_model
 from ckd_jax.training.optim import validate_optimizer_config
 
-IMPLEMENTED_STAGES = ('teacher',)
-PLANNED_STAGES = ('select', 'distill', 'report')
+IMPLEMENTED_STAGES = ('teacher', 'distill')
+PLANNED_STAGES = ('select', 'report')
 # Fields that may change between invocations on one workdir without changing any result.
 VOLATILE_FIELDS = ('stages', 'progress', 'tensorboard')
 
@@ -34,8 +35,7 @@ def validate(config):
     raise ValueError('config.data.crop_padding must be >= 0')
   tc = config.teacher
   get_model(tc.arch, 10)  # raises for an unknown name
-  if tc.epochs < 1 or tc.batch_size < 1 or tc.num_seeds < 1:
-    raise ValueError('teacher epochs, batch_size and num_seeds must be >= 1')
+  _check_recipe(tc, 'teacher')
   epochs = list(tc.snapshot_epochs)
   if epochs != sorted(set(epochs)) or any(not 1 <= e <= tc.epochs for e in epochs):
     raise ValueError(f'teacher.snapshot_epochs {tuple(epochs)} must be strictly increasing epochs '
@@ -44,6 +44,25 @@ def validate(config):
     raise ValueError(f'teacher.snapshot_epochs must include the last epoch ({tc.epochs}): it is '
                      'the T_full teacher')
   validate_optimizer_config(tc.optimizer, tc.epochs)
+  _validate_distill(config)
+
+
+def _check_recipe(section, name):
+  if section.epochs < 1 or section.batch_size < 1 or section.num_seeds < 1:
+    raise ValueError(f'{name} epochs, batch_size and num_seeds must be >= 1')
+  validate_optimizer_config(section.optimizer, section.epochs)
+
+
+def _validate_distill(config):
+  dc = config.distill
+  get_model(dc.student, 10)
+  _check_recipe(dc, 'distill')
+  losses.check_kd_hyperparameters(float(dc.alpha), float(dc.temperature))
+  if dc.ensemble_mode not in losses.ENSEMBLE_MODES:
+    raise ValueError(f'distill.ensemble_mode must be one of {losses.ENSEMBLE_MODES}')
+  if not 0 <= dc.kd_until_epoch <= dc.epochs:
+    raise ValueError(f'distill.kd_until_epoch must be in [0, {dc.epochs}] (0: KD throughout)')
+  teacher_choices.parse_all(dc.teachers, config.teacher)
 
 
 def _flatten(d, prefix=''):

@@ -3,12 +3,16 @@
 Finished work is skipped (a run with `final.json` is done), unfinished work resumes, so rerunning
 the same command after a kill continues where it stopped.
 """
+import json
 import pathlib
 
 from absl import logging
 
-from ckd_jax import config_checks
+import statistics
+
+from ckd_jax import config_checks, teacher_choices
 from ckd_jax.data import load_dataset
+from ckd_jax.distill import Teacher, check_members, student_run_dir, train_student
 from ckd_jax.parallel import DataParallel
 from ckd_jax.teacher import train_teacher
 
@@ -33,7 +37,56 @@ def teacher_stage(config, workdir):
           f'(best {final["best_test_accuracy"]:.4f} at epoch {final["best_epoch"]})')
 
 
-STAGES = {'teacher': teacher_stage}
+def distill_stage(config, workdir):
+  """Trains `config.distill.num_seeds` students per teacher choice (KD, or CE for 'none')."""
+  parallel = DataParallel(config.parallel)
+  dc = config.distill
+  choices = teacher_choices.parse_all(dc.teachers, config.teacher)
+  seeds = [config.seed + k for k in range(dc.num_seeds)]
+  dataset = None
+  plan = []
+  for choice in choices:
+    members = teacher_choices.member_paths(choice, workdir, config.teacher, config.seed,
+                                           teacher_run_dir)
+    pending = [s for s in seeds
+               if not (student_run_dir(workdir, dc.student, choice, s) / 'final.json').exists()]
+    if pending:
+      dataset = dataset or load_dataset(config.data)
+      check_members(choice, members, config.teacher.arch, dataset.num_classes)
+    plan.append((choice, members, pending))
+  for choice, members, pending in plan:
+    if not pending:
+      continue
+    teacher = Teacher(config, dataset, members, parallel) if members else None
+    for seed in pending:
+      train_student(config, dataset, choice, teacher, seed,
+                    student_run_dir(workdir, dc.student, choice, seed), parallel)
+  _print_distill_summary(workdir, dc.student, choices, seeds)
+
+
+def _print_distill_summary(workdir, student, choices, seeds):
+  """Student accuracy per teacher choice, and plainly whether KD beat the no-KD baseline."""
+  def pct(values):
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f'{100 * statistics.mean(values):.2f} ± {100 * spread:.2f}'
+
+  print(f'{"teacher choice":<32} {"teacher acc":>11} {"student last":>15} {"student best":>15}')
+  last = {}
+  for choice in choices:
+    finals = [json.loads((student_run_dir(workdir, student, choice, s) / 'final.json').read_text())
+              for s in seeds]
+    last[choice.spec] = statistics.mean(f['last_test_accuracy'] for f in finals)
+    teacher_acc = finals[0].get('teacher_test_accuracy')
+    print(f'{choice.spec:<32} {"" if teacher_acc is None else f"{100 * teacher_acc:.2f}":>11} '
+          f'{pct([f["last_test_accuracy"] for f in finals]):>15} '
+          f'{pct([f["best_test_accuracy"] for f in finals]):>15}')
+  if 'none' in last:
+    winners = [c for c, acc in last.items() if c != 'none' and acc > last['none']]
+    print('KD beat the no-KD baseline (last-epoch accuracy, mean over seeds) with: '
+          + (', '.join(winners) if winners else 'no teacher choice'))
+
+
+STAGES = {'teacher': teacher_stage, 'distill': distill_stage}
 
 
 def run(config, workdir, allow_config_change=False):
@@ -43,6 +96,7 @@ def run(config, workdir, allow_config_change=False):
   if config.parallel == 'pmap':
     parallel = DataParallel('pmap')
     parallel.check_batch_size(config.teacher.batch_size, 'teacher.batch_size')
+    parallel.check_batch_size(config.distill.batch_size, 'distill.batch_size')
     parallel.check_batch_size(config.data.eval_batch_size, 'data.eval_batch_size')
   config_checks.check_workdir(config, workdir, allow_config_change)
   for stage in stages:

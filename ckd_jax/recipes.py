@@ -32,10 +32,61 @@ def repdistiller_teacher(arch):
   return config
 
 
-def teacher_recipe(recipe, arch):
+def early_stopped_teacher(arch):
+  """ESKD variant (a), Cho & Hariharan: a short schedule (lr ×0.1 at 15, stop at 50)."""
+  config = paper_teacher(arch)
+  config.epochs = 50
+  config.snapshot_epochs = (10, 20, 30, 40, 50)
+  config.optimizer = optimizer(0.1, (15,))
+  return config
+
+
+TEACHER_SCHEDULES = ('full', 'early_stop')
+
+
+def teacher_recipe(recipe, arch, schedule='full'):
   if recipe not in RECIPES:
     raise ValueError(f'Unknown recipe {recipe!r}; choose one of {RECIPES}')
+  if schedule not in TEACHER_SCHEDULES:
+    raise ValueError(f'Unknown teacher schedule {schedule!r}; choose one of {TEACHER_SCHEDULES}')
+  if schedule == 'early_stop':
+    return early_stopped_teacher(arch)
   return paper_teacher(arch) if recipe == 'paper' else repdistiller_teacher(arch)
+
+
+def student_recipe(recipe, student, teachers):
+  """Students train with the teacher's recipe; KD α = 0.5, τ = 5 (paper) or α = 0.1, τ = 4
+  (RepDistiller: 0.1·CE + 0.9·KD, lr 0.01 for MobileNetV2/ShuffleNetV2)."""
+  config = teacher_recipe(recipe, student)
+  del config.arch, config.snapshot_epochs
+  light = student.startswith(('mobilenetv2', 'shufflenetv2'))
+  if recipe == 'repdistiller' and light:
+    config.optimizer.learning_rate = 0.01
+  config.update(dict(
+      student=student, teachers=tuple(teachers), num_seeds=1,
+      alpha=0.5 if recipe == 'paper' else 0.1, temperature=5.0 if recipe == 'paper' else 4.0,
+      ensemble_mode='probs',  # 'probs': the paper's equation; 'logits': the authors' code
+      kd_until_epoch=0,  # ESKD variant (b): CE only after this student epoch; 0 = KD throughout
+      teacher_train_mode_batch_norm=False))  # True reproduces the authors' train-mode teacher BN
+  return config
+
+
+def paper_teacher_choices(teacher_config, ensemble_size):
+  """T0.3, T0.5, T0.7 (the kept snapshot nearest to that fraction of training), T_full, the snapshot
+  ensemble {T0.5, T0.7, T_full}, the full ensemble of `ensemble_size` seeds, and no teacher."""
+  fractions = []
+  for fraction in (0.3, 0.5, 0.7):
+    nearest = min(teacher_config.snapshot_epochs,
+                  key=lambda e: abs(e - fraction * teacher_config.epochs))
+    if nearest != teacher_config.epochs and nearest not in fractions:
+      fractions.append(nearest)
+  choices = [f'epoch:{e}' for e in fractions] + ['final']
+  snapshots = fractions[1:] + [teacher_config.epochs]
+  if len(snapshots) > 1:
+    choices.append('snapshot_ensemble:' + ','.join(str(e) for e in snapshots))
+  if ensemble_size > 1:
+    choices.append(f'full_ensemble:{ensemble_size}')
+  return tuple(choices + ['none'])
 
 
 def parse_config_arg(arg, defaults):
@@ -50,8 +101,8 @@ def parse_config_arg(arg, defaults):
   return values
 
 
-def base_config(data, teacher, stages='teacher'):
-  """Fields every config has; `data` and `teacher` are ConfigDicts or dicts."""
+def base_config(data, teacher, distill, stages='teacher,distill'):
+  """Fields every config has; `data`, `teacher` and `distill` are ConfigDicts or dicts."""
   config = ml_collections.ConfigDict()
   config.seed = 0
   config.stages = stages
@@ -64,4 +115,5 @@ def base_config(data, teacher, stages='teacher'):
       train_examples=0, test_examples=0, crop_padding=4, flip=True, eval_batch_size=500))
   config.data.update(data)
   config.teacher = ml_collections.ConfigDict(teacher)
+  config.distill = ml_collections.ConfigDict(distill)
   return config

@@ -1,20 +1,39 @@
-"""CIFAR-100, the paper's setting (Wang et al. 2022, Table 3): teacher WRN-40-2 by default.
+"""CIFAR-100, the paper's setting (Wang et al. 2022, Tables 1-3).
 
   python -m ckd_jax.main --config=configs/cifar100.py --workdir=runs/c100
-  python -m ckd_jax.main --config=configs/cifar100.py:teacher=resnet110 --workdir=runs/c100_r110
+  python -m ckd_jax.main --config=configs/cifar100.py:pair=resnet110-resnet32 --workdir=runs/r110_r32
   python -m ckd_jax.main --config=configs/cifar100.py:recipe=repdistiller --workdir=runs/c100_rd
+  python -m ckd_jax.main --config=configs/cifar100.py:teacher_schedule=early_stop --workdir=runs/eskd
 
-Arguments after ':' (comma-separated key=value): teacher (a model name, default wrn_40_2),
-recipe ('paper' = 200 epochs, batch 128, lr 0.1 Nesterov, ×0.1 at 60/120/180, snapshots every 20;
-'repdistiller' = 240 epochs, batch 64, lr 0.05, ×0.1 at 150/180/210).
-Data: TFDS 'cifar100' (prepared in ~/tensorflow_datasets or --config.data.data_dir); without it the
-run stops at once and says how to provide it. Cost of the teacher stage: 200 epochs of WRN-40-2;
-about an hour on one H100-class GPU, far too long for a CPU.
+Arguments after ':' (comma-separated key=value):
+  pair      teacher-student, one of the paper's: wrn_40_2-wrn_40_1 (default), wrn_40_2-mobilenetv2_075,
+            resnet110-resnet32, resnet110-mobilenetv2_075; or set teacher= and student= separately.
+  recipe    'paper' (200 epochs, batch 128, lr 0.1 Nesterov, ×0.1 at 60/120/180, snapshots every 20,
+            KD α = 0.5, τ = 5) or 'repdistiller' (240 epochs, batch 64, lr 0.05, ×0.1 at 150/180/210,
+            α = 0.1, τ = 4).
+  teacher_schedule  'full' or 'early_stop' (ESKD (a): lr ×0.1 at 15, stop at 50).
+Teacher choices distilled: T0.3/T0.5/T0.7 (epochs 60/100/140), T_full, the snapshot ensemble of epochs
+160/180/200, the full ensemble of 3 teacher seeds, and no teacher. Data: TFDS 'cifar100'; without it
+the run stops at once and says how to provide it. Cost on one H100-class GPU: about an hour per
+200-epoch WRN-40-2 run, so 3 teachers + 7 students ≈ 10 GPU-hours; far too long for a CPU.
 """
 from ckd_jax import recipes
 
+PAIRS = ('wrn_40_2-wrn_40_1', 'wrn_40_2-mobilenetv2_075', 'resnet110-resnet32',
+         'resnet110-mobilenetv2_075')
 
-def get_config(arg=None):
-  args = recipes.parse_config_arg(arg, {'teacher': 'wrn_40_2', 'recipe': 'paper'})
-  data = dict(source='tfds', name='cifar100')
-  return recipes.base_config(data, recipes.teacher_recipe(args['recipe'], args['teacher']))
+
+def get_config(arg=None, dataset='cifar100', source='tfds'):
+  args = recipes.parse_config_arg(arg, {'pair': '', 'teacher': 'wrn_40_2', 'student': 'wrn_40_1',
+                                        'recipe': 'paper', 'teacher_schedule': 'full',
+                                        'source': source})
+  if args['pair']:
+    if args['pair'] not in PAIRS:
+      raise ValueError(f'Unknown pair {args["pair"]!r}; the paper\'s pairs are {PAIRS}')
+    args['teacher'], args['student'] = args['pair'].split('-')
+  teacher = recipes.teacher_recipe(args['recipe'], args['teacher'], args['teacher_schedule'])
+  teacher.num_seeds = 3  # the full ensemble
+  distill = recipes.student_recipe(args['recipe'], args['student'],
+                                   recipes.paper_teacher_choices(teacher, teacher.num_seeds))
+  data = dict(source=args['source'], name=dataset)
+  return recipes.base_config(data, teacher, distill)

@@ -1,18 +1,25 @@
-"""Offline quick-start on sklearn's bundled 8×8 digits: about a minute on a 2-core CPU.
+"""Offline quick-start on sklearn's bundled 8×8 digits: a few minutes on a 2-core CPU.
 
   python -m ckd_jax.main --config=configs/quickstart.py --workdir=/tmp/ckd
 
-Leaves teachers/resnet20_seed0/ with snapshots at epochs 2, 4, 6, 8, 10, metrics.jsonl and final.json.
+Trains two ResNet-20 teachers (snapshots at epochs 2, 4, 6, 8, 10), then ResNet-8 students from
+T at epoch 4, T_full, a snapshot ensemble, the full ensemble of both teachers, and without a teacher.
 """
 from ckd_jax import recipes
 
 
 def get_config(arg=None):
   del arg
+  optimizer = recipes.optimizer(0.05, (6, 8))
   teacher = dict(
-      arch='resnet20', num_seeds=1, epochs=10, batch_size=64, label_smoothing=0.0,
-      snapshot_epochs=(2, 4, 6, 8, 10), checkpoint_every_steps=50,
-      optimizer=recipes.optimizer(0.05, (6, 8)))
+      arch='resnet20', num_seeds=2, epochs=10, batch_size=64, label_smoothing=0.0,
+      snapshot_epochs=(2, 4, 6, 8, 10), checkpoint_every_steps=50, optimizer=optimizer)
+  distill = dict(
+      student='resnet8_b', num_seeds=1, epochs=10, batch_size=64, label_smoothing=0.0,
+      checkpoint_every_steps=50, optimizer=optimizer,
+      teachers=('epoch:4', 'final', 'snapshot_ensemble:6,8,10', 'full_ensemble:2', 'none'),
+      alpha=0.5, temperature=4.0, ensemble_mode='probs', kd_until_epoch=0,
+      teacher_train_mode_batch_norm=False)
   # 8×8 digits: a 1-pixel crop jitter; no flips (a flipped digit is another symbol).
   data = dict(source='digits', name='digits', crop_padding=1, flip=False, eval_batch_size=360)
-  return recipes.base_config(data, teacher)
+  return recipes.base_config(data, teacher, distill)

@@ -65,7 +65,7 @@ def test_missing_epoch_and_other_architecture_are_refused(run_dir):
   SnapshotStore(run_dir).save(8, _variables(8, width=5), {'arch': 'wider'})
   with pytest.raises(SnapshotError, match='different architecture'):
     restore_snapshots(run_dir, [2, 8])
-  with pytest.raises(SnapshotError, match='at least one'):
+  with pytest.raises(SnapshotError, match='at least one snapshot'):
     restore_snapshots(run_dir, [])
 
 

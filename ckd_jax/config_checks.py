@@ -27,8 +27,8 @@ def parse_stages(stages):
 
 
 def validate(config):
-  """Raises ValueError with a clear message for a config that cannot run."""
-  parse_stages(config.stages)
+  """Raises ValueError with a clear message for a config whose requested stages cannot run."""
+  stages = parse_stages(config.stages)
   if config.data.source not in SOURCES:
     raise ValueError(f'Unknown data source {config.data.source!r}; choose one of {SOURCES}')
   if config.data.crop_padding < 0:
@@ -44,7 +44,8 @@ def validate(config):
     raise ValueError(f'teacher.snapshot_epochs must include the last epoch ({tc.epochs}): it is '
                      'the T_full teacher')
   validate_optimizer_config(tc.optimizer, tc.epochs)
-  _validate_distill(config)
+  if 'distill' in stages:
+    _validate_distill(config)
 
 
 def _check_recipe(section, name):

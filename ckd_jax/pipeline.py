@@ -95,8 +95,9 @@ def run(config, workdir, allow_config_change=False):
   stages = config_checks.parse_stages(config.stages)
   if config.parallel == 'pmap':
     parallel = DataParallel('pmap')
-    parallel.check_batch_size(config.teacher.batch_size, 'teacher.batch_size')
-    parallel.check_batch_size(config.distill.batch_size, 'distill.batch_size')
+    for stage in stages:
+      if stage in ('teacher', 'distill'):
+        parallel.check_batch_size(config[stage].batch_size, f'{stage}.batch_size')
     parallel.check_batch_size(config.data.eval_batch_size, 'data.eval_batch_size')
   config_checks.check_workdir(config, workdir, allow_config_change)
   for stage in stages:

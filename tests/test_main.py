@@ -29,7 +29,8 @@ def _load(path_and_arg):
 
 
 def test_quickstart_teacher_run_from_the_command_line(tmp_path):
-  result = _main('--config=configs/quickstart.py', '--config.teacher.epochs=2',
+  result = _main('--config=configs/quickstart.py', '--config.stages=teacher',
+                 '--config.teacher.num_seeds=1', '--config.teacher.epochs=2',
                  '--config.teacher.snapshot_epochs=(1,2)', '--config.teacher.optimizer.milestones=(1,)',
                  '--config.progress=False', workdir=tmp_path)
   assert result.returncode == 0, result.stderr[-3000:]
@@ -54,6 +55,8 @@ def test_bad_input_exits_with_a_message_not_a_traceback(tmp_path):
     ('configs/cifar100.py:teacher=resnet110', 'resnet110', 200),
     ('configs/cifar100.py:recipe=repdistiller', 'wrn_40_2', 240),
     ('configs/cifar10.py:source=image_folder', 'wrn_40_2', 200),
+    ('configs/cifar100.py:teacher_schedule=early_stop', 'wrn_40_2', 50),
+    ('configs/cifar100.py:pair=resnet110-mobilenetv2_075,recipe=repdistiller', 'resnet110', 240),
 ])
 def test_config_files_are_valid(spec, arch, epochs):
   config = _load(spec)
@@ -70,8 +73,22 @@ def test_paper_recipe_numbers():
   assert config.data.name == 'cifar100' and config.data.crop_padding == 4 and config.data.flip
 
 
+def test_paper_teacher_choices_and_student_recipes():
+  config = _load('configs/cifar100.py')
+  assert config.distill.teachers == ('epoch:60', 'epoch:100', 'epoch:140', 'final',
+                                     'snapshot_ensemble:100,140,200', 'full_ensemble:3', 'none')
+  assert (config.distill.student, config.distill.alpha, config.distill.temperature) == (
+      'wrn_40_1', 0.5, 5.0)
+  rd = _load('configs/cifar100.py:pair=wrn_40_2-mobilenetv2_075,recipe=repdistiller')
+  assert (rd.distill.alpha, rd.distill.temperature, rd.distill.optimizer.learning_rate) == (
+      0.1, 4.0, 0.01)
+  assert rd.distill.epochs == 240 and rd.teacher.optimizer.learning_rate == 0.05
+
+
 def test_bad_config_arguments_are_refused():
   with pytest.raises(ValueError, match='Bad config argument'):
     _load('configs/cifar100.py:techer=resnet110')
   with pytest.raises(ValueError, match='Unknown recipe'):
     _load('configs/cifar100.py:recipe=fast')
+  with pytest.raises(ValueError, match='Unknown pair'):
+    _load('configs/cifar100.py:pair=wrn_40_2-resnet8')

@@ -21,7 +21,8 @@ def tiny_config(**teacher):
               test_examples=96, eval_batch_size=48)
   config = base_config(data, dict(
       arch='resnet8_b', num_seeds=1, epochs=3, batch_size=32, label_smoothing=0.0,
-      snapshot_epochs=(1, 2, 3), checkpoint_every_steps=4, optimizer=optimizer(0.05, (2,))))
+      snapshot_epochs=(1, 2, 3), checkpoint_every_steps=4, optimizer=optimizer(0.05, (2,))),
+      distill={}, stages='teacher')
   config.progress = False
   config.teacher.update(teacher)
   return config
@@ -165,7 +166,7 @@ def _bad(**changes):
     (_bad(**{'teacher.snapshot_epochs': (2, 1, 3)}), 'snapshot_epochs'),
     (_bad(**{'teacher.snapshot_epochs': (1, 2)}), 'last epoch'),
     (_bad(**{'parallel': 'pmap', 'teacher.batch_size': 36}), 'not divisible'),
-    (_bad(**{'stages': 'teacher,distill'}), 'not implemented yet'),
+    (_bad(**{'stages': 'teacher,select'}), 'not implemented yet'),
     (_bad(**{'stages': 'teach'}), 'unknown stage'),
     (_bad(**{'teacher.optimizer.milestones': (5,)}), 'milestones'),
 ])

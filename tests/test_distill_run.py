@@ -1,0 +1,110 @@
+"""The distill stage end to end on a tiny offline config, and its refusals of bad input."""
+import json
+import shutil
+
+import pytest
+
+from ckd_jax import config_checks, pipeline
+from ckd_jax.distill import check_members, student_run_dir
+from ckd_jax.recipes import base_config, optimizer
+from ckd_jax.teacher_choices import parse, parse_all
+
+CHOICES = ('epoch:1', 'final', 'snapshot_ensemble:1,2', 'full_ensemble:2', 'none')
+
+
+def tiny_config(choices=CHOICES, **distill):
+  data = dict(source='digits', name='digits', crop_padding=1, flip=False, train_examples=128,
+              test_examples=96, eval_batch_size=48)
+  recipe = dict(num_seeds=1, epochs=2, batch_size=32, label_smoothing=0.0,
+                checkpoint_every_steps=0, optimizer=optimizer(0.05, (1,)))
+  teacher = dict(recipe, arch='resnet8_b', num_seeds=2, snapshot_epochs=(1, 2))
+  student = dict(recipe, student='resnet8_b', teachers=tuple(choices), alpha=0.5, temperature=4.0,
+                 ensemble_mode='probs', kd_until_epoch=0, teacher_train_mode_batch_norm=False)
+  student.update(distill)
+  config = base_config(data, teacher, student)
+  config.progress = False
+  return config
+
+
+@pytest.fixture(scope='module')
+def workdir(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp('distill')
+  pipeline.run(tiny_config(), workdir)
+  return workdir
+
+
+def _final(path):
+  return json.loads((path / 'final.json').read_text())
+
+
+def _student_final(workdir, spec):
+  return _final(student_run_dir(workdir, 'resnet8_b', parse(spec, tiny_config().teacher), 0))
+
+
+def test_every_choice_has_a_student_with_labelled_results(workdir, capsys):
+  for spec in CHOICES:
+    final = _student_final(workdir, spec)
+    assert final['teacher_choice'] == spec and final['epochs'] == 2
+    assert 0 <= final['last_test_accuracy'] <= final['best_test_accuracy'] <= 1
+  assert 'teacher_test_accuracy' not in _student_final(workdir, 'none')
+  members = _student_final(workdir, 'full_ensemble:2')['teacher_members']
+  assert [(m['seed'], m['epoch']) for m in members] == [(0, 2), (1, 2)]
+  pipeline.run(tiny_config(), workdir)  # everything done: only the summary is printed again
+  out = capsys.readouterr().out
+  assert 'snapshot_ensemble:1,2' in out and 'KD beat the no-KD baseline' in out
+
+
+def test_teacher_accuracy_recorded_for_a_single_snapshot_is_its_own(workdir):
+  teacher0 = pipeline.teacher_run_dir(workdir, 'resnet8_b', 0)
+  assert _student_final(workdir, 'final')['teacher_test_accuracy'] == pytest.approx(
+      _final(teacher0)['last_test_accuracy'], abs=1e-6)
+  first_epoch = json.loads((teacher0 / 'metrics.jsonl').read_text().splitlines()[0])
+  assert _student_final(workdir, 'epoch:1')['teacher_test_accuracy'] == pytest.approx(
+      first_epoch['test_accuracy'], abs=1e-6)
+
+
+def test_missing_snapshot_is_refused_before_any_student_trains(workdir, tmp_path):
+  copy = tmp_path / 'work'
+  shutil.copytree(workdir, copy)
+  shutil.rmtree(copy / 'students')
+  shutil.rmtree(pipeline.teacher_run_dir(copy, 'resnet8_b', 0) / 'snapshots' / '1')
+  with pytest.raises(ValueError, match="'epoch:1' needs the snapshot of epoch 1"):
+    pipeline.run(tiny_config(), copy)
+  assert not (copy / 'students').exists()
+
+
+def test_class_count_mismatch_is_refused(workdir):
+  config = tiny_config()
+  choice = parse('final', config.teacher)
+  members = [(pipeline.teacher_run_dir(workdir, 'resnet8_b', 0), 2)]
+  with pytest.raises(ValueError, match='has 10 classes, the student 100'):
+    check_members(choice, members, 'resnet8_b', 100)
+  with pytest.raises(ValueError, match='is a resnet8_b'):
+    check_members(choice, members, 'resnet20', 10)
+
+
+@pytest.mark.parametrize('choices,distill,message', [
+    (('epoch:3',), {}, 'no snapshot is kept at epoch 3'),
+    (('full_ensemble:0',), {}, 'at least one teacher'),
+    (('full_ensemble:3',), {}, 'needs 3 teacher seeds'),
+    (('snapshot_ensemble:',), {}, 'bad teacher choice'),
+    (('epoch:x',), {}, 'integers'),
+    (('final', 'final'), {}, 'twice'),
+    (('selected',), {}, 'not implemented yet'),
+    (('final',), {'alpha': 1.5}, 'alpha'),
+    (('final',), {'temperature': 0.0}, 'temperature'),
+    (('final',), {'ensemble_mode': 'vote'}, 'ensemble_mode'),
+    (('final',), {'kd_until_epoch': 5}, 'kd_until_epoch'),
+    (('final',), {'student': 'resnet_nope'}, 'Unknown model'),
+])
+def test_bad_distill_configs_are_refused_before_training(tmp_path, choices, distill, message):
+  with pytest.raises(ValueError, match=message):
+    pipeline.run(tiny_config(choices, **distill), tmp_path)
+  assert not (tmp_path / 'teachers').exists()
+
+
+def test_choice_slugs_are_file_names():
+  teacher = tiny_config().teacher
+  assert [c.slug for c in parse_all(CHOICES, teacher)] == [
+      'epoch1', 'final', 'snapshot_ensemble_1_2', 'full_ensemble_2', 'none']
+  config_checks.validate(tiny_config())

@@ -1,0 +1,126 @@
+"""The student KD step: ensemble forward, jit/no-jit/pmap agreement, ESKD cut-off, BN quirk."""
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from ckd_jax import losses
+from ckd_jax.models import get_model
+from ckd_jax.parallel import AXIS_NAME, DataParallel
+from ckd_jax.training import (create_train_state, make_kd_loss_and_grads, make_teacher_forward,
+                              make_train_step)
+
+MEMBERS = 3
+
+
+@pytest.fixture(scope='module')
+def setup():
+  teacher = get_model('resnet8_b', 5)
+  x = jnp.zeros((1, 8, 8, 3))
+  members = []
+  for seed in range(MEMBERS):
+    variables = teacher.init(jax.random.key(seed), x)
+    # Non-trivial running statistics, so eval-mode and train-mode BN differ.
+    variables = {'params': variables['params'], 'batch_stats': jax.tree.map(
+        lambda v: v + 0.3 * (seed + 1), variables['batch_stats'])}
+    members.append(variables)
+  stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *members)
+  rng = np.random.default_rng(0)
+  batch = {'image': jnp.asarray(rng.normal(size=(16, 8, 8, 3)), jnp.float32),
+           'label': jnp.asarray(rng.integers(0, 5, 16), jnp.int32)}
+  return teacher, members, stacked, batch
+
+
+def test_ensemble_forward_equals_separate_forwards(setup):
+  teacher, members, stacked, batch = setup
+  got = jax.jit(make_teacher_forward(teacher))(stacked, batch['image'])
+  chex.assert_shape(got, (MEMBERS, 16, 5))
+  for i, variables in enumerate(members):
+    # Tolerance 1e-5: vmapped convolutions may sum in another order.
+    np.testing.assert_allclose(got[i], teacher.apply(variables, batch['image']), rtol=1e-5,
+                               atol=1e-5)
+
+
+def test_train_mode_batch_norm_quirk_uses_batch_statistics(setup):
+  teacher, members, stacked, batch = setup
+  quirk = make_teacher_forward(teacher, train_mode_batch_norm=True)(stacked, batch['image'])
+  expected = teacher.apply(members[1], batch['image'], train=True, mutable=['batch_stats'])[0]
+  np.testing.assert_allclose(quirk[1], expected, rtol=1e-5, atol=1e-5)
+  eval_mode = make_teacher_forward(teacher)(stacked, batch['image'])
+  assert np.abs(np.asarray(quirk - eval_mode)).max() > 1e-2
+
+
+def _student(axis_name=None):
+  model = get_model('resnet8_b', 5, axis_name=axis_name)
+  return model, create_train_state(model, optax.sgd(0.1, 0.9), (8, 8, 3), seed=7)
+
+
+def test_kd_loss_in_the_step_is_the_ensemble_kd_loss(setup):
+  teacher, _, stacked, batch = setup
+  model, state = _student()
+  forward = make_teacher_forward(teacher)
+  (loss, (logits, _)), grads = make_kd_loss_and_grads(model, forward, 0.3, 4.0, 'logits')(
+      state, batch, stacked)
+  expected = losses.ensemble_kd_loss(logits, forward(stacked, batch['image']), batch['label'],
+                                     0.3, 4.0, mode='logits')
+  np.testing.assert_allclose(loss, expected, rtol=1e-6)
+  assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
+
+
+def test_kd_until_step_switches_to_cross_entropy(setup):
+  """ESKD (b): before the cut-off the KD loss, from it on plain CE (α = 1)."""
+  teacher, _, stacked, batch = setup
+  model, state = _student()
+  loss_and_grads = jax.jit(make_kd_loss_and_grads(model, make_teacher_forward(teacher), 0.5, 4.0,
+                                                  kd_until_step=3))
+  before = loss_and_grads(state.replace(step=jnp.asarray(2)), batch, stacked)[0]
+  after = loss_and_grads(state.replace(step=jnp.asarray(3)), batch, stacked)[0]
+  logits = before[1][0]
+  np.testing.assert_allclose(after[0], losses.cross_entropy(logits, batch['label']), rtol=1e-6)
+  np.testing.assert_allclose(before[0], losses.ensemble_kd_loss(
+      logits, make_teacher_forward(teacher)(stacked, batch['image']), batch['label'], 0.5, 4.0),
+      rtol=1e-6)
+
+
+def test_bad_kd_hyperparameters_are_refused_when_building_the_step(setup):
+  teacher, _, _, _ = setup
+  model, _ = _student()
+  with pytest.raises(ValueError, match='alpha'):
+    make_kd_loss_and_grads(model, make_teacher_forward(teacher), 1.2, 4.0)
+  with pytest.raises(ValueError, match='temperature'):
+    make_kd_loss_and_grads(model, make_teacher_forward(teacher), 0.5, -1.0)
+
+
+class StudentStepVariantsTest(chex.TestCase):
+  """Same KD step with and without jit, and pmapped over 8 fake CPU devices (synchronised BN)."""
+
+  @chex.variants(with_jit=True, without_jit=True, with_pmap=True)
+  def test_student_step_agrees(self):
+    teacher = get_model('resnet8_b', 5)
+    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *[
+        teacher.init(jax.random.key(s), jnp.zeros((1, 8, 8, 3))) for s in range(2)])
+    rng = np.random.default_rng(1)
+    batch = {'image': jnp.asarray(rng.normal(size=(16, 8, 8, 3)), jnp.float32),
+             'label': jnp.asarray(rng.integers(0, 5, 16), jnp.int32)}
+    forward = make_teacher_forward(teacher)
+    model, state = _student()
+    reference_state, reference_metrics = make_train_step(
+        make_kd_loss_and_grads(model, forward, 0.5, 4.0))(state, batch, stacked)
+
+    if self.variant.type == chex.ChexVariantType.WITH_PMAP:
+      pmodel, _ = _student(AXIS_NAME)
+      parallel = DataParallel('pmap')
+      step = self.variant(make_train_step(make_kd_loss_and_grads(pmodel, forward, 0.5, 4.0),
+                                          AXIS_NAME), axis_name=AXIS_NAME,
+                          broadcast_args_to_devices=False, reduce_fn=None)
+      new_state, metrics = parallel.unreplicate(step(
+          parallel.replicate(state), parallel.shard(batch), parallel.replicate(stacked)))
+    else:
+      step = self.variant(make_train_step(make_kd_loss_and_grads(model, forward, 0.5, 4.0)))
+      new_state, metrics = step(state, batch, stacked)
+    tol = dict(rtol=1e-5, atol=1e-5)
+    chex.assert_trees_all_close(new_state.params, reference_state.params, **tol)
+    chex.assert_trees_all_close(new_state.batch_stats, reference_state.batch_stats, **tol)
+    np.testing.assert_allclose(metrics['loss'], reference_metrics['loss'], **tol)

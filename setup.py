@@ -22,6 +22,7 @@ setup(
         'scikit-learn>=1.3',  # the bundled digits dataset of the offline quick-start
         'pillow>=10.0',  # the image_folder source
         'tqdm>=4.66',
+        'matplotlib>=3.7',  # the selection plot (Agg backend, no display needed)
     ],
     extras_require={
         'cuda': ['jax[cuda13]>=0.6'],

@@ -2,13 +2,13 @@
 import json
 import pathlib
 
-from ckd_jax import losses, teacher_choices
+from ckd_jax import losses, mi, teacher_choices
 from ckd_jax.data.sources import SOURCES
 from ckd_jax.models import get_model
 from ckd_jax.training.optim import validate_optimizer_config
 
-IMPLEMENTED_STAGES = ('teacher', 'distill')
-PLANNED_STAGES = ('select', 'report')
+IMPLEMENTED_STAGES = ('teacher', 'select', 'distill')  # in the order they run
+PLANNED_STAGES = ('report',)
 # Fields that may change between invocations on one workdir without changing any result.
 VOLATILE_FIELDS = ('stages', 'progress', 'tensorboard')
 
@@ -23,7 +23,7 @@ def parse_stages(stages):
       raise ValueError(f'unknown stage {name!r}; available: {IMPLEMENTED_STAGES}')
   if not names:
     raise ValueError('config.stages is empty')
-  return names
+  return sorted(set(names), key=IMPLEMENTED_STAGES.index)
 
 
 def validate(config):
@@ -44,6 +44,8 @@ def validate(config):
     raise ValueError(f'teacher.snapshot_epochs must include the last epoch ({tc.epochs}): it is '
                      'the T_full teacher')
   validate_optimizer_config(tc.optimizer, tc.epochs)
+  if 'select' in stages:
+    _validate_select(config)
   if 'distill' in stages:
     _validate_distill(config)
 
@@ -52,6 +54,21 @@ def _check_recipe(section, name):
   if section.epochs < 1 or section.batch_size < 1 or section.num_seeds < 1:
     raise ValueError(f'{name} epochs, batch_size and num_seeds must be >= 1')
   validate_optimizer_config(section.optimizer, section.epochs)
+
+
+def _validate_select(config):
+  sc = config.select
+  if sc.method not in mi.METHODS:
+    raise ValueError(f'Unknown select.method {sc.method!r}; choose one of {mi.METHODS}')
+  if sc.feature not in mi.FEATURES:
+    raise ValueError(f'select.feature must be one of {mi.FEATURES}')
+  if sc.normalization not in mi.NORMALIZATIONS:
+    raise ValueError(f'select.normalization must be one of {mi.NORMALIZATIONS}')
+  if len(sc.weights) != 2 or min(sc.weights) < 0 or max(sc.weights) == 0:
+    raise ValueError('select.weights must be two non-negative numbers, not both 0')
+  if sc.num_samples < 0 or sc.fit_samples < 1 or sc.batch_size < 1:
+    raise ValueError('select.num_samples >= 0 (0: the whole test split), fit_samples and '
+                     'batch_size >= 1')
 
 
 def _validate_distill(config):

@@ -14,6 +14,8 @@ from ckd_jax import config_checks, teacher_choices
 from ckd_jax.data import load_dataset
 from ckd_jax.distill import Teacher, check_members, student_run_dir, train_student
 from ckd_jax.parallel import DataParallel
+from ckd_jax.selection_stage import (read_chosen_epoch, run_selection, selection_path,
+                                     write_selection)
 from ckd_jax.teacher import train_teacher
 
 
@@ -37,6 +39,24 @@ def teacher_stage(config, workdir):
           f'(best {final["best_test_accuracy"]:.4f} at epoch {final["best_epoch"]})')
 
 
+def select_stage(config, workdir):
+  """Estimates MI over the snapshots of teacher seed config.seed and picks T*."""
+  if selection_path(workdir).exists():
+    logging.info('selection %s exists; skipping', selection_path(workdir))
+  else:
+    dataset = load_dataset(config.data)
+    write_selection(run_selection(config, dataset, teacher_run_dir(
+        workdir, config.teacher.arch, config.seed)), workdir)
+  result = json.loads(selection_path(workdir).read_text())
+  print(f'{"epoch":>6} {"teacher acc":>11} {"I(X;F)":>10} {"I(Y;F)":>10} {"score":>7}   '
+        f'({result["estimator"]["method"]}, nats)')
+  for s in result['snapshots']:
+    print(f'{s["epoch"]:>6} {100 * s["teacher_test_accuracy"]:>11.2f} {s["I_XF"]:>10.4f} '
+          f'{s["I_YF"]:>10.4f} {s["score"]:>7.3f}' + ('   <- T*' if s['epoch'] ==
+                                                       result['chosen_epoch'] else ''))
+  print(f'selected T* = epoch {result["chosen_epoch"]}: {selection_path(workdir)} and mi.png')
+
+
 def distill_stage(config, workdir):
   """Trains `config.distill.num_seeds` students per teacher choice (KD, or CE for 'none')."""
   parallel = DataParallel(config.parallel)
@@ -47,7 +67,7 @@ def distill_stage(config, workdir):
   plan = []
   for choice in choices:
     members = teacher_choices.member_paths(choice, workdir, config.teacher, config.seed,
-                                           teacher_run_dir)
+                                           teacher_run_dir, read_chosen_epoch)
     pending = [s for s in seeds
                if not (student_run_dir(workdir, dc.student, choice, s) / 'final.json').exists()]
     if pending:
@@ -86,7 +106,7 @@ def _print_distill_summary(workdir, student, choices, seeds):
           + (', '.join(winners) if winners else 'no teacher choice'))
 
 
-STAGES = {'teacher': teacher_stage, 'distill': distill_stage}
+STAGES = {'teacher': teacher_stage, 'select': select_stage, 'distill': distill_stage}
 
 
 def run(config, workdir, allow_config_change=False):

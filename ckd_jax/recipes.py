@@ -80,7 +80,7 @@ def paper_teacher_choices(teacher_config, ensemble_size):
                   key=lambda e: abs(e - fraction * teacher_config.epochs))
     if nearest != teacher_config.epochs and nearest not in fractions:
       fractions.append(nearest)
-  choices = [f'epoch:{e}' for e in fractions] + ['final']
+  choices = [f'epoch:{e}' for e in fractions] + ['final', 'selected']
   snapshots = fractions[1:] + [teacher_config.epochs]
   if len(snapshots) > 1:
     choices.append('snapshot_ensemble:' + ','.join(str(e) for e in snapshots))
@@ -101,8 +101,26 @@ def parse_config_arg(arg, defaults):
   return values
 
 
-def base_config(data, teacher, distill, stages='teacher,distill'):
-  """Fields every config has; `data`, `teacher` and `distill` are ConfigDicts or dicts."""
+def select_config(**overrides):
+  """MI estimation over snapshots and the choice of T* (DESIGN.md §4)."""
+  config = ml_collections.ConfigDict(dict(
+      method='variational',  # or 'kde', 'binning'
+      feature='penultimate',  # or 'logits'
+      num_samples=10000,  # test images the estimate is evaluated on (0: all)
+      fit_samples=10000,  # training images the variational probe/decoder are fitted on
+      batch_size=500,  # feature extraction chunk
+      normalization='minmax', weights=(1.0, 1.0),
+      variational=dict(seed=0, probe=dict(steps=1000, batch_size=256, learning_rate=1e-2),
+                       decoder=dict(hidden=256, steps=1000, batch_size=256, learning_rate=1e-3,
+                                    pixel_noise_std=0.1)),
+      kde=dict(noise_variance=0.1, chunk_size=1024),
+      binning=dict(num_bins=30)))
+  config.update(overrides)
+  return config
+
+
+def base_config(data, teacher, distill, select=None, stages='teacher,select,distill'):
+  """Fields every config has; `data`, `teacher`, `distill` and `select` are ConfigDicts or dicts."""
   config = ml_collections.ConfigDict()
   config.seed = 0
   config.stages = stages
@@ -116,4 +134,5 @@ def base_config(data, teacher, distill, stages='teacher,distill'):
   config.data.update(data)
   config.teacher = ml_collections.ConfigDict(teacher)
   config.distill = ml_collections.ConfigDict(distill)
+  config.select = select_config(**(select or {}))
   return config

@@ -5,19 +5,20 @@
     'final'                        the last snapshot of teacher seed 0 (T_full)
     'snapshot_ensemble:E1,E2,…'    an ensemble of snapshots of teacher seed 0
     'full_ensemble:M'              an ensemble of the final snapshots of teacher seeds 0..M-1
+    'selected'                     T*, the snapshot of teacher seed 0 chosen by the select stage
 """
 import dataclasses
 import pathlib
 import re
 
-KINDS = ('none', 'epoch', 'final', 'snapshot_ensemble', 'full_ensemble')
+KINDS = ('none', 'epoch', 'final', 'snapshot_ensemble', 'full_ensemble', 'selected')
 
 
 @dataclasses.dataclass(frozen=True)
 class TeacherChoice:
   spec: str
   kind: str
-  members: tuple  # ((teacher seed offset k, epoch), ...); empty for 'none'
+  members: tuple  # ((teacher seed offset k, epoch), ...); empty for 'none' and 'selected'
 
   @property
   def slug(self):
@@ -54,12 +55,11 @@ def parse(spec, teacher_config):
       raise ValueError(f'teacher choice {spec!r} needs {size} teacher seeds but '
                        f'teacher.num_seeds = {teacher_config.num_seeds}')
     members = tuple((k, teacher_config.epochs) for k in range(size))
-  elif kind == 'selected':
-    raise ValueError("teacher choice 'selected' needs the select stage (MI), which is not "
-                     'implemented yet')
+  elif kind == 'selected' and not arg:
+    members = ()  # known once the select stage has written selection/mi.json
   else:
     raise ValueError(f'bad teacher choice {spec!r}; forms: none, final, epoch:E, '
-                     'snapshot_ensemble:E1,E2,…, full_ensemble:M')
+                     'snapshot_ensemble:E1,E2,…, full_ensemble:M, selected')
   if kind == 'snapshot_ensemble' and not members:
     raise ValueError(f'teacher choice {spec!r}: an ensemble needs at least one teacher')
   for _, epoch in members:
@@ -80,7 +80,11 @@ def parse_all(specs, teacher_config):
   return choices
 
 
-def member_paths(choice, workdir, teacher_config, base_seed, run_dir_fn):
-  """[(teacher run_dir, epoch)] of the snapshots that make up this choice."""
+def member_paths(choice, workdir, teacher_config, base_seed, run_dir_fn, chosen_epoch_fn):
+  """[(teacher run_dir, epoch)] of the snapshots that make up this choice.
+
+  `chosen_epoch_fn(workdir)` gives T*'s epoch for 'selected' (it raises if selection has not run).
+  """
+  members = ((0, chosen_epoch_fn(workdir)),) if choice.kind == 'selected' else choice.members
   return [(pathlib.Path(run_dir_fn(workdir, teacher_config.arch, base_seed + k)), epoch)
-          for k, epoch in choice.members]
+          for k, epoch in members]

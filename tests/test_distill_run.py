@@ -21,7 +21,7 @@ def tiny_config(choices=CHOICES, **distill):
   student = dict(recipe, student='resnet8_b', teachers=tuple(choices), alpha=0.5, temperature=4.0,
                  ensemble_mode='probs', kd_until_epoch=0, teacher_train_mode_batch_norm=False)
   student.update(distill)
-  config = base_config(data, teacher, student)
+  config = base_config(data, teacher, student, stages='teacher,distill')
   config.progress = False
   return config
 

@@ -75,7 +75,7 @@ def test_paper_recipe_numbers():
 
 def test_paper_teacher_choices_and_student_recipes():
   config = _load('configs/cifar100.py')
-  assert config.distill.teachers == ('epoch:60', 'epoch:100', 'epoch:140', 'final',
+  assert config.distill.teachers == ('epoch:60', 'epoch:100', 'epoch:140', 'final', 'selected',
                                      'snapshot_ensemble:100,140,200', 'full_ensemble:3', 'none')
   assert (config.distill.student, config.distill.alpha, config.distill.temperature) == (
       'wrn_40_1', 0.5, 5.0)

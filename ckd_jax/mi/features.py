@@ -1,0 +1,42 @@
+"""Features of every snapshot at once: one vmapped forward over the stacked parameters.
+
+The data is processed in chunks (a Python loop over data, never over snapshots); every chunk runs the
+same compiled program.
+"""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ckd_jax.data.augment import normalize
+
+FEATURES = ('penultimate', 'logits')
+
+
+@functools.partial(jax.jit, static_argnames=('model', 'feature', 'mean', 'std'))
+def _features_of_chunk(stacked_variables, images, *, model, feature, mean, std):
+  x = normalize(images, mean, std)
+
+  def one(variables):
+    logits, features = model.apply(variables, x, train=False, return_features=True)
+    return features if feature == 'penultimate' else logits
+  return jax.vmap(one)(stacked_variables)
+
+
+def extract_features(model, stacked_variables, images, mean, std, feature='penultimate',
+                     batch_size=500):
+  """(S, N, d) features of S stacked snapshots on uint8 `images` (N, H, W, C)."""
+  if feature not in FEATURES:
+    raise ValueError(f'feature must be one of {FEATURES}, got {feature!r}')
+  n = images.shape[0]
+  chunks = []
+  for start in range(0, n, batch_size):
+    chunk = images[start:start + batch_size]
+    real = chunk.shape[0]
+    if real < batch_size:  # pad so that every chunk has the same shape: one compilation
+      chunk = np.concatenate([chunk, np.zeros((batch_size - real,) + chunk.shape[1:], chunk.dtype)])
+    out = _features_of_chunk(stacked_variables, jnp.asarray(chunk), model=model, feature=feature,
+                             mean=tuple(mean), std=tuple(std))
+    chunks.append(out[:, :real])
+  return jnp.concatenate(chunks, axis=1)

@@ -1,0 +1,105 @@
+"""The select stage (Algorithm 1, steps 2-3): MI of every snapshot of teacher seed 0, then T*.
+
+Writes `selection/mi.json` (per snapshot: epoch, teacher test accuracy, raw and normalised I(X;F) and
+I(Y;F), score; the chosen epoch; the estimator and its settings) and `selection/mi.png`.
+"""
+import json
+import pathlib
+
+import numpy as np
+
+from ckd_jax import mi
+from ckd_jax.checkpoints import SnapshotStore, restore_snapshots, write_json
+from ckd_jax.models import get_model
+
+
+def selection_path(workdir):
+  return pathlib.Path(workdir) / 'selection' / 'mi.json'
+
+
+def estimator_settings(select_config):
+  """The settings of the configured method, as keyword arguments of the estimator."""
+  method = select_config.method
+  if method not in mi.METHODS:
+    raise ValueError(f'Unknown select.method {method!r}; choose one of {mi.METHODS}')
+  return select_config[method].to_dict()
+
+
+def run_selection(config, dataset, teacher_run_dir):
+  """Estimates MI over the kept snapshots and picks T*; returns the mi.json dict."""
+  sc = config.select
+  store = SnapshotStore(teacher_run_dir)
+  epochs = [e for e in store.epochs() if e in tuple(config.teacher.snapshot_epochs)]
+  if not epochs:
+    raise ValueError(f'no teacher snapshot in {teacher_run_dir}: run the teacher stage first')
+  for epoch in epochs:
+    meta = store.metadata(epoch)
+    if meta.get('arch') != config.teacher.arch or meta.get('num_classes') != dataset.num_classes:
+      raise ValueError(f'snapshot {teacher_run_dir}/snapshots/{epoch} is a {meta.get("arch")} '
+                       f'with {meta.get("num_classes")} classes; config.teacher.arch is '
+                       f'{config.teacher.arch} and the dataset has {dataset.num_classes} classes')
+  stacked, metadata = restore_snapshots(teacher_run_dir, epochs)
+  model = get_model(config.teacher.arch, dataset.num_classes)
+  settings = estimator_settings(sc)
+  curves = mi.estimate_over_snapshots(stacked, model, dataset, method=sc.method,
+                                      feature=sc.feature, num_samples=sc.num_samples,
+                                      fit_samples=sc.fit_samples, batch_size=sc.batch_size,
+                                      **settings)
+  i_xf, i_yf = curves['I_XF'], curves['I_YF']
+  if not (np.all(np.isfinite(i_xf)) and np.all(np.isfinite(i_yf))):
+    raise FloatingPointError(f'the {sc.method} estimator returned non-finite MI: {curves}')
+  chosen = mi.select_teacher(epochs, i_xf, i_yf, sc.normalization, tuple(sc.weights))
+  snapshots = [{'epoch': e, 'teacher_test_accuracy': m['test_accuracy'], 'I_XF': float(x),
+                'I_YF': float(y), 'I_XF_normalized': xn, 'I_YF_normalized': yn, 'score': s}
+               for e, m, x, y, xn, yn, s in zip(epochs, metadata, i_xf, i_yf,
+                                                chosen['I_XF_normalized'],
+                                                chosen['I_YF_normalized'], chosen['score'])]
+  return {'teacher_run': str(teacher_run_dir), 'chosen_epoch': chosen['chosen_epoch'],
+          'snapshots': snapshots, 'units': 'nats',
+          'estimator': {'method': sc.method, 'feature': sc.feature, 'settings': settings,
+                        'num_samples': min(sc.num_samples or len(dataset.test), len(dataset.test)),
+                        'fit_samples': sc.fit_samples if sc.method == 'variational' else 0},
+          'normalization': sc.normalization, 'weights': list(sc.weights)}
+
+
+def plot_selection(result, path):
+  """Normalised I(X;F), I(Y;F), their weighted sum and the teacher's accuracy against epoch."""
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+
+  snaps = result['snapshots']
+  epochs = [s['epoch'] for s in snaps]
+  fig, ax = plt.subplots(figsize=(7, 4.2))
+  ax.plot(epochs, [s['I_XF_normalized'] for s in snaps], 'o-', label='I(X;F), normalised')
+  ax.plot(epochs, [s['I_YF_normalized'] for s in snaps], 's-', label='I(Y;F), normalised')
+  ax.plot(epochs, [s['score'] for s in snaps], 'k--', alpha=0.6, label='score (weighted sum)')
+  ax.axvline(result['chosen_epoch'], color='tab:red', alpha=0.4, lw=6,
+             label=f'T* = epoch {result["chosen_epoch"]}')
+  ax.set_xlabel('teacher epoch')
+  ax.set_ylabel(f'normalised MI ({result["normalization"]})')
+  acc = ax.twinx()
+  acc.plot(epochs, [100 * s['teacher_test_accuracy'] for s in snaps], '^:', color='tab:green',
+           label='teacher test accuracy')
+  acc.set_ylabel('teacher test accuracy (%)', color='tab:green')
+  lines = ax.get_legend_handles_labels()
+  more = acc.get_legend_handles_labels()
+  ax.legend(lines[0] + more[0], lines[1] + more[1], loc='lower right', fontsize=8)
+  ax.set_title(f'MI over snapshots ({result["estimator"]["method"]} estimator)')
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def write_selection(result, workdir):
+  path = selection_path(workdir)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  plot_selection(result, path.with_name('mi.png'))
+  write_json(path, result)
+
+
+def read_chosen_epoch(workdir):
+  path = selection_path(workdir)
+  if not path.exists():
+    raise ValueError(f"teacher choice 'selected' needs {path}: run the select stage first")
+  return json.loads(path.read_text())['chosen_epoch']

@@ -1,0 +1,174 @@
+"""MI estimators against closed forms, the vectorised path against a loop, and T* selection."""
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ckd_jax import mi
+from ckd_jax.data import load_digits
+from ckd_jax.mi import features as features_module
+from ckd_jax.models import get_model
+
+
+def np_entropy(values):
+  _, counts = np.unique(values, return_counts=True, axis=0)
+  p = counts / counts.sum()
+  return -np.sum(p * np.log(p))
+
+
+@pytest.fixture(scope='module')
+def discrete():
+  """Features that take 6 well-separated values with unequal probabilities; Y = Z mod 4."""
+  rng = np.random.default_rng(0)
+  z = rng.choice(6, size=1200, p=[.3, .2, .2, .1, .1, .1])
+  features = (rng.normal(size=(6, 5)) * 10)[z]
+  labels = z % 4
+  h_t = np_entropy(z)
+  h_t_given_y = sum((labels == c).mean() * np_entropy(z[labels == c]) for c in range(4))
+  return features.astype(np.float32), labels, h_t, h_t - h_t_given_y
+
+
+@pytest.mark.parametrize('method', ['kde', 'binning'])
+def test_deterministic_discrete_features_give_the_discrete_mi(discrete, method):
+  """I(X;T) = H(T) for a deterministic discrete T, and I(Y;T) = H(T) − H(T|Y)."""
+  features, labels, i_xt, i_yt = discrete
+  got = mi.estimate(features, labels, method=method, num_classes=4)
+  assert got['I_XF'] == pytest.approx(i_xt, abs=1e-4)
+  assert got['I_YF'] == pytest.approx(i_yt, abs=1e-4)
+
+
+def test_kde_on_a_gaussian_equals_its_closed_form_and_bounds_the_true_mi():
+  """For F ~ N(0, s²) the estimator's large-N value is ½log(1 + s²/σ²) + s²/(2(s² + σ²)),
+  which is above the true I(F; F + noise) = ½log(1 + s²/σ²)."""
+  rng = np.random.default_rng(1)
+  s2, noise = 1.0, 0.1
+  f = rng.normal(size=(4000, 1)) * math.sqrt(s2)
+  got = mi.estimate(f, np.zeros(4000, int), method='kde', num_classes=2, noise_variance=noise)
+  true_mi = 0.5 * math.log(1 + s2 / noise)
+  assert got['I_XF'] == pytest.approx(true_mi + s2 / (2 * (s2 + noise)), abs=0.03)
+  assert got['I_XF'] > true_mi
+  assert got['I_YF'] == pytest.approx(0.0, abs=1e-5)  # one class only: no label information
+
+
+def test_kde_chunking_does_not_change_the_result(discrete):
+  features, labels, _, _ = discrete
+  whole = mi.estimate(features, labels, method='kde', num_classes=4, chunk_size=2048)
+  chunked = mi.estimate(features, labels, method='kde', num_classes=4, chunk_size=100)
+  assert whole == pytest.approx(chunked, rel=1e-5)
+
+
+def test_probe_bound_approaches_ln_k_minus_conditional_entropy():
+  """Labels are a known function of F flipped with probability ε: H(Y|F) in closed form."""
+  rng = np.random.default_rng(2)
+  k, eps = 5, 0.3
+
+  def sample(n):
+    z = rng.integers(0, k, n)
+    f = np.eye(k)[z] * 3 + rng.normal(size=(n, k)) * 0.1
+    return f.astype(np.float32), np.where(rng.random(n) < eps, rng.integers(0, k, n), z)
+
+  fit_f, fit_y = sample(4000)
+  eval_f, eval_y = sample(4000)
+  right, wrong = 1 - eps + eps / k, eps / k
+  target = math.log(k) + right * math.log(right) + (k - 1) * wrong * math.log(wrong)
+  got = mi.estimate_stacked(eval_f[None], eval_y, k, 'variational', fit_features=fit_f[None],
+                            fit_labels=fit_y, probe=dict(steps=800, learning_rate=0.05))
+  assert got['I_YF'][0] == pytest.approx(target, abs=0.05)
+  assert np.isnan(got['I_XF'][0])  # no images given
+
+
+def test_decoder_bound_sees_information_only_when_there_is_some():
+  rng = np.random.default_rng(3)
+  f = rng.normal(size=(2000, 4)).astype(np.float32)
+  images = 1 / (1 + np.exp(-(f @ rng.normal(size=(4, 16)))))  # a smooth function of f
+  labels = rng.integers(0, 2, 2000)
+  noise = rng.normal(size=(2000, 4)).astype(np.float32)
+  stacked = np.stack([f, noise])
+  got = mi.estimate_stacked(stacked[:, 1000:], labels[1000:], 2, 'variational', images=images[1000:],
+                            fit_features=stacked[:, :1000], fit_labels=labels[:1000],
+                            fit_images=images[:1000], decoder=dict(steps=500, learning_rate=3e-3))
+  informative, independent = got['I_XF']
+  assert informative > 10 and abs(independent) < 0.2 * informative
+
+
+@pytest.fixture(scope='module')
+def snapshots():
+  """Four differently initialised small nets as 'snapshots', and digits."""
+  model = get_model('resnet8_b', 10)
+  trees = [model.init(jax.random.key(s), jnp.zeros((1, 8, 8, 1))) for s in range(4)]
+  return model, trees, load_digits()
+
+
+def _stack(trees):
+  return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+@pytest.mark.parametrize('method', mi.METHODS)
+def test_vmapped_estimate_equals_a_loop_and_ignores_snapshot_order(snapshots, method):
+  model, trees, dataset = snapshots
+  settings = dict(num_samples=200, fit_samples=300)
+  if method == 'variational':
+    settings.update(probe=dict(steps=50), decoder=dict(steps=50, hidden=32))
+  together = mi.estimate_over_snapshots(_stack(trees), model, dataset, method, **settings)
+  reversed_order = mi.estimate_over_snapshots(_stack(trees[::-1]), model, dataset, method,
+                                              **settings)
+  for key in ('I_XF', 'I_YF'):
+    # Tolerance 1e-4 (relative): vmapped and single matmuls may sum in another order.
+    np.testing.assert_allclose(reversed_order[key][::-1], together[key], rtol=1e-4, atol=1e-4)
+    for i, tree in enumerate(trees):
+      alone = mi.estimate_over_snapshots(_stack([tree]), model, dataset, method, **settings)
+      np.testing.assert_allclose(alone[key][0], together[key][i], rtol=1e-4, atol=1e-4)
+
+
+def test_ten_snapshots_are_one_compiled_program(snapshots):
+  model, trees, dataset = snapshots
+  ten = _stack([trees[i % 4] for i in range(10)])
+  mi._estimate_stacked.clear_cache()
+  features_module._features_of_chunk.clear_cache()
+  mi.estimate_over_snapshots(ten, model, dataset, 'kde', num_samples=300, batch_size=128)
+  assert mi._estimate_stacked._cache_size() == 1
+  assert features_module._features_of_chunk._cache_size() == 1  # 3 data chunks, one program
+
+
+def test_features_of_the_stack_equal_each_models_features(snapshots):
+  model, trees, dataset = snapshots
+  images = dataset.test.images[:50]
+  got = mi.extract_features(model, _stack(trees), images, dataset.mean, dataset.std,
+                            batch_size=32)
+  x = (images / 255.0 - np.array(dataset.mean)) / np.array(dataset.std)
+  for i, tree in enumerate(trees):
+    _, expected = model.apply(tree, jnp.asarray(x, jnp.float32), return_features=True)
+    np.testing.assert_allclose(got[i], expected, rtol=1e-4, atol=1e-5)
+  logits = mi.extract_features(model, _stack(trees[:1]), images, dataset.mean, dataset.std,
+                               feature='logits')
+  assert logits.shape == (1, 50, 10)
+
+
+def test_normalisation_and_selection():
+  x = [3.0, 5.0, 4.0, 2.0]
+  y = [0.1, 0.5, 0.9, 1.0]
+  np.testing.assert_allclose(mi.normalize_curve(x), [1 / 3, 1, 2 / 3, 0])
+  np.testing.assert_allclose(mi.normalize_curve(x, 'max'), np.array(x) / 5)
+  np.testing.assert_allclose(mi.normalize_curve(x, 'none'), x)
+  np.testing.assert_allclose(mi.normalize_curve([2.0, 2.0]), [0, 0])
+  result = mi.select_teacher([20, 40, 60, 80], x, y)
+  np.testing.assert_allclose(result['score'], [1 / 3, 1 + 4 / 9, 2 / 3 + 8 / 9, 1])
+  assert result['chosen_epoch'] == 60
+  assert mi.select_teacher([20, 40, 60, 80], x, y, weights=(1.0, 0.0))['chosen_epoch'] == 40
+  assert mi.select_teacher([20, 40], [1.0, 1.0], [0.0, 0.0])['chosen_epoch'] == 20  # tie: earliest
+
+
+def test_bad_input_is_refused():
+  f = np.zeros((5, 3), np.float32)
+  with pytest.raises(ValueError, match='cannot estimate MI over 10 classes'):
+    mi.estimate(f, np.arange(5), method='kde', num_classes=10)
+  with pytest.raises(ValueError, match='Unknown MI method'):
+    mi.estimate(f, np.arange(5) % 2, method='histogram')
+  with pytest.raises(ValueError, match='normalization'):
+    mi.normalize_curve([1.0], 'zscore')
+  with pytest.raises(ValueError, match='one I'):
+    mi.select_teacher([1, 2], [1.0], [1.0, 2.0])
+  with pytest.raises(ValueError, match='fit_features'):
+    mi.estimate_stacked(f[None], np.arange(5) % 2, 2, 'variational')

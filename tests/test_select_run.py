@@ -1,0 +1,104 @@
+"""The select stage end to end: mi.json, mi.png, T* used by the distill stage, refusals."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from ckd_jax import pipeline
+from ckd_jax.checkpoints import SnapshotStore
+from ckd_jax.recipes import base_config, optimizer
+
+
+def tiny_config(stages='teacher,select', **select):
+  data = dict(source='digits', name='digits', crop_padding=1, flip=False, train_examples=256,
+              test_examples=120, eval_batch_size=40)
+  recipe = dict(num_seeds=1, epochs=3, batch_size=32, label_smoothing=0.0,
+                checkpoint_every_steps=0, optimizer=optimizer(0.05, (2,)))
+  teacher = dict(recipe, arch='resnet8_b', snapshot_epochs=(1, 2, 3))
+  student = dict(recipe, epochs=1, optimizer=optimizer(0.05, ()), student='resnet8_b',
+                 teachers=('selected',), alpha=0.5, temperature=4.0, ensemble_mode='probs',
+                 kd_until_epoch=0, teacher_train_mode_batch_norm=False)
+  select_settings = dict(num_samples=0, fit_samples=256, batch_size=64, variational=dict(
+      seed=0, probe=dict(steps=100, batch_size=64, learning_rate=1e-2),
+      decoder=dict(hidden=32, steps=100, batch_size=64, learning_rate=1e-3, pixel_noise_std=0.1)))
+  select_settings.update(select)
+  config = base_config(data, teacher, student, select_settings, stages=stages)
+  config.progress = False
+  return config
+
+
+@pytest.fixture(scope='module')
+def workdir(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp('select')
+  pipeline.run(tiny_config(), workdir)
+  return workdir
+
+
+def _mi_json(workdir):
+  return json.loads((workdir / 'selection' / 'mi.json').read_text())
+
+
+def test_mi_json_records_every_snapshot_and_the_choice(workdir):
+  result = _mi_json(workdir)
+  snaps = result['snapshots']
+  assert [s['epoch'] for s in snaps] == [1, 2, 3]
+  store = SnapshotStore(pipeline.teacher_run_dir(workdir, 'resnet8_b', 0))
+  for s in snaps:
+    assert s['teacher_test_accuracy'] == store.metadata(s['epoch'])['test_accuracy']
+    assert 0 <= s['I_XF_normalized'] <= 1 and 0 <= s['I_YF_normalized'] <= 1
+    assert s['score'] == pytest.approx(s['I_XF_normalized'] + s['I_YF_normalized'])
+  assert result['chosen_epoch'] == snaps[int(np.argmax([s['score'] for s in snaps]))]['epoch']
+  assert result['estimator']['method'] == 'variational' and result['units'] == 'nats'
+  assert result['estimator']['settings']['probe']['steps'] == 100
+  assert result['estimator']['num_samples'] == 120
+  png = (workdir / 'selection' / 'mi.png').read_bytes()
+  assert png[:8] == b'\x89PNG\r\n\x1a\n' and len(png) > 10_000
+
+
+def test_rerun_skips_the_finished_selection(workdir):
+  path = workdir / 'selection' / 'mi.json'
+  before = path.stat().st_mtime_ns
+  pipeline.run(tiny_config(), workdir)
+  assert path.stat().st_mtime_ns == before
+
+
+def test_distill_from_selected_uses_the_chosen_epoch(workdir):
+  pipeline.run(tiny_config('teacher,select,distill'), workdir)
+  final = json.loads(next((workdir / 'students').glob('*_from_selected_seed0/final.json'))
+                     .read_text())
+  assert [m['epoch'] for m in final['teacher_members']] == [_mi_json(workdir)['chosen_epoch']]
+
+
+def test_selected_without_a_selection_is_refused(workdir, tmp_path):
+  copy = tmp_path / 'work'
+  shutil.copytree(workdir, copy)
+  shutil.rmtree(copy / 'selection')
+  shutil.rmtree(copy / 'students', ignore_errors=True)
+  with pytest.raises(ValueError, match='run the select stage first'):
+    pipeline.run(tiny_config('teacher,distill'), copy)
+
+
+def test_selection_before_any_snapshot_is_refused(tmp_path):
+  with pytest.raises(ValueError, match='run the teacher stage first'):
+    pipeline.run(tiny_config('select'), tmp_path)
+
+
+def test_snapshot_of_another_architecture_is_refused(workdir, tmp_path):
+  copy = tmp_path / 'work'
+  shutil.copytree(pipeline.teacher_run_dir(workdir, 'resnet8_b', 0),
+                  pipeline.teacher_run_dir(copy, 'resnet20', 0))
+  config = tiny_config('select')
+  config.teacher.arch = 'resnet20'
+  with pytest.raises(ValueError, match='is a resnet8_b'):
+    pipeline.run(config, copy)
+
+
+@pytest.mark.parametrize('change,message', [
+    (dict(method='mine'), 'select.method'), (dict(normalization='zscore'), 'normalization'),
+    (dict(weights=(0.0, 0.0)), 'weights'), (dict(feature='conv3'), 'feature'),
+])
+def test_bad_select_configs_are_refused_before_compute(tmp_path, change, message):
+  with pytest.raises(ValueError, match=message):
+    pipeline.run(tiny_config(**change), tmp_path)
+  assert not (tmp_path / 'teachers').exists()

@@ -90,7 +90,7 @@ def test_class_count_mismatch_is_refused(workdir):
     (('snapshot_ensemble:',), {}, 'bad teacher choice'),
     (('epoch:x',), {}, 'integers'),
     (('final', 'final'), {}, 'twice'),
-    (('selected',), {}, 'not implemented yet'),
+    (('selected:3',), {}, 'bad teacher choice'),
     (('final',), {'alpha': 1.5}, 'alpha'),
     (('final',), {'temperature': 0.0}, 'temperature'),
     (('final',), {'ensemble_mode': 'vote'}, 'ensemble_mode'),

@@ -5,6 +5,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from ckd_jax import pipeline
+from ckd_jax.workdir_lock import WorkdirLockedError
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'A configs/*.py file.',
                                           lock_config=True)
@@ -28,7 +29,7 @@ def main(argv):
   signal.signal(signal.SIGTERM, _stop_gracefully)
   try:
     pipeline.run(_CONFIG.value, _WORKDIR.value, _ALLOW_CHANGE.value)
-  except (ValueError, FileNotFoundError) as e:  # bad input: a message, not a traceback
+  except (ValueError, FileNotFoundError, WorkdirLockedError) as e:  # a message, not a traceback
     raise SystemExit(f'error: {e}') from None
   except KeyboardInterrupt:
     raise SystemExit('interrupted: rerun the same command to resume where it stopped') from None

@@ -14,9 +14,11 @@ from ckd_jax import config_checks, teacher_choices
 from ckd_jax.data import load_dataset
 from ckd_jax.distill import Teacher, check_members, student_run_dir, train_student
 from ckd_jax.parallel import DataParallel
+from ckd_jax.report import build_report
 from ckd_jax.selection_stage import (read_chosen_epoch, run_selection, selection_path,
                                      write_selection)
 from ckd_jax.teacher import train_teacher
+from ckd_jax.workdir_lock import workdir_lock
 
 
 def teacher_run_dir(workdir, arch, seed):
@@ -106,7 +108,14 @@ def _print_distill_summary(workdir, student, choices, seeds):
           + (', '.join(winners) if winners else 'no teacher choice'))
 
 
-STAGES = {'teacher': teacher_stage, 'select': select_stage, 'distill': distill_stage}
+def report_stage(config, workdir):
+  """Rebuilds report.md, results.csv and the plots from the workdir (cheap: always redone)."""
+  del config
+  print(f'report: {build_report(workdir)}')
+
+
+STAGES = {'teacher': teacher_stage, 'select': select_stage, 'distill': distill_stage,
+          'report': report_stage}
 
 
 def run(config, workdir, allow_config_change=False):
@@ -119,6 +128,7 @@ def run(config, workdir, allow_config_change=False):
       if stage in ('teacher', 'distill'):
         parallel.check_batch_size(config[stage].batch_size, f'{stage}.batch_size')
     parallel.check_batch_size(config.data.eval_batch_size, 'data.eval_batch_size')
-  config_checks.check_workdir(config, workdir, allow_config_change)
-  for stage in stages:
-    STAGES[stage](config, workdir)
+  with workdir_lock(workdir):
+    config_checks.check_workdir(config, workdir, allow_config_change)
+    for stage in stages:
+      STAGES[stage](config, workdir)

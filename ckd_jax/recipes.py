@@ -119,7 +119,7 @@ def select_config(**overrides):
   return config
 
 
-def base_config(data, teacher, distill, select=None, stages='teacher,select,distill'):
+def base_config(data, teacher, distill, select=None, stages='teacher,select,distill,report'):
   """Fields every config has; `data`, `teacher`, `distill` and `select` are ConfigDicts or dicts."""
   config = ml_collections.ConfigDict()
   config.seed = 0

@@ -1,6 +1,20 @@
-"""8 fake CPU devices for the pmap tests: must be set before jax is imported anywhere."""
+"""Test-wide JAX settings, applied before jax is imported anywhere.
+
+- 8 fake CPU devices for the pmap tests.
+- A persistent compilation cache: the tests build many runs whose steps compile to the same XLA
+  program (new Python closures, same HLO); the cache turns those recompilations into look-ups.
+"""
 import os
+import pathlib
+import tempfile
 
 os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                            ' --xla_force_host_platform_device_count=8').strip()
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+
+import jax  # noqa: E402  (must come after the flags above)
+
+jax.config.update('jax_compilation_cache_dir',
+                  str(pathlib.Path(tempfile.gettempdir()) / 'ckd_jax_test_xla_cache'))
+jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
+jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)

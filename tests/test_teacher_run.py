@@ -166,7 +166,6 @@ def _bad(**changes):
     (_bad(**{'teacher.snapshot_epochs': (2, 1, 3)}), 'snapshot_epochs'),
     (_bad(**{'teacher.snapshot_epochs': (1, 2)}), 'last epoch'),
     (_bad(**{'parallel': 'pmap', 'teacher.batch_size': 36}), 'not divisible'),
-    (_bad(**{'stages': 'teacher,report'}), 'not implemented yet'),
     (_bad(**{'stages': 'teach'}), 'unknown stage'),
     (_bad(**{'teacher.optimizer.milestones': (5,)}), 'milestones'),
 ])

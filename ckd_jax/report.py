@@ -1,0 +1,289 @@
+"""The report stage: report.md, results.csv and PNG plots, built only from what the workdir holds.
+
+Tables follow the paper: teacher accuracy per snapshot, the MI table with T*, student accuracy per
+teacher choice (Table 3 style: mean ± std over seeds, last and best epoch labelled, the winner in
+bold), snapshot versus full ensemble with each teacher's training cost (Table 2 style), and the
+paper's own numbers side by side where the dataset and the pair match.
+"""
+import csv
+import json
+import pathlib
+import statistics
+
+from ckd_jax.checkpoints import SnapshotStore
+from ckd_jax.teacher_choices import parse_all
+
+# Wang et al. 2022, Table 3 (CIFAR-100 top-1 %): teacher choice -> student accuracy; and the
+# accuracy of each network trained alone.
+PAPER_TABLE3 = {
+    ('wrn_40_2', 'wrn_40_1'): {'teacher': 76.53, 'student': 70.38, 'epoch:60': 72.34,
+                               'epoch:100': 72.76, 'epoch:140': 73.08, 'final': 72.68,
+                               'selected': 73.26},
+    ('wrn_40_2', 'mobilenetv2_075'): {'teacher': 76.53, 'student': 64.49, 'epoch:60': 68.21,
+                                      'epoch:100': 68.99, 'epoch:140': 68.54, 'final': 68.03,
+                                      'selected': 68.58},
+    ('resnet110', 'resnet32'): {'teacher': 73.41, 'student': 70.16, 'epoch:60': 70.74,
+                                'epoch:100': 72.49, 'epoch:140': 72.46, 'final': 72.48,
+                                'selected': 72.63},
+    ('resnet110', 'mobilenetv2_075'): {'teacher': 73.41, 'student': 64.49, 'epoch:60': 67.84,
+                                       'epoch:100': 68.79, 'epoch:140': 69.01, 'final': 68.63,
+                                       'selected': 68.99},
+}
+CSV_FIELDS = ('kind', 'arch', 'seed', 'teacher_choice', 'teacher_test_accuracy',
+              'last_test_accuracy', 'best_test_accuracy', 'best_epoch', 'epochs', 'train_time_s',
+              'run_dir')
+
+
+def _read_json(path):
+  return json.loads(pathlib.Path(path).read_text())
+
+
+def _mean_std(values):
+  spread = statistics.stdev(values) if len(values) > 1 else 0.0
+  return statistics.mean(values), spread
+
+
+def _pct(values):
+  mean, spread = _mean_std(values)
+  return f'{100 * mean:.2f} ± {100 * spread:.2f}'
+
+
+def collect(workdir, config):
+  """Every finished run as a row of results.csv (teachers first, then students by choice)."""
+  from ckd_jax.distill import student_run_dir
+  from ckd_jax.pipeline import teacher_run_dir
+  workdir = pathlib.Path(workdir)
+  rows = []
+  for k in range(config['teacher']['num_seeds']):
+    run = teacher_run_dir(workdir, config['teacher']['arch'], config['seed'] + k)
+    if (run / 'final.json').exists():
+      final = _read_json(run / 'final.json')
+      rows.append(dict(kind='teacher', arch=config['teacher']['arch'], seed=config['seed'] + k,
+                       teacher_choice='', teacher_test_accuracy='', run_dir=str(run),
+                       **{f: final[f] for f in ('last_test_accuracy', 'best_test_accuracy',
+                                                'best_epoch', 'epochs', 'train_time_s')}))
+  dc = config['distill']
+  for choice in parse_all(dc['teachers'], _Attr(config['teacher'])):
+    for k in range(dc['num_seeds']):
+      run = student_run_dir(workdir, dc['student'], choice, config['seed'] + k)
+      if (run / 'final.json').exists():
+        final = _read_json(run / 'final.json')
+        rows.append(dict(kind='student', arch=dc['student'], seed=config['seed'] + k,
+                         teacher_choice=choice.spec,
+                         teacher_test_accuracy=final.get('teacher_test_accuracy', ''),
+                         run_dir=str(run),
+                         **{f: final[f] for f in ('last_test_accuracy', 'best_test_accuracy',
+                                                  'best_epoch', 'epochs', 'train_time_s')}))
+  return rows
+
+
+class _Attr(dict):
+  """Attribute access on the JSON config, as the parsers expect of a ConfigDict."""
+  __getattr__ = dict.__getitem__
+
+
+def write_csv(rows, path):
+  with open(path, 'w', newline='') as f:
+    writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+    writer.writeheader()
+    writer.writerows(rows)
+
+
+def _teacher_section(workdir, config):
+  from ckd_jax.pipeline import teacher_run_dir
+  seeds = [config['seed'] + k for k in range(config['teacher']['num_seeds'])]
+  runs = [teacher_run_dir(workdir, config['teacher']['arch'], s) for s in seeds]
+  epochs = list(config['teacher']['snapshot_epochs'])
+  lines = ['## Teacher accuracy per snapshot', '',
+           f'{config["teacher"]["arch"]}, test accuracy (%) of each kept snapshot.', '',
+           '| epoch | ' + ' | '.join(f'seed {s}' for s in seeds) + ' |',
+           '|---:|' + '---:|' * len(seeds)]
+  for epoch in epochs:
+    cells = []
+    for run in runs:
+      store = SnapshotStore(run) if (run / 'snapshots').exists() else None
+      has = store is not None and epoch in store.epochs()
+      cells.append(f'{100 * store.metadata(epoch)["test_accuracy"]:.2f}' if has else '–')
+    lines.append(f'| {epoch} | ' + ' | '.join(cells) + ' |')
+  return lines
+
+
+def _mi_section(workdir):
+  path = pathlib.Path(workdir) / 'selection' / 'mi.json'
+  if not path.exists():
+    return ['## Mutual information and T*', '', 'The select stage has not run.']
+  result = _read_json(path)
+  est = result['estimator']
+  lines = ['## Mutual information and T*', '',
+           f'Estimator `{est["method"]}` on the {est["feature"]} feature, {est["num_samples"]} test '
+           f'images; normalisation `{result["normalization"]}`, weights {result["weights"]}; nats.',
+           '', '| epoch | teacher acc (%) | I(X;F) | I(Y;F) | I(X;F) norm. | I(Y;F) norm. | score |',
+           '|---:|---:|---:|---:|---:|---:|---:|']
+  for s in result['snapshots']:
+    mark = ' **T\\***' if s['epoch'] == result['chosen_epoch'] else ''
+    lines.append(f'| {s["epoch"]}{mark} | {100 * s["teacher_test_accuracy"]:.2f} | '
+                 f'{s["I_XF"]:.4f} | {s["I_YF"]:.4f} | {s["I_XF_normalized"]:.3f} | '
+                 f'{s["I_YF_normalized"]:.3f} | {s["score"]:.3f} |')
+  lines += ['', f'T* = epoch {result["chosen_epoch"]}. ![MI over snapshots](selection/mi.png)']
+  return lines
+
+
+def _student_summary(rows):
+  """{choice: (teacher acc or None, [last], [best], n)} in config order."""
+  summary = {}
+  for row in rows:
+    if row['kind'] != 'student':
+      continue
+    entry = summary.setdefault(row['teacher_choice'], {'teacher': row['teacher_test_accuracy'],
+                                                       'last': [], 'best': []})
+    entry['last'].append(row['last_test_accuracy'])
+    entry['best'].append(row['best_test_accuracy'])
+  return summary
+
+
+def _students_section(rows, config):
+  summary = _student_summary(rows)
+  dc = config['distill']
+  lines = ['## Students per teacher choice (Table 3 style)', '',
+           f'{dc["student"]} students, test accuracy (%), mean ± std over {dc["num_seeds"]} '
+           'seed(s); *last* = after the final epoch, *best* = best epoch. Bold: the best mean of '
+           'each column.', '',
+           '| teacher choice | teacher acc | student last | student best | seeds |',
+           '|---|---:|---:|---:|---:|']
+  if not summary:
+    return lines[:2] + ['The distill stage has not run.']
+  best_last = max(statistics.mean(e['last']) for e in summary.values())
+  best_best = max(statistics.mean(e['best']) for e in summary.values())
+  for choice, e in summary.items():
+    last = _pct(e['last'])
+    best = _pct(e['best'])
+    last = f'**{last}**' if statistics.mean(e['last']) == best_last else last
+    best = f'**{best}**' if statistics.mean(e['best']) == best_best else best
+    teacher = '' if e['teacher'] == '' else f'{100 * e["teacher"]:.2f}'
+    lines.append(f'| {choice} | {teacher} | {last} | {best} | {len(e["last"])} |')
+  if 'none' in summary:
+    baseline = statistics.mean(summary['none']['last'])
+    winners = [c for c, e in summary.items() if c != 'none'
+               and statistics.mean(e['last']) > baseline]
+    lines += ['', 'KD beat the no-KD baseline (last-epoch mean) with: '
+              + (', '.join(f'`{w}`' for w in winners) if winners else
+                 '**no teacher choice** — on this run distillation did not help.')]
+  return lines
+
+
+def _ensemble_section(rows, config):
+  """Snapshot versus full ensemble and what each teacher cost to train."""
+  summary = _student_summary(rows)
+  teachers = [r for r in rows if r['kind'] == 'teacher']
+  ensembles = [c for c in summary if c.startswith(('snapshot_ensemble', 'full_ensemble'))]
+  lines = ['## Snapshot versus full ensemble (Table 2 style)', '']
+  if not ensembles or not teachers:
+    return lines + ['No ensemble teacher in this run.']
+  lines += ['| teacher | teacher acc | student last | teacher training: runs | epochs | wall time |',
+            '|---|---:|---:|---:|---:|---:|']
+  one_run = teachers[0]
+  for choice in ['final'] * ('final' in summary) + ensembles:
+    runs = teachers[:int(choice.split(':')[1])] if choice.startswith('full_ensemble') else [one_run]
+    e = summary[choice]
+    lines.append(f'| {choice} | {100 * e["teacher"]:.2f} | {_pct(e["last"])} | {len(runs)} | '
+                 f'{sum(r["epochs"] for r in runs)} | '
+                 f'{sum(r["train_time_s"] for r in runs) / 60:.1f} min |')
+  lines += ['', 'A snapshot ensemble costs one teacher run; a full ensemble of M costs M runs.']
+  return lines
+
+
+def _paper_section(rows, config):
+  key = (config['teacher']['arch'], config['distill']['student'])
+  if config['data']['name'] != 'cifar100' or key not in PAPER_TABLE3:
+    return ['## The paper\'s numbers', '',
+            f'The paper reports no numbers for {key[0]} → {key[1]} on {config["data"]["name"]}.']
+  paper = PAPER_TABLE3[key]
+  summary = _student_summary(rows)
+  lines = ['## The paper\'s numbers (Wang et al. 2022, Table 3, CIFAR-100)', '',
+           '| teacher choice | paper | this run (last) |', '|---|---:|---:|']
+  for choice in ('none', 'epoch:60', 'epoch:100', 'epoch:140', 'final', 'selected'):
+    ours = _pct(summary[choice]['last']) if choice in summary else '–'
+    theirs = paper['student'] if choice == 'none' else paper[choice]
+    lines.append(f'| {choice} | {theirs:.2f} | {ours} |')
+  return lines
+
+
+def _plot_students_vs_teacher_epoch(rows, config, path):
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+  summary = _student_summary(rows)
+  points = []
+  for choice, e in summary.items():
+    if choice.startswith('epoch:') or choice == 'final':
+      epoch = config['teacher']['epochs'] if choice == 'final' else int(choice.split(':')[1])
+      mean, spread = _mean_std(e['last'])
+      points.append((epoch, 100 * mean, 100 * spread, 100 * e['teacher']))
+  if not points:
+    return False
+  points.sort()
+  fig, ax = plt.subplots(figsize=(6.5, 4))
+  ax.errorbar([p[0] for p in points], [p[1] for p in points], yerr=[p[2] for p in points],
+              fmt='o-', capsize=3, label='student (last epoch)')
+  ax.plot([p[0] for p in points], [p[3] for p in points], '^:', label='teacher snapshot')
+  if 'none' in summary:
+    ax.axhline(100 * statistics.mean(summary['none']['last']), color='gray', ls='--',
+               label='student alone')
+  if 'selected' in summary:
+    ax.axhline(100 * statistics.mean(summary['selected']['last']), color='tab:red', ls='-.',
+               label='student from T*')
+  ax.set_xlabel('teacher epoch')
+  ax.set_ylabel('test accuracy (%)')
+  ax.set_title(f'{config["distill"]["student"]} distilled from {config["teacher"]["arch"]} '
+               'snapshots')
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return True
+
+
+def _plot_teacher_curves(workdir, config, path):
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+  from ckd_jax.pipeline import teacher_run_dir
+  fig, ax = plt.subplots(figsize=(6.5, 4))
+  for k in range(config['teacher']['num_seeds']):
+    log = teacher_run_dir(workdir, config['teacher']['arch'], config['seed'] + k) / 'metrics.jsonl'
+    if log.exists():
+      records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+      ax.plot([r['epoch'] for r in records], [100 * r['test_accuracy'] for r in records],
+              label=f'seed {config["seed"] + k}')
+  for epoch in config['teacher']['snapshot_epochs']:
+    ax.axvline(epoch, color='gray', alpha=0.15)
+  ax.set_xlabel('epoch (grey: kept snapshots)')
+  ax.set_ylabel('teacher test accuracy (%)')
+  ax.set_title(f'{config["teacher"]["arch"]} teachers')
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def build_report(workdir):
+  """Writes report.md, results.csv, teacher_accuracy.png and students_vs_teacher_epoch.png."""
+  workdir = pathlib.Path(workdir)
+  config = _read_json(workdir / 'config.json')
+  rows = collect(workdir, config)
+  write_csv(rows, workdir / 'results.csv')
+  _plot_teacher_curves(workdir, config, workdir / 'teacher_accuracy.png')
+  has_student_plot = _plot_students_vs_teacher_epoch(rows, config,
+                                                     workdir / 'students_vs_teacher_epoch.png')
+  sections = [[f'# Checkpoint KD report: {config["teacher"]["arch"]} → '
+               f'{config["distill"]["student"]} on {config["data"]["name"]}', '',
+               'Built from the runs in this workdir; every number is also in `results.csv`.', '',
+               '![teacher accuracy](teacher_accuracy.png)'],
+              _teacher_section(workdir, config), _mi_section(workdir),
+              _students_section(rows, config) + (
+                  ['', '![students vs teacher epoch](students_vs_teacher_epoch.png)']
+                  if has_student_plot else []),
+              _ensemble_section(rows, config), _paper_section(rows, config)]
+  text = '\n\n'.join('\n'.join(s) for s in sections) + '\n'
+  (workdir / 'report.md').write_text(text)
+  return workdir / 'report.md'

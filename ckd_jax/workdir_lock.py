@@ -1,0 +1,31 @@
+"""One process per workdir: an advisory lock that the OS releases when the process dies."""
+import contextlib
+import fcntl
+import os
+import pathlib
+
+
+class WorkdirLockedError(RuntimeError):
+  """Another live process holds the workdir."""
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir):
+  path = pathlib.Path(workdir) / '.lock'
+  path.parent.mkdir(parents=True, exist_ok=True)
+  with open(path, 'a+') as handle:
+    try:
+      fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      handle.seek(0)
+      owner = handle.read().strip() or 'unknown'
+      raise WorkdirLockedError(f'{workdir} is in use by another process (pid {owner}); wait for '
+                               'it to finish or stop it') from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    try:
+      yield
+    finally:
+      fcntl.flock(handle, fcntl.LOCK_UN)

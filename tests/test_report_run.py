@@ -1,0 +1,127 @@
+"""The whole pipeline on a tiny config: the report's numbers against the runs' final.json files,
+and a run killed at a stage boundary and inside a student run ending with the same report."""
+import csv
+import json
+import re
+import statistics
+
+import pytest
+
+from ckd_jax import pipeline
+from ckd_jax.data import batching
+from ckd_jax.recipes import base_config, optimizer
+from ckd_jax.workdir_lock import WorkdirLockedError, workdir_lock
+
+CHOICES = ('epoch:1', 'selected', 'full_ensemble:2', 'none')
+
+
+def tiny_config():
+  data = dict(source='digits', name='digits', crop_padding=1, flip=False, train_examples=128,
+              test_examples=64, eval_batch_size=64)
+  recipe = dict(num_seeds=2, epochs=2, batch_size=32, label_smoothing=0.0,
+                checkpoint_every_steps=3, optimizer=optimizer(0.05, (1,)))
+  teacher = dict(recipe, arch='resnet8_b', snapshot_epochs=(1, 2))
+  student = dict(recipe, epochs=1, optimizer=optimizer(0.05, ()), student='resnet8_b',
+                 teachers=CHOICES, alpha=0.5, temperature=4.0, ensemble_mode='probs',
+                 kd_until_epoch=0, teacher_train_mode_batch_norm=False)
+  config = base_config(data, teacher, student, dict(method='kde', num_samples=0))
+  config.progress = False
+  return config
+
+
+@pytest.fixture(scope='module')
+def reference(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp('reference')
+  pipeline.run(tiny_config(), workdir)
+  return workdir
+
+
+def _rows(workdir):
+  with open(workdir / 'results.csv') as f:
+    return list(csv.DictReader(f))
+
+
+def _deterministic(workdir):
+  """results.csv and report.md without wall times and paths (they differ between runs)."""
+  rows = [{k: v for k, v in r.items() if k not in ('train_time_s', 'run_dir')}
+          for r in _rows(workdir)]
+  report = re.sub(r'\| [\d.]+ min \|', '| T |', (workdir / 'report.md').read_text())
+  return rows, report
+
+
+def test_results_csv_holds_every_run_with_its_final_json_numbers(reference):
+  rows = _rows(reference)
+  assert [r['kind'] for r in rows] == ['teacher'] * 2 + ['student'] * 8
+  for row in rows:
+    final = json.loads((reference / row['run_dir'].split(str(reference) + '/')[1] /
+                        'final.json').read_text())
+    assert float(row['last_test_accuracy']) == final['last_test_accuracy']
+    assert float(row['best_test_accuracy']) == final['best_test_accuracy']
+    if row['teacher_choice'] not in ('', 'none'):
+      assert float(row['teacher_test_accuracy']) == final['teacher_test_accuracy']
+
+
+def test_report_tables_are_the_means_of_the_runs(reference):
+  report = (reference / 'report.md').read_text()
+  finals = {}
+  for run in (reference / 'students').iterdir():
+    final = json.loads((run / 'final.json').read_text())
+    finals.setdefault(final['teacher_choice'], []).append(final)
+  for choice, runs in finals.items():
+    last = [f['last_test_accuracy'] for f in runs]
+    best = [f['best_test_accuracy'] for f in runs]
+    expected = (f'{100 * statistics.mean(last):.2f} ± {100 * statistics.stdev(last):.2f}',
+                f'{100 * statistics.mean(best):.2f} ± {100 * statistics.stdev(best):.2f}')
+    line = next(l for l in report.splitlines() if l.startswith(f'| {choice} |'))
+    cells = [c.strip().strip('*') for c in line.strip('|').split('|')]
+    assert (cells[2], cells[3]) == expected, line
+    assert cells[4] == '2'
+  chosen = json.loads((reference / 'selection' / 'mi.json').read_text())['chosen_epoch']
+  assert f'T* = epoch {chosen}' in report
+  assert 'KD beat the no-KD baseline' in report
+  for png in ('teacher_accuracy.png', 'students_vs_teacher_epoch.png', 'selection/mi.png'):
+    assert (reference / png).read_bytes()[:4] == b'\x89PNG'
+
+
+def test_kill_at_a_stage_boundary_and_inside_a_student_gives_the_same_report(
+    reference, tmp_path, monkeypatch):
+  def stop(config, workdir):
+    raise RuntimeError('killed before select')
+
+  monkeypatch.setitem(pipeline.STAGES, 'select', stop)
+  with pytest.raises(RuntimeError, match='before select'):
+    pipeline.run(tiny_config(), tmp_path)
+  monkeypatch.undo()
+
+  real_batch = batching.TrainBatches.batch
+  calls = {'n': 0}
+
+  def killed_in_the_third_student(self, step):
+    if step == 0:
+      calls['n'] += 1
+    if calls['n'] == 3 and step == 3:  # after its checkpoint at step 3
+      raise RuntimeError('killed inside a student')
+    return real_batch(self, step)
+
+  monkeypatch.setattr(batching.TrainBatches, 'batch', killed_in_the_third_student)
+  with pytest.raises(RuntimeError, match='inside a student'):
+    pipeline.run(tiny_config(), tmp_path)
+  assert list((tmp_path / 'students').glob('*/resume/3'))
+  monkeypatch.undo()
+
+  pipeline.run(tiny_config(), tmp_path)
+  assert _deterministic(tmp_path) == _deterministic(reference)
+
+
+def test_report_stage_alone_rebuilds_the_report(reference):
+  (reference / 'report.md').unlink()
+  config = tiny_config()
+  config.stages = 'report'
+  pipeline.run(config, reference)
+  assert (reference / 'report.md').exists()
+
+
+def test_a_second_process_cannot_use_the_workdir(reference):
+  with workdir_lock(reference):
+    with pytest.raises(WorkdirLockedError, match='in use by another process'):
+      pipeline.run(tiny_config(), reference)

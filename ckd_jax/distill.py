@@ -3,18 +3,12 @@
 The frozen teacher snapshots are restored once per choice as ONE stacked pytree and passed to the
 jitted (or pmapped) student step, which runs all teachers with a single vmapped forward.
 """
-import pathlib
-
 from ckd_jax.checkpoints import SnapshotStore, restore_stacked
 from ckd_jax.data import steps_per_epoch
 from ckd_jax.models import get_model
 from ckd_jax.runs import train_model
 from ckd_jax.training import (ensemble_predict, make_eval_step, make_evaluator,
                               make_kd_loss_and_grads, make_loss_and_grads, make_teacher_forward)
-
-
-def student_run_dir(workdir, student, choice, seed):
-  return pathlib.Path(workdir) / 'students' / f'{student}_from_{choice.slug}_seed{seed}'
 
 
 def check_members(choice, members, teacher_arch, num_classes):

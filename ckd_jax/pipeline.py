@@ -5,24 +5,23 @@ the same command after a kill continues where it stopped.
 """
 import json
 import pathlib
+import platform
+import statistics
+import sys
+import time
+from importlib import metadata
 
 from absl import logging
 
-import statistics
-
-from ckd_jax import config_checks, teacher_choices
+from ckd_jax import checkpoints, config_checks, teacher_choices
 from ckd_jax.data import load_dataset
-from ckd_jax.distill import Teacher, check_members, student_run_dir, train_student
+from ckd_jax.distill import Teacher, check_members, train_student
 from ckd_jax.parallel import DataParallel
 from ckd_jax.report import build_report
-from ckd_jax.selection_stage import (read_chosen_epoch, run_selection, selection_path,
-                                     write_selection)
+from ckd_jax.selection_stage import read_chosen_epoch, run_selection, write_selection
 from ckd_jax.teacher import train_teacher
+from ckd_jax.workdir import selection_path, student_run_dir, teacher_run_dir
 from ckd_jax.workdir_lock import workdir_lock
-
-
-def teacher_run_dir(workdir, arch, seed):
-  return pathlib.Path(workdir) / 'teachers' / f'{arch}_seed{seed}'
 
 
 def teacher_stage(config, workdir):
@@ -131,4 +130,26 @@ def run(config, workdir, allow_config_change=False):
   with workdir_lock(workdir):
     config_checks.check_workdir(config, workdir, allow_config_change)
     for stage in stages:
+      start = time.time()
       STAGES[stage](config, workdir)
+      _record_stage(workdir, stage, start)
+
+
+MANIFEST_PACKAGES = ('ckd_jax', 'jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint', 'numpy')
+
+
+def _record_stage(workdir, stage, start):
+  """manifest.json: when each stage last finished, how long it took, and the software used."""
+  path = pathlib.Path(workdir) / 'manifest.json'
+  manifest = json.loads(path.read_text()) if path.exists() else {'stages': {}}
+  versions = {}
+  for package in MANIFEST_PACKAGES:
+    try:
+      versions[package] = metadata.version(package)
+    except metadata.PackageNotFoundError:
+      versions[package] = None
+  manifest['stages'][stage] = {'finished_at': time.strftime('%Y-%m-%dT%H:%M:%S%z'),
+                               'duration_s': round(time.time() - start, 3)}
+  manifest['software'] = {'python': sys.version.split()[0], 'platform': platform.platform(),
+                          **versions}
+  checkpoints.write_json(path, manifest)

@@ -12,6 +12,7 @@ import statistics
 
 from ckd_jax.checkpoints import SnapshotStore
 from ckd_jax.teacher_choices import parse_all
+from ckd_jax.workdir import student_run_dir, teacher_run_dir
 
 # Wang et al. 2022, Table 3 (CIFAR-100 top-1 %): teacher choice -> student accuracy; and the
 # accuracy of each network trained alone.
@@ -50,8 +51,6 @@ def _pct(values):
 
 def collect(workdir, config):
   """Every finished run as a row of results.csv (teachers first, then students by choice)."""
-  from ckd_jax.distill import student_run_dir
-  from ckd_jax.pipeline import teacher_run_dir
   workdir = pathlib.Path(workdir)
   rows = []
   for k in range(config['teacher']['num_seeds']):
@@ -90,7 +89,6 @@ def write_csv(rows, path):
 
 
 def _teacher_section(workdir, config):
-  from ckd_jax.pipeline import teacher_run_dir
   seeds = [config['seed'] + k for k in range(config['teacher']['num_seeds'])]
   runs = [teacher_run_dir(workdir, config['teacher']['arch'], s) for s in seeds]
   epochs = list(config['teacher']['snapshot_epochs'])
@@ -247,7 +245,6 @@ def _plot_teacher_curves(workdir, config, path):
   import matplotlib
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
-  from ckd_jax.pipeline import teacher_run_dir
   fig, ax = plt.subplots(figsize=(6.5, 4))
   for k in range(config['teacher']['num_seeds']):
     log = teacher_run_dir(workdir, config['teacher']['arch'], config['seed'] + k) / 'metrics.jsonl'

@@ -4,17 +4,13 @@ Writes `selection/mi.json` (per snapshot: epoch, teacher test accuracy, raw and 
 I(Y;F), score; the chosen epoch; the estimator and its settings) and `selection/mi.png`.
 """
 import json
-import pathlib
 
 import numpy as np
 
 from ckd_jax import mi
 from ckd_jax.checkpoints import SnapshotStore, restore_snapshots, write_json
 from ckd_jax.models import get_model
-
-
-def selection_path(workdir):
-  return pathlib.Path(workdir) / 'selection' / 'mi.json'
+from ckd_jax.workdir import selection_path
 
 
 def estimator_settings(select_config):

@@ -5,9 +5,10 @@ import shutil
 import pytest
 
 from ckd_jax import config_checks, pipeline
-from ckd_jax.distill import check_members, student_run_dir
+from ckd_jax.distill import check_members
 from ckd_jax.recipes import base_config, optimizer
 from ckd_jax.teacher_choices import parse, parse_all
+from ckd_jax.workdir import student_run_dir, teacher_run_dir
 
 CHOICES = ('epoch:1', 'final', 'snapshot_ensemble:1,2', 'full_ensemble:2', 'none')
 
@@ -55,7 +56,7 @@ def test_every_choice_has_a_student_with_labelled_results(workdir, capsys):
 
 
 def test_teacher_accuracy_recorded_for_a_single_snapshot_is_its_own(workdir):
-  teacher0 = pipeline.teacher_run_dir(workdir, 'resnet8_b', 0)
+  teacher0 = teacher_run_dir(workdir, 'resnet8_b', 0)
   assert _student_final(workdir, 'final')['teacher_test_accuracy'] == pytest.approx(
       _final(teacher0)['last_test_accuracy'], abs=1e-6)
   first_epoch = json.loads((teacher0 / 'metrics.jsonl').read_text().splitlines()[0])
@@ -67,7 +68,7 @@ def test_missing_snapshot_is_refused_before_any_student_trains(workdir, tmp_path
   copy = tmp_path / 'work'
   shutil.copytree(workdir, copy)
   shutil.rmtree(copy / 'students')
-  shutil.rmtree(pipeline.teacher_run_dir(copy, 'resnet8_b', 0) / 'snapshots' / '1')
+  shutil.rmtree(teacher_run_dir(copy, 'resnet8_b', 0) / 'snapshots' / '1')
   with pytest.raises(ValueError, match="'epoch:1' needs the snapshot of epoch 1"):
     pipeline.run(tiny_config(), copy)
   assert not (copy / 'students').exists()
@@ -76,7 +77,7 @@ def test_missing_snapshot_is_refused_before_any_student_trains(workdir, tmp_path
 def test_class_count_mismatch_is_refused(workdir):
   config = tiny_config()
   choice = parse('final', config.teacher)
-  members = [(pipeline.teacher_run_dir(workdir, 'resnet8_b', 0), 2)]
+  members = [(teacher_run_dir(workdir, 'resnet8_b', 0), 2)]
   with pytest.raises(ValueError, match='has 10 classes, the student 100'):
     check_members(choice, members, 'resnet8_b', 100)
   with pytest.raises(ValueError, match='is a resnet8_b'):

@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-from ml_collections import config_flags  # noqa: F401  (the configs are loaded as main loads them)
 
 from ckd_jax import config_checks
 

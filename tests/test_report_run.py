@@ -113,6 +113,13 @@ def test_kill_at_a_stage_boundary_and_inside_a_student_gives_the_same_report(
   assert _deterministic(tmp_path) == _deterministic(reference)
 
 
+def test_manifest_records_every_stage(reference):
+  manifest = json.loads((reference / 'manifest.json').read_text())
+  assert set(manifest['stages']) == {'teacher', 'select', 'distill', 'report'}
+  assert all(s['duration_s'] >= 0 for s in manifest['stages'].values())
+  assert manifest['software']['jax'] and manifest['software']['python']
+
+
 def test_report_stage_alone_rebuilds_the_report(reference):
   (reference / 'report.md').unlink()
   config = tiny_config()

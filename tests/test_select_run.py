@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from ckd_jax import pipeline
+from ckd_jax.workdir import teacher_run_dir
 from ckd_jax.checkpoints import SnapshotStore
 from ckd_jax.recipes import base_config, optimizer
 
@@ -43,7 +44,7 @@ def test_mi_json_records_every_snapshot_and_the_choice(workdir):
   result = _mi_json(workdir)
   snaps = result['snapshots']
   assert [s['epoch'] for s in snaps] == [1, 2, 3]
-  store = SnapshotStore(pipeline.teacher_run_dir(workdir, 'resnet8_b', 0))
+  store = SnapshotStore(teacher_run_dir(workdir, 'resnet8_b', 0))
   for s in snaps:
     assert s['teacher_test_accuracy'] == store.metadata(s['epoch'])['test_accuracy']
     assert 0 <= s['I_XF_normalized'] <= 1 and 0 <= s['I_YF_normalized'] <= 1
@@ -86,8 +87,8 @@ def test_selection_before_any_snapshot_is_refused(tmp_path):
 
 def test_snapshot_of_another_architecture_is_refused(workdir, tmp_path):
   copy = tmp_path / 'work'
-  shutil.copytree(pipeline.teacher_run_dir(workdir, 'resnet8_b', 0),
-                  pipeline.teacher_run_dir(copy, 'resnet20', 0))
+  shutil.copytree(teacher_run_dir(workdir, 'resnet8_b', 0),
+                  teacher_run_dir(copy, 'resnet20', 0))
   config = tiny_config('select')
   config.teacher.arch = 'resnet20'
   with pytest.raises(ValueError, match='is a resnet8_b'):

@@ -3,11 +3,11 @@ and refusal of bad input before any compute."""
 import json
 
 import jax
-import ml_collections
 import numpy as np
 import pytest
 
 from ckd_jax import pipeline
+from ckd_jax.workdir import teacher_run_dir
 from ckd_jax.checkpoints import SnapshotStore
 from ckd_jax.data import batching, load_dataset
 from ckd_jax.models import get_model
@@ -29,7 +29,7 @@ def tiny_config(**teacher):
 
 
 def run_dir(workdir):
-  return pipeline.teacher_run_dir(workdir, 'resnet8_b', 0)
+  return teacher_run_dir(workdir, 'resnet8_b', 0)
 
 
 @pytest.fixture(scope='module')

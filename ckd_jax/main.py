@@ -12,6 +12,9 @@ _CONFIG = config_flags.DEFINE_config_file('config', None, 'A configs/*.py file.'
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where every stage reads and writes.')
 _ALLOW_CHANGE = flags.DEFINE_bool('allow_config_change', False,
                                   'Continue in a workdir that a different config wrote.')
+_COMPILATION_CACHE = flags.DEFINE_string(
+    'compilation_cache_dir', None,
+    'Persistent XLA compilation cache: reruns and runs with identical steps skip compilation.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -27,6 +30,10 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   signal.signal(signal.SIGTERM, _stop_gracefully)
+  if _COMPILATION_CACHE.value:
+    import jax
+    jax.config.update('jax_compilation_cache_dir', _COMPILATION_CACHE.value)
+    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
   try:
     pipeline.run(_CONFIG.value, _WORKDIR.value, _ALLOW_CHANGE.value)
   except (ValueError, FileNotFoundError, WorkdirLockedError) as e:  # a message, not a traceback

@@ -13,6 +13,7 @@ from importlib import metadata
 
 from absl import logging
 
+import ckd_jax
 from ckd_jax import checkpoints, config_checks, teacher_choices
 from ckd_jax.data import load_dataset
 from ckd_jax.distill import Teacher, check_members, train_student
@@ -135,14 +136,14 @@ def run(config, workdir, allow_config_change=False):
       _record_stage(workdir, stage, start)
 
 
-MANIFEST_PACKAGES = ('ckd_jax', 'jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint', 'numpy')
+MANIFEST_PACKAGES = ('jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint', 'numpy')
 
 
 def _record_stage(workdir, stage, start):
   """manifest.json: when each stage last finished, how long it took, and the software used."""
   path = pathlib.Path(workdir) / 'manifest.json'
   manifest = json.loads(path.read_text()) if path.exists() else {'stages': {}}
-  versions = {}
+  versions = {'ckd_jax': ckd_jax.__version__}
   for package in MANIFEST_PACKAGES:
     try:
       versions[package] = metadata.version(package)

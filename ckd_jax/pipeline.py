@@ -6,7 +6,6 @@ the same command after a kill continues where it stopped.
 import json
 import pathlib
 import platform
-import statistics
 import sys
 import time
 from importlib import metadata
@@ -14,12 +13,11 @@ from importlib import metadata
 from absl import logging
 
 import ckd_jax
-from ckd_jax import checkpoints, config_checks, teacher_choices
+from ckd_jax import checkpoints, config_checks, report, teacher_choices
 from ckd_jax.data import load_dataset
 from ckd_jax.distill import Teacher, check_members, train_student
 from ckd_jax.parallel import DataParallel
-from ckd_jax.report import build_report
-from ckd_jax.selection_stage import read_chosen_epoch, run_selection, write_selection
+from ckd_jax.selection_stage import run_selection, write_selection
 from ckd_jax.teacher import train_teacher
 from ckd_jax.workdir import selection_path, student_run_dir, teacher_run_dir
 from ckd_jax.workdir_lock import workdir_lock
@@ -68,8 +66,7 @@ def distill_stage(config, workdir):
   dataset = None
   plan = []
   for choice in choices:
-    members = teacher_choices.member_paths(choice, workdir, config.teacher, config.seed,
-                                           teacher_run_dir, read_chosen_epoch)
+    members = teacher_choices.member_paths(choice, workdir, config.teacher, config.seed)
     pending = [s for s in seeds
                if not (student_run_dir(workdir, dc.student, choice, s) / 'final.json').exists()]
     if pending:
@@ -83,27 +80,19 @@ def distill_stage(config, workdir):
     for seed in pending:
       train_student(config, dataset, choice, teacher, seed,
                     student_run_dir(workdir, dc.student, choice, seed), parallel)
-  _print_distill_summary(workdir, dc.student, choices, seeds)
+  _print_distill_summary(config, workdir)
 
 
-def _print_distill_summary(workdir, student, choices, seeds):
+def _print_distill_summary(config, workdir):
   """Student accuracy per teacher choice, and plainly whether KD beat the no-KD baseline."""
-  def pct(values):
-    spread = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f'{100 * statistics.mean(values):.2f} ± {100 * spread:.2f}'
-
+  summary = report.student_summary(report.collect(workdir, json.loads(config.to_json())))
   print(f'{"teacher choice":<32} {"teacher acc":>11} {"student last":>15} {"student best":>15}')
-  last = {}
-  for choice in choices:
-    finals = [json.loads((student_run_dir(workdir, student, choice, s) / 'final.json').read_text())
-              for s in seeds]
-    last[choice.spec] = statistics.mean(f['last_test_accuracy'] for f in finals)
-    teacher_acc = finals[0].get('teacher_test_accuracy')
-    print(f'{choice.spec:<32} {"" if teacher_acc is None else f"{100 * teacher_acc:.2f}":>11} '
-          f'{pct([f["last_test_accuracy"] for f in finals]):>15} '
-          f'{pct([f["best_test_accuracy"] for f in finals]):>15}')
-  if 'none' in last:
-    winners = [c for c, acc in last.items() if c != 'none' and acc > last['none']]
+  for choice, entry in summary.items():
+    teacher = '' if entry['teacher'] == '' else f'{100 * entry["teacher"]:.2f}'
+    print(f'{choice:<32} {teacher:>11} {report.format_pct(entry["last"]):>15} '
+          f'{report.format_pct(entry["best"]):>15}')
+  winners = report.kd_winners(summary)
+  if winners is not None:
     print('KD beat the no-KD baseline (last-epoch accuracy, mean over seeds) with: '
           + (', '.join(winners) if winners else 'no teacher choice'))
 
@@ -111,7 +100,7 @@ def _print_distill_summary(workdir, student, choices, seeds):
 def report_stage(config, workdir):
   """Rebuilds report.md, results.csv and the plots from the workdir (cheap: always redone)."""
   del config
-  print(f'report: {build_report(workdir)}')
+  print(f'report: {report.build_report(workdir)}')
 
 
 STAGES = {'teacher': teacher_stage, 'select': select_stage, 'distill': distill_stage,

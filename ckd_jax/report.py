@@ -44,7 +44,8 @@ def _mean_std(values):
   return statistics.mean(values), spread
 
 
-def _pct(values):
+def format_pct(values):
+  """'mean ± std' in percent of accuracies in [0, 1]."""
   mean, spread = _mean_std(values)
   return f'{100 * mean:.2f} ± {100 * spread:.2f}'
 
@@ -126,8 +127,8 @@ def _mi_section(workdir):
   return lines
 
 
-def _student_summary(rows):
-  """{choice: (teacher acc or None, [last], [best], n)} in config order."""
+def student_summary(rows):
+  """{choice: {'teacher': accuracy or '', 'last': [...], 'best': [...]}} in config order."""
   summary = {}
   for row in rows:
     if row['kind'] != 'student':
@@ -140,7 +141,7 @@ def _student_summary(rows):
 
 
 def _students_section(rows, config):
-  summary = _student_summary(rows)
+  summary = student_summary(rows)
   dc = config['distill']
   lines = ['## Students per teacher choice (Table 3 style)', '',
            f'{dc["student"]} students, test accuracy (%), mean ± std over {dc["num_seeds"]} '
@@ -153,25 +154,31 @@ def _students_section(rows, config):
   best_last = max(statistics.mean(e['last']) for e in summary.values())
   best_best = max(statistics.mean(e['best']) for e in summary.values())
   for choice, e in summary.items():
-    last = _pct(e['last'])
-    best = _pct(e['best'])
+    last = format_pct(e['last'])
+    best = format_pct(e['best'])
     last = f'**{last}**' if statistics.mean(e['last']) == best_last else last
     best = f'**{best}**' if statistics.mean(e['best']) == best_best else best
     teacher = '' if e['teacher'] == '' else f'{100 * e["teacher"]:.2f}'
     lines.append(f'| {choice} | {teacher} | {last} | {best} | {len(e["last"])} |')
-  if 'none' in summary:
-    baseline = statistics.mean(summary['none']['last'])
-    winners = [c for c, e in summary.items() if c != 'none'
-               and statistics.mean(e['last']) > baseline]
+  winners = kd_winners(summary)
+  if winners is not None:
     lines += ['', 'KD beat the no-KD baseline (last-epoch mean) with: '
               + (', '.join(f'`{w}`' for w in winners) if winners else
                  '**no teacher choice** — on this run distillation did not help.')]
   return lines
 
 
+def kd_winners(summary):
+  """Teacher choices whose students beat the no-KD students (last-epoch mean); None without them."""
+  if 'none' not in summary:
+    return None
+  baseline = statistics.mean(summary['none']['last'])
+  return [c for c, e in summary.items() if c != 'none' and statistics.mean(e['last']) > baseline]
+
+
 def _ensemble_section(rows, config):
   """Snapshot versus full ensemble and what each teacher cost to train."""
-  summary = _student_summary(rows)
+  summary = student_summary(rows)
   teachers = [r for r in rows if r['kind'] == 'teacher']
   ensembles = [c for c in summary if c.startswith(('snapshot_ensemble', 'full_ensemble'))]
   lines = ['## Snapshot versus full ensemble (Table 2 style)', '']
@@ -183,8 +190,8 @@ def _ensemble_section(rows, config):
   for choice in ['final'] * ('final' in summary) + ensembles:
     runs = teachers[:int(choice.split(':')[1])] if choice.startswith('full_ensemble') else [one_run]
     e = summary[choice]
-    lines.append(f'| {choice} | {100 * e["teacher"]:.2f} | {_pct(e["last"])} | {len(runs)} | '
-                 f'{sum(r["epochs"] for r in runs)} | '
+    lines.append(f'| {choice} | {100 * e["teacher"]:.2f} | {format_pct(e["last"])} | '
+                 f'{len(runs)} | {sum(r["epochs"] for r in runs)} | '
                  f'{sum(r["train_time_s"] for r in runs) / 60:.1f} min |')
   lines += ['', 'A snapshot ensemble costs one teacher run; a full ensemble of M costs M runs.']
   return lines
@@ -196,11 +203,11 @@ def _paper_section(rows, config):
     return ['## The paper\'s numbers', '',
             f'The paper reports no numbers for {key[0]} → {key[1]} on {config["data"]["name"]}.']
   paper = PAPER_TABLE3[key]
-  summary = _student_summary(rows)
+  summary = student_summary(rows)
   lines = ['## The paper\'s numbers (Wang et al. 2022, Table 3, CIFAR-100)', '',
            '| teacher choice | paper | this run (last) |', '|---|---:|---:|']
   for choice in ('none', 'epoch:60', 'epoch:100', 'epoch:140', 'final', 'selected'):
-    ours = _pct(summary[choice]['last']) if choice in summary else '–'
+    ours = format_pct(summary[choice]['last']) if choice in summary else '–'
     theirs = paper['student'] if choice == 'none' else paper[choice]
     lines.append(f'| {choice} | {theirs:.2f} | {ours} |')
   return lines
@@ -210,7 +217,7 @@ def _plot_students_vs_teacher_epoch(rows, config, path):
   import matplotlib
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
-  summary = _student_summary(rows)
+  summary = student_summary(rows)
   points = []
   for choice, e in summary.items():
     if choice.startswith('epoch:') or choice == 'final':

@@ -3,8 +3,6 @@
 Writes `selection/mi.json` (per snapshot: epoch, teacher test accuracy, raw and normalised I(X;F) and
 I(Y;F), score; the chosen epoch; the estimator and its settings) and `selection/mi.png`.
 """
-import json
-
 import numpy as np
 
 from ckd_jax import mi
@@ -92,10 +90,3 @@ def write_selection(result, workdir):
   path.parent.mkdir(parents=True, exist_ok=True)
   plot_selection(result, path.with_name('mi.png'))
   write_json(path, result)
-
-
-def read_chosen_epoch(workdir):
-  path = selection_path(workdir)
-  if not path.exists():
-    raise ValueError(f"teacher choice 'selected' needs {path}: run the select stage first")
-  return json.loads(path.read_text())['chosen_epoch']

@@ -8,8 +8,9 @@
     'selected'                     T*, the snapshot of teacher seed 0 chosen by the select stage
 """
 import dataclasses
-import pathlib
 import re
+
+from ckd_jax.workdir import read_chosen_epoch, teacher_run_dir
 
 KINDS = ('none', 'epoch', 'final', 'snapshot_ensemble', 'full_ensemble', 'selected')
 
@@ -80,11 +81,9 @@ def parse_all(specs, teacher_config):
   return choices
 
 
-def member_paths(choice, workdir, teacher_config, base_seed, run_dir_fn, chosen_epoch_fn):
-  """[(teacher run_dir, epoch)] of the snapshots that make up this choice.
-
-  `chosen_epoch_fn(workdir)` gives T*'s epoch for 'selected' (it raises if selection has not run).
-  """
-  members = ((0, chosen_epoch_fn(workdir)),) if choice.kind == 'selected' else choice.members
-  return [(pathlib.Path(run_dir_fn(workdir, teacher_config.arch, base_seed + k)), epoch)
+def member_paths(choice, workdir, teacher_config, base_seed):
+  """[(teacher run_dir, epoch)] of the snapshots that make up this choice (T* for 'selected',
+  which raises if the select stage has not run)."""
+  members = ((0, read_chosen_epoch(workdir)),) if choice.kind == 'selected' else choice.members
+  return [(teacher_run_dir(workdir, teacher_config.arch, base_seed + k), epoch)
           for k, epoch in members]

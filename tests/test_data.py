@@ -126,13 +126,14 @@ def test_image_folder_reads_the_tree_and_caches(tmp_path):
   cache = tmp_path / 'cache'
   ds = data.load_image_folder(tmp_path / 'data', cache_dir=cache)
   assert ds.num_classes == 2 and len(ds.train) == 6 and len(ds.test) == 4
-  # Test split keeps file order: cat/0, cat/1, dog/0, dog/1.
-  np.testing.assert_array_equal(ds.test.images[2], expected[('test', 'dog', 0)])
-  np.testing.assert_array_equal(ds.test.labels, [0, 0, 1, 1])
-  # Train is shuffled once: every (image, label) pair is still a file of that class.
-  train_pairs = {(ds.train.images[i].tobytes(), int(ds.train.labels[i])) for i in range(6)}
-  assert train_pairs == {(v.tobytes(), ['cat', 'dog'].index(k[1])) for k, v in expected.items()
-                         if k[0] == 'train'}
+  # Both splits are shuffled once (a fixed permutation): every (image, label) pair is still a file
+  # of that class, and a prefix (`test_examples`) is not just the first class.
+  for split, n in (('train', 6), ('test', 4)):
+    pairs = {(getattr(ds, split).images[i].tobytes(), int(getattr(ds, split).labels[i]))
+             for i in range(n)}
+    assert pairs == {(v.tobytes(), ['cat', 'dog'].index(k[1])) for k, v in expected.items()
+                     if k[0] == split}
+  assert sorted(ds.test.labels) == [0, 0, 1, 1] and list(ds.test.labels) != [0, 0, 1, 1]
   assert len(list(cache.glob('*.npy'))) == 2
   again = data.load_image_folder(tmp_path / 'data', cache_dir=cache)
   np.testing.assert_array_equal(again.train.images, ds.train.images)

@@ -164,7 +164,7 @@ def load_image_folder(root, train_split='train', test_split='test', image_size=N
   if not (root / test_split).is_dir():
     raise DataUnavailableError(f'image_folder: no directory {root / test_split}')
   train = _shuffle_once(_load_folder_split(root / train_split, classes, image_size, cache_dir))
-  test = _load_folder_split(root / test_split, classes, image_size, cache_dir)
+  test = _shuffle_once(_load_folder_split(root / test_split, classes, image_size, cache_dir))
   return _make_dataset(name, train, test, len(classes))
 
 
@@ -209,12 +209,13 @@ def load_tfds(name, data_dir=None, download=False, train_split='train', test_spl
     raise ValueError(f'TFDS dataset {name!r} has no image/label features')
   splits = [_tfds_split(tfds, builder, name, s, data_dir, download)
             for s in (train_split, test_split)]
-  shuffled = _shuffle_once(splits[0])
-  return _make_dataset(name, shuffled, splits[1], features['label'].num_classes)
+  return _make_dataset(name, _shuffle_once(splits[0]), _shuffle_once(splits[1]),
+                       features['label'].num_classes)
 
 
 def _shuffle_once(split, seed=0):
-  """A fixed permutation so that `Split.take(n)` is a class-balanced-in-expectation subset."""
+  """A fixed permutation, so that `Split.take(n)` (train_examples / test_examples) is a random
+  subset and not, e.g., the first classes of a folder read class by class."""
   order = np.random.default_rng(seed).permutation(len(split))
   return Split(split.images[order], split.labels[order])
 

@@ -4,9 +4,10 @@ import shutil
 
 import pytest
 
+import pipeline_configs
+
 from ckd_jax import config_checks, pipeline
 from ckd_jax.distill import check_members
-from ckd_jax.recipes import base_config, optimizer
 from ckd_jax.teacher_choices import parse, parse_all
 from ckd_jax.workdir import student_run_dir, teacher_run_dir
 
@@ -14,17 +15,8 @@ CHOICES = ('epoch:1', 'final', 'snapshot_ensemble:1,2', 'full_ensemble:2', 'none
 
 
 def tiny_config(choices=CHOICES, **distill):
-  data = dict(source='digits', name='digits', crop_padding=1, flip=False, train_examples=128,
-              test_examples=96, eval_batch_size=48)
-  recipe = dict(num_seeds=1, epochs=2, batch_size=32, label_smoothing=0.0,
-                checkpoint_every_steps=0, optimizer=optimizer(0.05, (1,)))
-  teacher = dict(recipe, arch='resnet8_b', num_seeds=2, snapshot_epochs=(1, 2))
-  student = dict(recipe, student='resnet8_b', teachers=tuple(choices), alpha=0.5, temperature=4.0,
-                 ensemble_mode='probs', kd_until_epoch=0, teacher_train_mode_batch_norm=False)
-  student.update(distill)
-  config = base_config(data, teacher, student, stages='teacher,distill')
-  config.progress = False
-  return config
+  return pipeline_configs.tiny_config(train=128, test=96, eval_batch=48, teacher_seeds=2,
+                                      choices=choices, stages='teacher,distill', **distill)
 
 
 @pytest.fixture(scope='module')

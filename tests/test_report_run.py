@@ -7,26 +7,19 @@ import statistics
 
 import pytest
 
+import pipeline_configs
+
 from ckd_jax import pipeline
 from ckd_jax.data import batching
-from ckd_jax.recipes import base_config, optimizer
 from ckd_jax.workdir_lock import WorkdirLockedError, workdir_lock
 
 CHOICES = ('epoch:1', 'selected', 'full_ensemble:2', 'none')
 
 
 def tiny_config():
-  data = dict(source='digits', name='digits', crop_padding=1, flip=False, train_examples=128,
-              test_examples=64, eval_batch_size=64)
-  recipe = dict(num_seeds=2, epochs=2, batch_size=32, label_smoothing=0.0,
-                checkpoint_every_steps=3, optimizer=optimizer(0.05, (1,)))
-  teacher = dict(recipe, arch='resnet8_b', snapshot_epochs=(1, 2))
-  student = dict(recipe, epochs=1, optimizer=optimizer(0.05, ()), student='resnet8_b',
-                 teachers=CHOICES, alpha=0.5, temperature=4.0, ensemble_mode='probs',
-                 kd_until_epoch=0, teacher_train_mode_batch_norm=False)
-  config = base_config(data, teacher, student, dict(method='kde', num_samples=0))
-  config.progress = False
-  return config
+  return pipeline_configs.tiny_config(teacher_seeds=2, student_seeds=2, checkpoint_every=3,
+                                      student_epochs=1, choices=CHOICES,
+                                      select=dict(method='kde', num_samples=0))
 
 
 @pytest.fixture(scope='module')

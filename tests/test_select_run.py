@@ -5,28 +5,21 @@ import shutil
 import numpy as np
 import pytest
 
+import pipeline_configs
+
 from ckd_jax import pipeline
-from ckd_jax.workdir import teacher_run_dir
 from ckd_jax.checkpoints import SnapshotStore
-from ckd_jax.recipes import base_config, optimizer
+from ckd_jax.workdir import teacher_run_dir
 
 
 def tiny_config(stages='teacher,select', **select):
-  data = dict(source='digits', name='digits', crop_padding=1, flip=False, train_examples=256,
-              test_examples=120, eval_batch_size=40)
-  recipe = dict(num_seeds=1, epochs=3, batch_size=32, label_smoothing=0.0,
-                checkpoint_every_steps=0, optimizer=optimizer(0.05, (2,)))
-  teacher = dict(recipe, arch='resnet8_b', snapshot_epochs=(1, 2, 3))
-  student = dict(recipe, epochs=1, optimizer=optimizer(0.05, ()), student='resnet8_b',
-                 teachers=('selected',), alpha=0.5, temperature=4.0, ensemble_mode='probs',
-                 kd_until_epoch=0, teacher_train_mode_batch_norm=False)
   select_settings = dict(num_samples=0, fit_samples=256, batch_size=64, variational=dict(
       seed=0, probe=dict(steps=100, batch_size=64, learning_rate=1e-2),
       decoder=dict(hidden=32, steps=100, batch_size=64, learning_rate=1e-3, pixel_noise_std=0.1)))
   select_settings.update(select)
-  config = base_config(data, teacher, student, select_settings, stages=stages)
-  config.progress = False
-  return config
+  return pipeline_configs.tiny_config(train=256, test=120, eval_batch=40, epochs=3,
+                                      milestones=(2,), student_epochs=1, choices=('selected',),
+                                      select=select_settings, stages=stages)
 
 
 @pytest.fixture(scope='module')

@@ -6,24 +6,20 @@ import jax
 import numpy as np
 import pytest
 
+import pipeline_configs
+
 from ckd_jax import pipeline
-from ckd_jax.workdir import teacher_run_dir
 from ckd_jax.checkpoints import SnapshotStore
 from ckd_jax.data import batching, load_dataset
 from ckd_jax.models import get_model
 from ckd_jax.parallel import DataParallel
-from ckd_jax.recipes import base_config, optimizer
 from ckd_jax.training import make_eval_step, make_evaluator, model_predict
+from ckd_jax.workdir import teacher_run_dir
 
 
 def tiny_config(**teacher):
-  data = dict(source='digits', name='digits', crop_padding=1, flip=False, train_examples=192,
-              test_examples=96, eval_batch_size=48)
-  config = base_config(data, dict(
-      arch='resnet8_b', num_seeds=1, epochs=3, batch_size=32, label_smoothing=0.0,
-      snapshot_epochs=(1, 2, 3), checkpoint_every_steps=4, optimizer=optimizer(0.05, (2,))),
-      distill={}, stages='teacher')
-  config.progress = False
+  config = pipeline_configs.tiny_config(train=192, test=96, eval_batch=48, epochs=3,
+                                        milestones=(2,), checkpoint_every=4, stages='teacher')
   config.teacher.update(teacher)
   return config
 

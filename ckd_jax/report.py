@@ -10,6 +10,8 @@ import json
 import pathlib
 import statistics
 
+import ml_collections
+
 from ckd_jax.checkpoints import SnapshotStore
 from ckd_jax.teacher_choices import parse_all
 from ckd_jax.workdir import student_run_dir, teacher_run_dir
@@ -63,7 +65,7 @@ def collect(workdir, config):
                        **{f: final[f] for f in ('last_test_accuracy', 'best_test_accuracy',
                                                 'best_epoch', 'epochs', 'train_time_s')}))
   dc = config['distill']
-  for choice in parse_all(dc['teachers'], _Attr(config['teacher'])):
+  for choice in parse_all(dc['teachers'], ml_collections.ConfigDict(config['teacher'])):
     for k in range(dc['num_seeds']):
       run = student_run_dir(workdir, dc['student'], choice, config['seed'] + k)
       if (run / 'final.json').exists():
@@ -75,11 +77,6 @@ def collect(workdir, config):
                          **{f: final[f] for f in ('last_test_accuracy', 'best_test_accuracy',
                                                   'best_epoch', 'epochs', 'train_time_s')}))
   return rows
-
-
-class _Attr(dict):
-  """Attribute access on the JSON config, as the parsers expect of a ConfigDict."""
-  __getattr__ = dict.__getitem__
 
 
 def write_csv(rows, path):

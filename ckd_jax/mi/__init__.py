@@ -101,11 +101,11 @@ def estimate(features, labels, images=None, method='kde', num_classes=None, eval
   num_classes = num_classes or int(labels.max()) + 1
   if method == 'variational':
     split = int(round(features.shape[0] * (1 - eval_fraction)))
-    img = (lambda s: None) if images is None else (lambda s: np.asarray(images)[s])
+    images = None if images is None else np.asarray(images)
     out = estimate_stacked(features[None, split:], labels[split:], num_classes, method,
-                           images=img(slice(split, None)), fit_features=features[None, :split],
-                           fit_labels=labels[:split], fit_images=img(slice(None, split)),
-                           **settings)
+                           images=None if images is None else images[split:],
+                           fit_features=features[None, :split], fit_labels=labels[:split],
+                           fit_images=None if images is None else images[:split], **settings)
   else:
     out = estimate_stacked(features[None], labels, num_classes, method, **settings)
   return {k: float(v[0]) for k, v in out.items()}

@@ -1,9 +1,17 @@
 """ckd_jax: efficient knowledge distillation from model checkpoints, in JAX/Flax."""
+import pathlib
+import re
+
 from setuptools import find_packages, setup
+
+# The version lives in ckd_jax/__init__.py only.
+VERSION = re.search(r"__version__ = '([^']+)'",
+                    pathlib.Path(__file__).with_name('ckd_jax').joinpath('__init__.py').read_text()
+                    ).group(1)
 
 setup(
     name='ckd_jax',
-    version='0.1.0',
+    version=VERSION,
     description='Knowledge distillation from model checkpoints (Wang et al., NeurIPS 2022) in JAX',
     long_description=open('README.md', encoding='utf-8').read(),
     long_description_content_type='text/markdown',

@@ -30,9 +30,8 @@ def measure(method, snapshots, samples, dim, classes, pixels, steps, repeats):
               'variational': dict(seed=0, probe=dict(steps=steps), decoder=dict(steps=steps))}
   args = (feats, labels, feats, labels, images, images) if method == 'variational' else (
       feats, labels, feats, labels, None, None)
-  static = dict(method=method, settings=mi._freeze(settings[method]), num_classes=classes)
   start = time.perf_counter()
-  compiled = mi._estimate_stacked.lower(*args, **static).compile()
+  compiled = mi.StackedEstimator(method, classes, **settings[method]).lower(*args).compile()
   compile_s = time.perf_counter() - start
   memory = compiled.memory_analysis()
   peak = None if memory is None else int(memory.argument_size_in_bytes + memory.output_size_in_bytes

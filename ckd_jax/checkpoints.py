@@ -4,7 +4,6 @@ Orbax restores a flipped byte in a saved array silently, with wrong values. Ever
 carries a SHA-256 digest of its arrays in its metadata, verified on every restore.
 """
 import hashlib
-import json
 import pathlib
 import shutil
 
@@ -13,8 +12,10 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from ckd_jax.workdir.layout import RunFiles
 
-class SnapshotError(RuntimeError):
+
+class SnapshotError(ValueError):
   """A snapshot is missing, damaged or does not match what the caller expects."""
 
 
@@ -43,7 +44,7 @@ class SnapshotStore:
   """`<run_dir>/snapshots/<epoch>/`: {params, batch_stats} + JSON metadata, kept forever."""
 
   def __init__(self, run_dir):
-    self.directory = pathlib.Path(run_dir) / 'snapshots'
+    self.directory = RunFiles(run_dir).snapshots
     self._manager = _manager(self.directory)
 
   def epochs(self):
@@ -66,6 +67,20 @@ class SnapshotStore:
     self._check_exists(epoch)
     return self._manager.restore(epoch, args=ocp.args.Composite(metadata=ocp.args.JsonRestore()))[
         'metadata']
+
+  def check_fits(self, epoch, arch, num_classes, needed_by):
+    """Refuses, before any compute, a snapshot that is missing or is not the expected model.
+
+    `needed_by` says who asked, e.g. "teacher choice 'epoch:60'", for the message.
+    """
+    if epoch not in self._manager.all_steps():
+      raise SnapshotError(f'{needed_by} needs the snapshot of epoch {epoch} in '
+                          f'{self.directory}, which does not exist: run the teacher stage first')
+    meta = self.metadata(epoch)
+    if meta.get('arch') != arch or meta.get('num_classes') != num_classes:
+      raise SnapshotError(f'snapshot {self.directory / str(epoch)} is a {meta.get("arch")} with '
+                          f'{meta.get("num_classes")} classes, but {needed_by} expects a {arch} '
+                          f'with {num_classes} classes (config.teacher.arch and the dataset)')
 
   def restore(self, epoch, target=None):
     """Returns (variables, metadata); raises SnapshotError naming the snapshot if it is damaged."""
@@ -117,7 +132,7 @@ class ResumeStore:
   """`<run_dir>/resume/<step>/`: the full TrainState, one kept; removed when the run finishes."""
 
   def __init__(self, run_dir):
-    self.directory = pathlib.Path(run_dir) / 'resume'
+    self.directory = RunFiles(run_dir).resume
     self._manager = _manager(self.directory, max_to_keep=1)
 
   def latest_step(self):
@@ -140,11 +155,16 @@ class ResumeStore:
     if step is None:
       return None, None
     target = flax.serialization.to_state_dict(template)
-    restored = self._manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(_abstract(target)), extra=ocp.args.JsonRestore()))
+    where = self.directory / str(step)
+    advice = 'delete it to restart this run from scratch'
+    try:
+      restored = self._manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(_abstract(target)), extra=ocp.args.JsonRestore()))
+    except Exception as e:  # orbax/tensorstore raise many types for missing or corrupt files
+      raise SnapshotError(f'resume checkpoint {where} cannot be restored ({type(e).__name__}: '
+                          f'{str(e).splitlines()[0] if str(e) else ""}); {advice}') from e
     if tree_digest(restored['state']) != restored['extra']['digest']:
-      raise SnapshotError(f'resume checkpoint {self.directory / str(step)} is corrupt; delete it '
-                          'to restart this run from scratch')
+      raise SnapshotError(f'resume checkpoint {where} is corrupt; {advice}')
     return (flax.serialization.from_state_dict(template, restored['state']),
             restored['extra']['extra'])
 
@@ -152,10 +172,3 @@ class ResumeStore:
     self._manager.close()
     shutil.rmtree(self.directory, ignore_errors=True)
 
-
-def write_json(path, obj):
-  """Atomic JSON write: a kill never leaves half a file."""
-  path = pathlib.Path(path)
-  tmp = path.with_suffix(path.suffix + '.tmp')
-  tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
-  tmp.replace(path)

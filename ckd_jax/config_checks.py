@@ -1,15 +1,12 @@
-"""Checks of a config before any compute, and of a workdir against the config that made it."""
-import json
-import pathlib
-
-from ckd_jax import losses, mi, teacher_choices
+"""Checks of a config before any compute: every rule once, each with a message that says what to fix."""
+from ckd_jax import losses, mi
 from ckd_jax.data.sources import SOURCES
 from ckd_jax.models import get_model
+from ckd_jax.parallel import DataParallel
+from ckd_jax.stages import teacher_choices
 from ckd_jax.training.optim import validate_optimizer_config
 
 STAGES = ('teacher', 'select', 'distill', 'report')  # in the order they run
-# Fields that may change between invocations on one workdir without changing any result.
-VOLATILE_FIELDS = ('stages', 'progress', 'tensorboard')
 
 
 def parse_stages(stages):
@@ -40,11 +37,11 @@ def validate(config):
   if tc.epochs not in epochs:
     raise ValueError(f'teacher.snapshot_epochs must include the last epoch ({tc.epochs}): it is '
                      'the T_full teacher')
-  validate_optimizer_config(tc.optimizer, tc.epochs)
   if 'select' in stages:
     _validate_select(config)
   if 'distill' in stages:
     _validate_distill(config)
+  _validate_batch_split(config, stages)
 
 
 def _check_recipe(section, name):
@@ -53,10 +50,18 @@ def _check_recipe(section, name):
   validate_optimizer_config(section.optimizer, section.epochs)
 
 
+def _validate_batch_split(config, stages):
+  """Under pmap every batch is split evenly over the local devices."""
+  parallel = DataParallel(config.parallel)
+  for stage in ('teacher', 'distill'):
+    if stage in stages:
+      parallel.check_batch_size(config[stage].batch_size, f'{stage}.batch_size')
+  parallel.check_batch_size(config.data.eval_batch_size, 'data.eval_batch_size')
+
+
 def _validate_select(config):
   sc = config.select
-  if sc.method not in mi.METHODS:
-    raise ValueError(f'Unknown select.method {sc.method!r}; choose one of {mi.METHODS}')
+  mi.check_method(sc.method, 'select.method')
   if sc.feature not in mi.FEATURES:
     raise ValueError(f'select.feature must be one of {mi.FEATURES}')
   if sc.normalization not in mi.NORMALIZATIONS:
@@ -73,42 +78,8 @@ def _validate_distill(config):
   get_model(dc.student, 10)
   _check_recipe(dc, 'distill')
   losses.check_kd_hyperparameters(float(dc.alpha), float(dc.temperature))
-  if dc.ensemble_mode not in losses.ENSEMBLE_MODES:
-    raise ValueError(f'distill.ensemble_mode must be one of {losses.ENSEMBLE_MODES}')
+  losses.check_ensemble_mode(dc.ensemble_mode, 'distill.ensemble_mode')
   if not 0 <= dc.kd_until_epoch <= dc.epochs:
     raise ValueError(f'distill.kd_until_epoch must be in [0, {dc.epochs}] (0: KD throughout)')
   teacher_choices.parse_all(dc.teachers, config.teacher)
 
-
-def _flatten(d, prefix=''):
-  out = {}
-  for key, value in d.items():
-    if isinstance(value, dict):
-      out.update(_flatten(value, f'{prefix}{key}.'))
-    else:
-      out[f'{prefix}{key}'] = list(value) if isinstance(value, tuple) else value
-  return out
-
-
-def config_differences(old, new):
-  """Fields (dotted names) whose values differ, volatile fields excluded."""
-  a, b = _flatten(old), _flatten(new)
-  return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b))
-          if k not in VOLATILE_FIELDS and a.get(k) != b.get(k)}
-
-
-def check_workdir(config, workdir, allow_change=False):
-  """Refuses a workdir written by a different config (unless allowed); writes config.json."""
-  path = pathlib.Path(workdir) / 'config.json'
-  new = json.loads(config.to_json())
-  if path.exists() and not allow_change:
-    diff = config_differences(json.loads(path.read_text()), new)
-    if diff:
-      lines = '\n'.join(f'  {k}: {old!r} in the workdir, {now!r} now' for k, (old, now) in
-                        diff.items())
-      raise ValueError(f'{workdir} was written by a different config:\n{lines}\nUse another '
-                       '--workdir, or pass --allow_config_change to continue with the new config.')
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_suffix('.tmp')
-  tmp.write_text(json.dumps(new, indent=2, sort_keys=True))
-  tmp.replace(path)

@@ -26,6 +26,11 @@ def check_kd_hyperparameters(alpha, temperature):
     raise ValueError(f'temperature must be > 0, got {temperature}')
 
 
+def check_ensemble_mode(mode, what='ensemble mode'):
+  if mode not in ENSEMBLE_MODES:
+    raise ValueError(f'{what} must be one of {ENSEMBLE_MODES}, got {mode!r}')
+
+
 @jax.jit
 def cross_entropy(logits, labels, label_smoothing=0.0):
   """Mean cross-entropy of integer labels; optional label smoothing over all K classes."""
@@ -60,8 +65,7 @@ def kd_loss(student_logits, teacher_logits, labels, alpha=0.5, temperature=5.0):
 
 def ensemble_log_probs(teacher_logits_stack, temperature, mode='probs', weights=None):
   """log p_t^τ of an ensemble whose members' logits are stacked on axis 0: (M, B, K) -> (B, K)."""
-  if mode not in ENSEMBLE_MODES:
-    raise ValueError(f'ensemble mode must be one of {ENSEMBLE_MODES}, got {mode!r}')
+  check_ensemble_mode(mode)
   members = teacher_logits_stack.shape[0]
   if members == 0:
     raise ValueError('an ensemble needs at least one teacher')
@@ -85,8 +89,7 @@ def ensemble_kd_loss(student_logits, teacher_logits_stack, labels, alpha=0.5, te
                      mode='probs', weights=None):
   """KD from an ensemble: `teacher_logits_stack` is (M, B, K); see the module docstring."""
   check_kd_hyperparameters(alpha, temperature)
-  if mode not in ENSEMBLE_MODES:
-    raise ValueError(f'ensemble mode must be one of {ENSEMBLE_MODES}, got {mode!r}')
+  check_ensemble_mode(mode)
   if teacher_logits_stack.ndim != 3 or teacher_logits_stack.shape[0] == 0:
     raise ValueError('teacher_logits_stack must be (M >= 1, batch, classes), got shape '
                      f'{teacher_logits_stack.shape}')

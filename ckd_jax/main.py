@@ -5,7 +5,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from ckd_jax import pipeline
-from ckd_jax.workdir_lock import WorkdirLockedError
+from ckd_jax.workdir import WorkdirLockedError
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'A configs/*.py file.',
                                           lock_config=True)

@@ -1,11 +1,14 @@
 """Training recipes and config presets shared by the files in configs/.
 
 Configs stay the single source of truth: these functions only fill ConfigDicts with the numbers
-from the papers (DESIGN.md §3), so that configs/cifar100.py and configs/cifar10.py do not repeat them.
+from the papers, so that the files in configs/ do not repeat them.
 """
 import ml_collections
 
 RECIPES = ('paper', 'repdistiller')
+# The paper's teacher-student pairs (Wang et al. 2022, Table 3).
+PAPER_PAIRS = ('wrn_40_2-wrn_40_1', 'wrn_40_2-mobilenetv2_075', 'resnet110-resnet32',
+               'resnet110-mobilenetv2_075')
 
 
 def optimizer(learning_rate, milestones, weight_decay=5e-4, nesterov=True, schedule='step'):
@@ -102,7 +105,7 @@ def parse_config_arg(arg, defaults):
 
 
 def select_config(**overrides):
-  """MI estimation over snapshots and the choice of T* (DESIGN.md §4)."""
+  """MI estimation over snapshots and the choice of T* (Algorithm 1, steps 2-3)."""
   config = ml_collections.ConfigDict(dict(
       method='variational',  # or 'kde', 'binning'
       feature='penultimate',  # or 'logits'
@@ -136,3 +139,19 @@ def base_config(data, teacher, distill, select=None, stages='teacher,select,dist
   config.distill = ml_collections.ConfigDict(distill)
   config.select = select_config(**(select or {}))
   return config
+
+
+def paper_study_config(arg, dataset, source='tfds'):
+  """The paper's CIFAR study (configs/cifar100.py, configs/cifar10.py); `arg` is the text after
+  ':' in --config: pair=, teacher=, student=, recipe=, teacher_schedule=, source=."""
+  args = parse_config_arg(arg, {'pair': '', 'teacher': 'wrn_40_2', 'student': 'wrn_40_1',
+                                'recipe': 'paper', 'teacher_schedule': 'full', 'source': source})
+  if args['pair']:
+    if args['pair'] not in PAPER_PAIRS:
+      raise ValueError(f'Unknown pair {args["pair"]!r}; the paper\'s pairs are {PAPER_PAIRS}')
+    args['teacher'], args['student'] = args['pair'].split('-')
+  teacher = teacher_recipe(args['recipe'], args['teacher'], args['teacher_schedule'])
+  teacher.num_seeds = 3  # the full ensemble
+  distill = student_recipe(args['recipe'], args['student'],
+                           paper_teacher_choices(teacher, teacher.num_seeds))
+  return base_config(dict(source=args['source'], name=dataset), teacher, distill)

@@ -5,14 +5,8 @@
   python -m ckd_jax.main --config=configs/cifar10.py:source=image_folder \
       --config.data.root=/path/to/cifar10-jpeg --workdir=runs/c10_jpeg
 """
-import importlib.util
-import pathlib
-
-_spec = importlib.util.spec_from_file_location('cifar100_config',
-                                               pathlib.Path(__file__).with_name('cifar100.py'))
-_cifar100 = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_cifar100)
+from ckd_jax import recipes
 
 
 def get_config(arg=None):
-  return _cifar100.get_config(arg, dataset='cifar10')
+  return recipes.paper_study_config(arg, dataset='cifar10')

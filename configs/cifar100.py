@@ -19,21 +19,6 @@ the run stops at once and says how to provide it. Cost on one H100-class GPU: ab
 """
 from ckd_jax import recipes
 
-PAIRS = ('wrn_40_2-wrn_40_1', 'wrn_40_2-mobilenetv2_075', 'resnet110-resnet32',
-         'resnet110-mobilenetv2_075')
 
-
-def get_config(arg=None, dataset='cifar100', source='tfds'):
-  args = recipes.parse_config_arg(arg, {'pair': '', 'teacher': 'wrn_40_2', 'student': 'wrn_40_1',
-                                        'recipe': 'paper', 'teacher_schedule': 'full',
-                                        'source': source})
-  if args['pair']:
-    if args['pair'] not in PAIRS:
-      raise ValueError(f'Unknown pair {args["pair"]!r}; the paper\'s pairs are {PAIRS}')
-    args['teacher'], args['student'] = args['pair'].split('-')
-  teacher = recipes.teacher_recipe(args['recipe'], args['teacher'], args['teacher_schedule'])
-  teacher.num_seeds = 3  # the full ensemble
-  distill = recipes.student_recipe(args['recipe'], args['student'],
-                                   recipes.paper_teacher_choices(teacher, teacher.num_seeds))
-  data = dict(source=args['source'], name=dataset)
-  return recipes.base_config(data, teacher, distill)
+def get_config(arg=None):
+  return recipes.paper_study_config(arg, dataset='cifar100')

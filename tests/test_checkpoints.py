@@ -1,6 +1,7 @@
 """Snapshots: round trip, stacking, and refusal of damaged or mismatched snapshots."""
 import pathlib
 
+import chex
 import jax
 import numpy as np
 import pytest
@@ -77,3 +78,28 @@ def test_digest_depends_on_values_and_names():
   assert checkpoints.tree_digest(a) != checkpoints.tree_digest(b)
   renamed = {'params': {'dense2': a['params']['dense']}, 'batch_stats': a['batch_stats']}
   assert checkpoints.tree_digest(a) != checkpoints.tree_digest(renamed)
+
+
+def _train_state(seed):
+  import optax
+  from ckd_jax.training import TrainState
+  variables = _variables(seed)
+  state = TrainState.create(apply_fn=None, params=variables['params'], tx=optax.sgd(0.1, 0.9),
+                            batch_stats=variables['batch_stats'])
+  return state.replace(step=np.zeros((), np.int32))  # an array step, as create_train_state makes
+
+
+def test_resume_checkpoint_round_trip_and_a_corrupt_one_is_refused(tmp_path):
+  store = checkpoints.ResumeStore(tmp_path)
+  state = _train_state(1).replace(step=np.full((), 7, np.int32))
+  store.save(state, {'epoch_sums': {'loss': 1.5}})
+  restored, extra = checkpoints.ResumeStore(tmp_path).restore(_train_state(0))
+  chex.assert_trees_all_equal(restored.params, state.params)
+  assert int(restored.step) == 7 and extra == {'epoch_sums': {'loss': 1.5}}
+
+  for chunk in (tmp_path / 'resume' / '7' / 'state').rglob('d/*'):  # the array data files
+    data = bytearray(chunk.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    chunk.write_bytes(bytes(data))
+  with pytest.raises(SnapshotError, match='resume checkpoint .*resume/7 .*delete it to restart'):
+    checkpoints.ResumeStore(tmp_path).restore(_train_state(0))

@@ -2,14 +2,18 @@
 import json
 import shutil
 
+import numpy as np
 import pytest
 
 import pipeline_configs
 
-from ckd_jax import config_checks, pipeline
-from ckd_jax.distill import check_members
-from ckd_jax.teacher_choices import parse, parse_all
-from ckd_jax.workdir import student_run_dir, teacher_run_dir
+from ckd_jax import pipeline
+from ckd_jax.checkpoints import SnapshotStore
+from ckd_jax.data import load_dataset
+from ckd_jax.models import get_model
+from ckd_jax.stages.distill import check_members
+from ckd_jax.stages.teacher_choices import parse, parse_all
+from ckd_jax.workdir.layout import student_run_dir, teacher_run_dir
 
 CHOICES = ('epoch:1', 'final', 'snapshot_ensemble:1,2', 'full_ensemble:2', 'none')
 
@@ -31,7 +35,7 @@ def _final(path):
 
 
 def _student_final(workdir, spec):
-  return _final(student_run_dir(workdir, 'resnet8_b', parse(spec, tiny_config().teacher), 0))
+  return _final(student_run_dir(workdir, 'resnet8_b', parse(spec, tiny_config().teacher).slug, 0))
 
 
 def test_every_choice_has_a_student_with_labelled_results(workdir, capsys):
@@ -70,7 +74,7 @@ def test_class_count_mismatch_is_refused(workdir):
   config = tiny_config()
   choice = parse('final', config.teacher)
   members = [(teacher_run_dir(workdir, 'resnet8_b', 0), 2)]
-  with pytest.raises(ValueError, match='has 10 classes, the student 100'):
+  with pytest.raises(ValueError, match='with 10 classes, but .* expects a resnet8_b with 100'):
     check_members(choice, members, 'resnet8_b', 100)
   with pytest.raises(ValueError, match='is a resnet8_b'):
     check_members(choice, members, 'resnet20', 10)
@@ -96,8 +100,27 @@ def test_bad_distill_configs_are_refused_before_training(tmp_path, choices, dist
   assert not (tmp_path / 'teachers').exists()
 
 
-def test_choice_slugs_are_file_names():
+def test_choice_slugs_are_file_names(workdir):
   teacher = tiny_config().teacher
-  assert [c.slug for c in parse_all(CHOICES, teacher)] == [
-      'epoch1', 'final', 'snapshot_ensemble_1_2', 'full_ensemble_2', 'none']
-  config_checks.validate(tiny_config())
+  slugs = [c.slug for c in parse_all(CHOICES, teacher)]
+  assert slugs == ['epoch1', 'final', 'snapshot_ensemble_1_2', 'full_ensemble_2', 'none']
+  assert sorted(p.name for p in (workdir / 'students').iterdir()) == sorted(
+      f'resnet8_b_from_{slug}_seed0' for slug in slugs)
+
+
+def test_ensemble_teacher_accuracy_equals_an_independent_computation(workdir):
+  """The full ensemble's recorded accuracy against numpy: each teacher applied alone, softmax
+  probabilities averaged (the 'probs' mode), argmax against the test labels."""
+  config = tiny_config()
+  dataset = load_dataset(config.data)
+  model = get_model('resnet8_b', dataset.num_classes)
+  images = (dataset.test.images / 255.0 - np.asarray(dataset.mean)) / np.asarray(dataset.std)
+  probs = []
+  for seed in (0, 1):
+    variables, _ = SnapshotStore(teacher_run_dir(workdir, 'resnet8_b', seed)).restore(2)
+    logits = np.asarray(model.apply(variables, images.astype(np.float32), train=False), np.float64)
+    e = np.exp(logits - logits.max(-1, keepdims=True))
+    probs.append(e / e.sum(-1, keepdims=True))
+  expected = np.mean(np.argmax(np.mean(probs, 0), -1) == dataset.test.labels)
+  assert _student_final(workdir, 'full_ensemble:2')['teacher_test_accuracy'] == pytest.approx(
+      expected, abs=1e-6)

@@ -1,6 +1,7 @@
 """MI estimators against closed forms, the vectorised path against a loop, and T* selection."""
 import math
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,6 +9,7 @@ import pytest
 
 from ckd_jax import mi
 from ckd_jax.data import load_digits
+from ckd_jax.mi import estimate as estimate_module
 from ckd_jax.mi import features as features_module
 from ckd_jax.models import get_model
 
@@ -122,14 +124,20 @@ def test_vmapped_estimate_equals_a_loop_and_ignores_snapshot_order(snapshots, me
       np.testing.assert_allclose(alone[key][0], together[key][i], rtol=1e-4, atol=1e-4)
 
 
-def test_ten_snapshots_are_one_compiled_program(snapshots):
+def test_ten_snapshots_are_one_compiled_program(snapshots, monkeypatch):
+  """One trace of the estimator for 10 snapshots, one of the feature program for 3 data chunks
+  (a loop over snapshots or chunks would trace again and fail the assertion)."""
   model, trees, dataset = snapshots
   ten = _stack([trees[i % 4] for i in range(10)])
-  mi._estimate_stacked.clear_cache()
+  estimate_module._stacked_program.clear_cache()
   features_module._features_of_chunk.clear_cache()
-  mi.estimate_over_snapshots(ten, model, dataset, 'kde', num_samples=300, batch_size=128)
-  assert mi._estimate_stacked._cache_size() == 1
-  assert features_module._features_of_chunk._cache_size() == 1  # 3 data chunks, one program
+  chex.clear_trace_counter()
+  monkeypatch.setattr(estimate_module, '_one_snapshot',
+                      chex.assert_max_traces(estimate_module._one_snapshot, n=1))
+  monkeypatch.setattr(features_module, 'normalize',
+                      chex.assert_max_traces(features_module.normalize, n=1))
+  for _ in range(2):  # a second call reuses the program too
+    mi.estimate_over_snapshots(ten, model, dataset, 'kde', num_samples=300, batch_size=128)
 
 
 def test_features_of_the_stack_equal_each_models_features(snapshots):

@@ -1,4 +1,4 @@
-"""Model zoo: exact parameter counts (DESIGN.md §3), feature sizes, and blocks against numpy."""
+"""Model zoo: parameter counts equal to the authors' PyTorch models, feature sizes, blocks vs numpy."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -80,9 +80,11 @@ def test_stride2_conv_pads_symmetrically_like_torch():
   np.testing.assert_allclose(out[0, :, :, 0], expected, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize('name', ['resnet33', 'vgg16', 'wrn_41_2'])
-def test_bad_model_names_are_refused(name):
-  with pytest.raises(ValueError):
+@pytest.mark.parametrize('name,message', [('resnet33', 'depth must be 6n\\+2, got 33'),
+                                          ('vgg16', "Unknown model 'vgg16'"),
+                                          ('wrn_41_2', 'depth must be 6n\\+4, got 41')])
+def test_bad_model_names_are_refused(name, message):
+  with pytest.raises(ValueError, match=message):
     model = get_model(name, 10)
     jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3))))
 

@@ -3,7 +3,10 @@ and a run killed at a stage boundary and inside a student run ending with the sa
 import csv
 import json
 import re
+import shutil
 import statistics
+import subprocess
+import sys
 
 import pytest
 
@@ -11,7 +14,8 @@ import pipeline_configs
 
 from ckd_jax import pipeline
 from ckd_jax.data import batching
-from ckd_jax.workdir_lock import WorkdirLockedError, workdir_lock
+from ckd_jax.stages import report
+from ckd_jax.workdir import WorkdirLockedError, workdir_lock
 
 CHOICES = ('epoch:1', 'selected', 'full_ensemble:2', 'none')
 
@@ -127,3 +131,50 @@ def test_a_second_process_cannot_use_the_workdir(reference):
   with workdir_lock(reference):
     with pytest.raises(WorkdirLockedError, match='in use by another process'):
       pipeline.run(tiny_config(), reference)
+
+
+def test_report_needs_neither_jax_nor_orbax(reference, tmp_path):
+  copy = tmp_path / 'work'
+  shutil.copytree(reference, copy)
+  (copy / 'report.md').unlink()
+  code = ('import sys; from ckd_jax.stages import report; report.build_report(sys.argv[1]); '
+          "print(sorted({m.split('.')[0] for m in sys.modules} & {'jax', 'orbax', 'flax'}))")
+  out = subprocess.run([sys.executable, '-c', code, str(copy)], capture_output=True, text=True,
+                       check=True).stdout
+  assert out.strip() == '[]'
+  assert (copy / 'report.md').read_text() == (reference / 'report.md').read_text()
+
+
+def _cells(report, first_cell):
+  line = next(l for l in report.splitlines() if l.startswith(f'| {first_cell} |'))
+  return [c.strip() for c in line.strip('|').split('|')]
+
+
+def test_ensemble_section_counts_what_each_teacher_cost(reference):
+  text = (reference / 'report.md').read_text()
+  section = text.split('## Snapshot versus full ensemble')[1].split('\n## ')[0]
+  teachers = [json.loads(p.read_text()) for p in sorted((reference / 'teachers').glob(
+      '*/final.json'))]
+  students = [json.loads(p.read_text()) for p in (reference / 'students').glob(
+      '*_from_full_ensemble_2_*/final.json')]
+  cells = _cells(section, 'full_ensemble:2')
+  last = [s['last_test_accuracy'] for s in students]
+  assert cells[1] == f'{100 * students[0]["teacher_test_accuracy"]:.2f}'
+  assert cells[2] == f'{100 * statistics.mean(last):.2f} ± {100 * statistics.stdev(last):.2f}'
+  assert cells[3:5] == ['2', str(sum(t['epochs'] for t in teachers))]
+  assert cells[5] == f'{sum(t["train_time_s"] for t in teachers) / 60:.1f} min'
+
+
+def test_paper_section_puts_the_papers_numbers_beside_ours():
+  config = {'teacher': {'arch': 'wrn_40_2'}, 'distill': {'student': 'wrn_40_1'},
+            'data': {'name': 'cifar100'}}
+  rows = [dict(kind='student', teacher_choice=c, teacher_test_accuracy='', last_test_accuracy=a,
+               best_test_accuracy=a) for c, a in (('none', 0.70), ('selected', 0.72),
+                                                  ('selected', 0.74))]
+  section = '\n'.join(report._paper_section(rows, config))
+  assert _cells(section, 'none') == ['none', '70.38', '70.00 ± 0.00']
+  assert _cells(section, 'selected') == ['selected', '73.26', '73.00 ± 1.41']
+  assert _cells(section, 'epoch:60') == ['epoch:60', '72.34', '–']
+  config['data']['name'] = 'cifar10'
+  assert 'reports no numbers for wrn_40_2 → wrn_40_1 on cifar10' in '\n'.join(
+      report._paper_section(rows, config))

@@ -9,7 +9,7 @@ import pipeline_configs
 
 from ckd_jax import pipeline
 from ckd_jax.checkpoints import SnapshotStore
-from ckd_jax.workdir import teacher_run_dir
+from ckd_jax.workdir.layout import teacher_run_dir
 
 
 def tiny_config(stages='teacher,select', **select):

@@ -14,7 +14,7 @@ from ckd_jax.data import batching, load_dataset
 from ckd_jax.models import get_model
 from ckd_jax.parallel import DataParallel
 from ckd_jax.training import make_eval_step, make_evaluator, model_predict
-from ckd_jax.workdir import teacher_run_dir
+from ckd_jax.workdir.layout import teacher_run_dir
 
 
 def tiny_config(**teacher):

@@ -4,7 +4,7 @@ It knows nothing of models, losses or KD: the same loop trains teachers and stud
 A kill at any point loses at most `checkpoint_every_steps` steps; rerunning resumes from the rolling
 checkpoint and, since the data stream is a function of the step, ends with the same parameters.
 """
-import pathlib
+import dataclasses
 import time
 
 import jax
@@ -12,23 +12,33 @@ import numpy as np
 from absl import logging
 from tqdm.auto import tqdm
 
-from ckd_jax.checkpoints import ResumeStore, SnapshotStore, write_json
+from ckd_jax.checkpoints import ResumeStore, SnapshotStore
 from ckd_jax.data.batching import eval_batches
-from ckd_jax.training.metrics_log import MetricsLog
-from ckd_jax.training.summary import TensorBoardWriter
+from ckd_jax.training.writers import JsonlWriter, LoggingWriter, MultiWriter, TensorBoardWriter
+from ckd_jax.workdir.files import write_json
+from ckd_jax.workdir.layout import RunFiles
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopOptions:
+  """What the loop needs to know besides the step: length, files kept, and what is shown."""
+  num_epochs: int
+  snapshot_epochs: tuple = ()
+  checkpoint_every_steps: int = 0  # 0: only at epoch ends (and on Ctrl-C / SIGTERM)
+  progress: bool = True
+  tensorboard: bool = False
+  description: str = 'train'
 
 
 def make_evaluator(eval_step, split, batch_size, mean, std, parallel):
   """variables -> {'test_loss', 'test_accuracy'} over the whole split (padded last batch)."""
-  parallel.check_batch_size(batch_size, 'eval batch size')
   compiled = parallel.compile(eval_step)
 
   def evaluate(variables):
     replicated = parallel.replicate(variables)
     total = None
     for batch in eval_batches(split, batch_size, mean, std):
-      sums = parallel.unreplicate(compiled(replicated, parallel.shard(batch)))
-      total = sums if total is None else jax.tree.map(lambda a, b: a + b, total, sums)
+      total = _add(total, parallel.unreplicate(compiled(replicated, parallel.shard(batch))))
     total = jax.device_get(total)
     return {'test_loss': float(total['loss'] / total['count']),
             'test_accuracy': float(total['correct'] / total['count'])}
@@ -39,107 +49,134 @@ def _add(a, b):
   return b if a is None else jax.tree.map(lambda x, y: x + y, a, b)
 
 
-def train(*, run_dir, state, train_step, evaluate, batches, num_epochs, parallel, step_inputs=(),
-          snapshot_epochs=(), snapshot_metadata=None, final_info=None, checkpoint_every_steps=0,
-          learning_rate_fn=None, progress=True, tensorboard=False, description='train'):
-  """Trains `state` to `num_epochs`, resuming from `run_dir/resume` if a previous run was killed.
+class _EpochMeter:
+  """The running epoch: step-metric sums kept on the device (no host sync per step), wall time."""
 
-  `step_inputs` are constant extra arguments of `train_step` (e.g. frozen teacher variables).
-  Writes `metrics.jsonl` (one line per epoch), snapshots at `snapshot_epochs` and `final.json`
-  (with `final_info` merged in);
-  with `tensorboard`, the same records as TensorBoard scalars in `run_dir/tensorboard`.
+  def __init__(self, sums=None, seconds=0.0):
+    self.sums, self._seconds, self._tick = sums, seconds, time.perf_counter()
+
+  def add(self, metrics):
+    self.sums = _add(self.sums, metrics)
+
+  def seconds(self):
+    return self._seconds + time.perf_counter() - self._tick
+
+
+def train(run_dir, state, train_step, evaluate, batches, parallel, options, *, step_inputs=(),
+          learning_rate_fn=None, snapshot_metadata=None, final_info=None):
+  """Trains `state` to `options.num_epochs`, resuming from `run_dir/resume` after a kill.
+
+  `train_step(state, batch, *step_inputs) -> (state, metrics)`; `step_inputs` are constant (e.g. the
+  frozen teacher variables). Writes metrics.jsonl (one record per epoch), snapshots at
+  `options.snapshot_epochs` (with `snapshot_metadata`) and final.json (with `final_info` merged in).
   Returns the final (unreplicated) state and the final record.
   """
-  run_dir = pathlib.Path(run_dir)
-  run_dir.mkdir(parents=True, exist_ok=True)
-  resume, snapshots = ResumeStore(run_dir), SnapshotStore(run_dir) if snapshot_epochs else None
-  log = MetricsLog(run_dir / 'metrics.jsonl')
-  writer = TensorBoardWriter(run_dir / 'tensorboard') if tensorboard else None
-  spe = batches.steps_per_epoch
-  total_steps = num_epochs * spe
+  loop = _EpochLoop(RunFiles(run_dir), batches, parallel, options)
+  return loop.run(state, train_step, evaluate, step_inputs, learning_rate_fn,
+                  snapshot_metadata or {}, final_info or {})
 
-  restored, extra = resume.restore(state)
-  if restored is not None:
-    state = restored
-    logging.info('%s: resuming from step %d', description, int(state.step))
-  start_step = int(state.step)
-  epochs_done = start_step // spe
-  log.truncate_after(epochs_done)
-  for epoch in (snapshots.epochs() if snapshots else []):
-    if epoch > epochs_done:
-      snapshots.delete(epoch)
-  partial = (extra or {}).get('epoch_sums')  # metrics of this epoch's steps before the kill
-  epoch_sums = None if partial is None else parallel.replicate(
-      {k: np.float32(v) for k, v in partial.items()})
-  epoch_time = (extra or {}).get('epoch_time', 0.0)
 
-  step_fn = parallel.compile(train_step, donate_state=True)
-  replicated = parallel.replicate(state)
-  replicated_inputs = parallel.replicate(tuple(step_inputs))
-  bar = tqdm(total=total_steps, initial=start_step, disable=not progress, desc=description,
-             unit='step', dynamic_ncols=True)
-  tick = time.perf_counter()
+class _EpochLoop:
 
-  def current_state():
-    return parallel.unreplicate(replicated)
+  def __init__(self, files, batches, parallel, options):
+    files.dir.mkdir(parents=True, exist_ok=True)
+    self.files, self.batches, self.parallel, self.options = files, batches, parallel, options
+    self.resume_store = ResumeStore(files.dir)
+    self.snapshots = SnapshotStore(files.dir) if options.snapshot_epochs else None
+    self.metrics_log = JsonlWriter(files.metrics)
 
-  def checkpoint():
-    sums = jax.device_get(parallel.unreplicate(epoch_sums)) if epoch_sums is not None else None
-    resume.save(current_state(), {
-        'epoch_sums': None if sums is None else {k: float(v) for k, v in sums.items()},
-        'epoch_time': epoch_time + time.perf_counter() - tick})
-
-  try:
-    for step in range(start_step, total_steps):
-      replicated, metrics = step_fn(replicated, parallel.shard(batches.batch(step)),
-                                    *replicated_inputs)
-      epoch_sums = _add(epoch_sums, metrics)
-      bar.update(1)
-      if (step + 1) % spe == 0:
-        epoch = (step + 1) // spe
-        sums = jax.device_get(parallel.unreplicate(epoch_sums))  # the one sync per epoch
-        epoch_time += time.perf_counter() - tick
-        state = current_state()
-        record = {'epoch': epoch, 'step': step + 1,
-                  'train_loss': float(sums['loss']) / spe,
-                  'train_accuracy': float(sums['accuracy']) / spe,
-                  'img_per_sec': spe * batches.batch_size / max(epoch_time, 1e-9),
-                  'epoch_time_s': epoch_time,
-                  **evaluate(state.variables)}
-        if learning_rate_fn is not None:
-          record['learning_rate'] = float(learning_rate_fn(step))
-        log.append(record)
-        if writer:
-          writer.write(record)
-        bar.set_postfix(epoch=epoch, loss=f"{record['train_loss']:.3f}",
-                        test_acc=f"{record['test_accuracy']:.4f}",
-                        img_s=f"{record['img_per_sec']:.0f}")
-        logging.info('%s epoch %d: %s', description, epoch, record)
-        if epoch in snapshot_epochs:
-          snapshots.save(epoch, state.variables, {**(snapshot_metadata or {}),
-                                                  'test_accuracy': record['test_accuracy'],
-                                                  'test_loss': record['test_loss']})
-        epoch_sums, epoch_time = None, 0.0
-        tick = time.perf_counter()
-        if epoch < num_epochs:
-          checkpoint()
-      elif checkpoint_every_steps and (step + 1) % checkpoint_every_steps == 0:
-        checkpoint()
-  except KeyboardInterrupt:  # Ctrl-C / SIGTERM: keep the steps done so far, then stop
+  def run(self, state, train_step, evaluate, step_inputs, learning_rate_fn, snapshot_metadata,
+          final_info):
+    opts, spe = self.options, self.batches.steps_per_epoch
+    state, meter = self._resume(state)
+    start_step, total_steps = int(state.step), opts.num_epochs * spe
+    step_fn = self.parallel.compile(train_step, donate_state=True)
+    inputs = self.parallel.replicate(tuple(step_inputs))
+    self.replicated = self.parallel.replicate(state)
+    writer = MultiWriter([self.metrics_log, LoggingWriter(opts.description)] + (
+        [TensorBoardWriter(self.files.tensorboard)] if opts.tensorboard else []))
+    bar = tqdm(total=total_steps, initial=start_step, disable=not opts.progress,
+               desc=opts.description, unit='step', dynamic_ncols=True)
     try:
-      checkpoint()
-    except Exception as e:  # interrupted inside a step: its donated buffers are gone
-      logging.warning('no checkpoint saved on interrupt (%s); the run resumes from the last one', e)
-    raise
-  finally:
-    bar.close()
-    if writer:
+      for step in range(start_step, total_steps):
+        self.replicated, metrics = step_fn(self.replicated,
+                                           self.parallel.shard(self.batches.batch(step)), *inputs)
+        meter.add(metrics)
+        bar.update(1)
+        if (step + 1) % spe == 0:
+          record = self._end_epoch(step, meter, evaluate, learning_rate_fn, snapshot_metadata)
+          writer.write(record)
+          bar.set_postfix(epoch=record['epoch'], loss=f"{record['train_loss']:.3f}",
+                          test_acc=f"{record['test_accuracy']:.4f}",
+                          img_s=f"{record['img_per_sec']:.0f}")
+          meter = _EpochMeter()
+          if record['epoch'] < opts.num_epochs:
+            self._checkpoint(meter)
+        elif opts.checkpoint_every_steps and (step + 1) % opts.checkpoint_every_steps == 0:
+          self._checkpoint(meter)
+    except KeyboardInterrupt:  # Ctrl-C / SIGTERM: keep the steps done so far, then stop
+      try:
+        self._checkpoint(meter)
+      except Exception as e:  # interrupted inside a step: its donated buffers are gone
+        logging.warning('no checkpoint saved on interrupt (%s); the run resumes from the last one',
+                        e)
+      raise
+    finally:
+      bar.close()
       writer.close()
+    return self._finish(final_info)
 
-  final = {**_final_record(log.read(), num_epochs), **(final_info or {})}
-  write_json(run_dir / 'final.json', final)
-  resume.remove()
-  return current_state(), final
+  def _resume(self, state):
+    """The state and the running epoch to continue from; forgets what followed the checkpoint."""
+    restored, extra = self.resume_store.restore(state)
+    if restored is not None:
+      state = restored
+      logging.info('%s: resuming from step %d', self.options.description, int(state.step))
+    epochs_done = int(state.step) // self.batches.steps_per_epoch
+    self.metrics_log.truncate_after(epochs_done)
+    for epoch in (self.snapshots.epochs() if self.snapshots else []):
+      if epoch > epochs_done:
+        self.snapshots.delete(epoch)
+    partial = (extra or {}).get('epoch_sums')  # metrics of this epoch's steps before the kill
+    sums = None if partial is None else self.parallel.replicate(
+        {k: np.float32(v) for k, v in partial.items()})
+    return state, _EpochMeter(sums, (extra or {}).get('epoch_time', 0.0))
+
+  def _state(self):
+    return self.parallel.unreplicate(self.replicated)
+
+  def _end_epoch(self, step, meter, evaluate, learning_rate_fn, snapshot_metadata):
+    """The epoch's record (train means, test metrics, speed); its snapshot if one is kept."""
+    spe, batch_size = self.batches.steps_per_epoch, self.batches.batch_size
+    epoch = (step + 1) // spe
+    sums = jax.device_get(self.parallel.unreplicate(meter.sums))  # the one sync per epoch
+    seconds = meter.seconds()
+    state = self._state()
+    record = {'epoch': epoch, 'step': step + 1,
+              'train_loss': float(sums['loss']) / spe,
+              'train_accuracy': float(sums['accuracy']) / spe,
+              'img_per_sec': spe * batch_size / max(seconds, 1e-9),
+              'epoch_time_s': seconds,
+              **evaluate(state.variables)}
+    if learning_rate_fn is not None:
+      record['learning_rate'] = float(learning_rate_fn(step))
+    if epoch in self.options.snapshot_epochs:
+      self.snapshots.save(epoch, state.variables, {**snapshot_metadata,
+                                                   'test_accuracy': record['test_accuracy'],
+                                                   'test_loss': record['test_loss']})
+    return record
+
+  def _checkpoint(self, meter):
+    sums = None if meter.sums is None else jax.device_get(self.parallel.unreplicate(meter.sums))
+    self.resume_store.save(self._state(), {
+        'epoch_sums': None if sums is None else {k: float(v) for k, v in sums.items()},
+        'epoch_time': meter.seconds()})
+
+  def _finish(self, final_info):
+    final = {**_final_record(self.metrics_log.read(), self.options.num_epochs), **final_info}
+    write_json(self.files.final, final)
+    self.resume_store.remove()
+    return self._state(), final
 
 
 def _final_record(records, num_epochs):

@@ -4,19 +4,15 @@ Writes `selection/mi.json` (per snapshot: epoch, teacher test accuracy, raw and 
 I(Y;F), score; the chosen epoch; the estimator and its settings) and `selection/mi.png`.
 """
 import numpy as np
+from absl import logging
 
 from ckd_jax import mi
-from ckd_jax.checkpoints import SnapshotStore, restore_snapshots, write_json
+from ckd_jax.checkpoints import SnapshotStore, restore_snapshots
+from ckd_jax.data import load_dataset
 from ckd_jax.models import get_model
-from ckd_jax.workdir import selection_path
-
-
-def estimator_settings(select_config):
-  """The settings of the configured method, as keyword arguments of the estimator."""
-  method = select_config.method
-  if method not in mi.METHODS:
-    raise ValueError(f'Unknown select.method {method!r}; choose one of {mi.METHODS}')
-  return select_config[method].to_dict()
+from ckd_jax.stages import report
+from ckd_jax.workdir.files import read_json, write_json
+from ckd_jax.workdir.layout import selection_path, selection_plot_path, teacher_run_dir
 
 
 def run_selection(config, dataset, teacher_run_dir):
@@ -27,14 +23,10 @@ def run_selection(config, dataset, teacher_run_dir):
   if not epochs:
     raise ValueError(f'no teacher snapshot in {teacher_run_dir}: run the teacher stage first')
   for epoch in epochs:
-    meta = store.metadata(epoch)
-    if meta.get('arch') != config.teacher.arch or meta.get('num_classes') != dataset.num_classes:
-      raise ValueError(f'snapshot {teacher_run_dir}/snapshots/{epoch} is a {meta.get("arch")} '
-                       f'with {meta.get("num_classes")} classes; config.teacher.arch is '
-                       f'{config.teacher.arch} and the dataset has {dataset.num_classes} classes')
+    store.check_fits(epoch, config.teacher.arch, dataset.num_classes, 'the select stage')
   stacked, metadata = restore_snapshots(teacher_run_dir, epochs)
   model = get_model(config.teacher.arch, dataset.num_classes)
-  settings = estimator_settings(sc)
+  settings = sc[sc.method].to_dict()
   curves = mi.estimate_over_snapshots(stacked, model, dataset, method=sc.method,
                                       feature=sc.feature, num_samples=sc.num_samples,
                                       fit_samples=sc.fit_samples, batch_size=sc.batch_size,
@@ -88,5 +80,18 @@ def plot_selection(result, path):
 def write_selection(result, workdir):
   path = selection_path(workdir)
   path.parent.mkdir(parents=True, exist_ok=True)
-  plot_selection(result, path.with_name('mi.png'))
+  plot_selection(result, selection_plot_path(workdir))
   write_json(path, result)
+
+
+def run(config, workdir):
+  """Estimates MI over the snapshots of teacher seed config.seed and picks T* (once)."""
+  path = selection_path(workdir)
+  if path.exists():
+    logging.info('selection %s exists; skipping', path)
+  else:
+    dataset = load_dataset(config.data)
+    write_selection(run_selection(config, dataset, teacher_run_dir(
+        workdir, config.teacher.arch, config.seed)), workdir)
+  print(report.selection_console_table(read_json(path)))
+  print(f'selected T* = epoch {read_json(path)["chosen_epoch"]}: {path} and mi.png')

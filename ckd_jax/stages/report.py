@@ -1,20 +1,25 @@
 """The report stage: report.md, results.csv and PNG plots, built only from what the workdir holds.
 
+It reads files only (config.json, metrics.jsonl, final.json, mi.json) and imports neither JAX nor
+Orbax, so a report can be rebuilt anywhere. The tables that the select and distill stages print on
+the console come from here too.
+
 Tables follow the paper: teacher accuracy per snapshot, the MI table with T*, student accuracy per
 teacher choice (Table 3 style: mean ± std over seeds, last and best epoch labelled, the winner in
 bold), snapshot versus full ensemble with each teacher's training cost (Table 2 style), and the
 paper's own numbers side by side where the dataset and the pair match.
 """
 import csv
-import json
 import pathlib
 import statistics
 
 import ml_collections
 
-from ckd_jax.checkpoints import SnapshotStore
-from ckd_jax.teacher_choices import parse_all
-from ckd_jax.workdir import student_run_dir, teacher_run_dir
+from ckd_jax.stages.teacher_choices import parse_all
+from ckd_jax.workdir import layout
+from ckd_jax.workdir.files import read_json, read_jsonl, write_text
+from ckd_jax.workdir.layout import RunFiles, student_run_dir, teacher_run_dir
+from ckd_jax.workdir.record import read_config
 
 # Wang et al. 2022, Table 3 (CIFAR-100 top-1 %): teacher choice -> student accuracy; and the
 # accuracy of each network trained alone.
@@ -37,10 +42,6 @@ CSV_FIELDS = ('kind', 'arch', 'seed', 'teacher_choice', 'teacher_test_accuracy',
               'run_dir')
 
 
-def _read_json(path):
-  return json.loads(pathlib.Path(path).read_text())
-
-
 def _mean_std(values):
   spread = statistics.stdev(values) if len(values) > 1 else 0.0
   return statistics.mean(values), spread
@@ -54,12 +55,11 @@ def format_pct(values):
 
 def collect(workdir, config):
   """Every finished run as a row of results.csv (teachers first, then students by choice)."""
-  workdir = pathlib.Path(workdir)
   rows = []
   for k in range(config['teacher']['num_seeds']):
     run = teacher_run_dir(workdir, config['teacher']['arch'], config['seed'] + k)
-    if (run / 'final.json').exists():
-      final = _read_json(run / 'final.json')
+    if RunFiles(run).is_finished():
+      final = read_json(RunFiles(run).final)
       rows.append(dict(kind='teacher', arch=config['teacher']['arch'], seed=config['seed'] + k,
                        teacher_choice='', teacher_test_accuracy='', run_dir=str(run),
                        **{f: final[f] for f in ('last_test_accuracy', 'best_test_accuracy',
@@ -67,9 +67,9 @@ def collect(workdir, config):
   dc = config['distill']
   for choice in parse_all(dc['teachers'], ml_collections.ConfigDict(config['teacher'])):
     for k in range(dc['num_seeds']):
-      run = student_run_dir(workdir, dc['student'], choice, config['seed'] + k)
-      if (run / 'final.json').exists():
-        final = _read_json(run / 'final.json')
+      run = student_run_dir(workdir, dc['student'], choice.slug, config['seed'] + k)
+      if RunFiles(run).is_finished():
+        final = read_json(RunFiles(run).final)
         rows.append(dict(kind='student', arch=dc['student'], seed=config['seed'] + k,
                          teacher_choice=choice.spec,
                          teacher_test_accuracy=final.get('teacher_test_accuracy', ''),
@@ -87,28 +87,27 @@ def write_csv(rows, path):
 
 
 def _teacher_section(workdir, config):
+  """Test accuracy of each kept snapshot, from metrics.jsonl (the snapshot holds the same number)."""
   seeds = [config['seed'] + k for k in range(config['teacher']['num_seeds'])]
-  runs = [teacher_run_dir(workdir, config['teacher']['arch'], s) for s in seeds]
+  runs = [RunFiles(teacher_run_dir(workdir, config['teacher']['arch'], s)) for s in seeds]
+  accuracy = [{r['epoch']: r['test_accuracy'] for r in read_jsonl(run.metrics)} for run in runs]
   epochs = list(config['teacher']['snapshot_epochs'])
   lines = ['## Teacher accuracy per snapshot', '',
            f'{config["teacher"]["arch"]}, test accuracy (%) of each kept snapshot.', '',
            '| epoch | ' + ' | '.join(f'seed {s}' for s in seeds) + ' |',
            '|---:|' + '---:|' * len(seeds)]
   for epoch in epochs:
-    cells = []
-    for run in runs:
-      store = SnapshotStore(run) if (run / 'snapshots').exists() else None
-      has = store is not None and epoch in store.epochs()
-      cells.append(f'{100 * store.metadata(epoch)["test_accuracy"]:.2f}' if has else '–')
+    cells = [f'{100 * acc[epoch]:.2f}' if run.snapshot(epoch).is_dir() and epoch in acc else '–'
+             for run, acc in zip(runs, accuracy)]
     lines.append(f'| {epoch} | ' + ' | '.join(cells) + ' |')
   return lines
 
 
 def _mi_section(workdir):
-  path = pathlib.Path(workdir) / 'selection' / 'mi.json'
+  path = layout.selection_path(workdir)
   if not path.exists():
     return ['## Mutual information and T*', '', 'The select stage has not run.']
-  result = _read_json(path)
+  result = read_json(path)
   est = result['estimator']
   lines = ['## Mutual information and T*', '',
            f'Estimator `{est["method"]}` on the {est["feature"]} feature, {est["num_samples"]} test '
@@ -120,7 +119,8 @@ def _mi_section(workdir):
     lines.append(f'| {s["epoch"]}{mark} | {100 * s["teacher_test_accuracy"]:.2f} | '
                  f'{s["I_XF"]:.4f} | {s["I_YF"]:.4f} | {s["I_XF_normalized"]:.3f} | '
                  f'{s["I_YF_normalized"]:.3f} | {s["score"]:.3f} |')
-  lines += ['', f'T* = epoch {result["chosen_epoch"]}. ![MI over snapshots](selection/mi.png)']
+  plot = f'{layout.SELECTION_DIR}/{layout.MI_PLOT}'
+  lines += ['', f'T* = epoch {result["chosen_epoch"]}. ![MI over snapshots]({plot})']
   return lines
 
 
@@ -251,9 +251,9 @@ def _plot_teacher_curves(workdir, config, path):
   import matplotlib.pyplot as plt
   fig, ax = plt.subplots(figsize=(6.5, 4))
   for k in range(config['teacher']['num_seeds']):
-    log = teacher_run_dir(workdir, config['teacher']['arch'], config['seed'] + k) / 'metrics.jsonl'
-    if log.exists():
-      records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    records = read_jsonl(RunFiles(teacher_run_dir(workdir, config['teacher']['arch'],
+                                                  config['seed'] + k)).metrics)
+    if records:
       ax.plot([r['epoch'] for r in records], [100 * r['test_accuracy'] for r in records],
               label=f'seed {config["seed"] + k}')
   for epoch in config['teacher']['snapshot_epochs']:
@@ -268,23 +268,54 @@ def _plot_teacher_curves(workdir, config, path):
 
 
 def build_report(workdir):
-  """Writes report.md, results.csv, teacher_accuracy.png and students_vs_teacher_epoch.png."""
+  """Writes report.md, results.csv and the plots; returns the path of report.md."""
   workdir = pathlib.Path(workdir)
-  config = _read_json(workdir / 'config.json')
+  config = read_config(workdir)
   rows = collect(workdir, config)
-  write_csv(rows, workdir / 'results.csv')
-  _plot_teacher_curves(workdir, config, workdir / 'teacher_accuracy.png')
-  has_student_plot = _plot_students_vs_teacher_epoch(rows, config,
-                                                     workdir / 'students_vs_teacher_epoch.png')
+  write_csv(rows, workdir / layout.RESULTS_CSV)
+  _plot_teacher_curves(workdir, config, workdir / layout.TEACHER_PLOT)
+  has_student_plot = _plot_students_vs_teacher_epoch(rows, config, workdir / layout.STUDENTS_PLOT)
   sections = [[f'# Checkpoint KD report: {config["teacher"]["arch"]} → '
                f'{config["distill"]["student"]} on {config["data"]["name"]}', '',
-               'Built from the runs in this workdir; every number is also in `results.csv`.', '',
-               '![teacher accuracy](teacher_accuracy.png)'],
+               'Built from the runs in this workdir; every number is also in '
+               f'`{layout.RESULTS_CSV}`.', '', f'![teacher accuracy]({layout.TEACHER_PLOT})'],
               _teacher_section(workdir, config), _mi_section(workdir),
               _students_section(rows, config) + (
-                  ['', '![students vs teacher epoch](students_vs_teacher_epoch.png)']
+                  ['', f'![students vs teacher epoch]({layout.STUDENTS_PLOT})']
                   if has_student_plot else []),
               _ensemble_section(rows, config), _paper_section(rows, config)]
-  text = '\n\n'.join('\n'.join(s) for s in sections) + '\n'
-  (workdir / 'report.md').write_text(text)
-  return workdir / 'report.md'
+  path = workdir / layout.REPORT
+  write_text(path, '\n\n'.join('\n'.join(s) for s in sections) + '\n')
+  return path
+
+
+def selection_console_table(result):
+  """The select stage's summary: MI per snapshot, T* marked."""
+  lines = [f'{"epoch":>6} {"teacher acc":>11} {"I(X;F)":>10} {"I(Y;F)":>10} {"score":>7}   '
+           f'({result["estimator"]["method"]}, nats)']
+  for s in result['snapshots']:
+    mark = '   <- T*' if s['epoch'] == result['chosen_epoch'] else ''
+    lines.append(f'{s["epoch"]:>6} {100 * s["teacher_test_accuracy"]:>11.2f} {s["I_XF"]:>10.4f} '
+                 f'{s["I_YF"]:>10.4f} {s["score"]:>7.3f}{mark}')
+  return '\n'.join(lines)
+
+
+def students_console_table(workdir):
+  """The distill stage's summary: student accuracy per teacher choice, and whether KD helped."""
+  summary = student_summary(collect(workdir, read_config(workdir)))
+  lines = [f'{"teacher choice":<32} {"teacher acc":>11} {"student last":>15} {"student best":>15}']
+  for choice, entry in summary.items():
+    teacher = '' if entry['teacher'] == '' else f'{100 * entry["teacher"]:.2f}'
+    lines.append(f'{choice:<32} {teacher:>11} {format_pct(entry["last"]):>15} '
+                 f'{format_pct(entry["best"]):>15}')
+  winners = kd_winners(summary)
+  if winners is not None:
+    lines.append('KD beat the no-KD baseline (last-epoch accuracy, mean over seeds) with: '
+                 + (', '.join(winners) if winners else 'no teacher choice'))
+  return '\n'.join(lines)
+
+
+def run(config, workdir):
+  """Rebuilds the report from the workdir (cheap: always redone)."""
+  del config  # the report describes the workdir, whose config.json is the config of its runs
+  print(f'report: {build_report(workdir)}')

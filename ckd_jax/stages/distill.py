@@ -1,30 +1,24 @@
-"""Student training: KD from a teacher choice (a snapshot or an ensemble of snapshots), or CE alone.
+"""The distill stage (Algorithm 1, step 4): students from each teacher choice, or CE alone.
 
-The frozen teacher snapshots are restored once per choice as ONE stacked pytree and passed to the
+The frozen teacher snapshots of a choice are restored once as ONE stacked pytree and passed to the
 jitted (or pmapped) student step, which runs all teachers with a single vmapped forward.
 """
 from ckd_jax.checkpoints import SnapshotStore, restore_stacked
-from ckd_jax.data import steps_per_epoch
+from ckd_jax.data import load_dataset, steps_per_epoch
 from ckd_jax.models import get_model
-from ckd_jax.runs import train_model
+from ckd_jax.parallel import DataParallel
+from ckd_jax.stages import report, teacher_choices
+from ckd_jax.stages.supervised import RunSpec, train_model
 from ckd_jax.training import (ensemble_predict, make_eval_step, make_evaluator,
                               make_kd_loss_and_grads, make_loss_and_grads, make_teacher_forward)
+from ckd_jax.workdir.layout import RunFiles, student_run_dir
 
 
 def check_members(choice, members, teacher_arch, num_classes):
   """Refuses, before any training, snapshots that are missing or do not fit the student."""
   for run_dir, epoch in members:
-    store = SnapshotStore(run_dir)
-    if epoch not in store.epochs():
-      raise ValueError(f'teacher choice {choice.spec!r} needs the snapshot of epoch {epoch} in '
-                       f'{run_dir}, which does not exist: run the teacher stage first')
-    meta = store.metadata(epoch)
-    if meta.get('arch') != teacher_arch:
-      raise ValueError(f'snapshot {run_dir}/snapshots/{epoch} is a {meta.get("arch")}, but '
-                       f'config.teacher.arch is {teacher_arch}')
-    if meta.get('num_classes') != num_classes:
-      raise ValueError(f'snapshot {run_dir}/snapshots/{epoch} has {meta.get("num_classes")} '
-                       f'classes, the student {num_classes}')
+    SnapshotStore(run_dir).check_fits(epoch, teacher_arch, num_classes,
+                                      f'teacher choice {choice.spec!r}')
 
 
 class Teacher:
@@ -59,8 +53,35 @@ def train_student(config, dataset, choice, teacher, seed, run_dir, parallel):
     factory = lambda model: make_kd_loss_and_grads(model, teacher.forward, dc.alpha,
                                                    dc.temperature, dc.ensemble_mode, kd_until_step)
     inputs, info = (teacher.variables,), teacher.info(choice)
-  return train_model(
-      arch=dc.student, section=dc, config=config, dataset=dataset, seed=seed, run_dir=run_dir,
-      parallel=parallel, loss_and_grads_factory=factory, step_inputs=inputs,
-      final_info={**info, 'student': dc.student, 'seed': seed},
-      description=f'{dc.student} from {choice.spec} seed {seed}')
+  spec = RunSpec.from_config(config, dc, dc.student, seed,
+                             f'{dc.student} from {choice.spec} seed {seed}')
+  return train_model(spec, dataset, run_dir, parallel, factory, step_inputs=inputs,
+                     final_info={**info, 'student': dc.student, 'seed': seed})
+
+
+def run(config, workdir):
+  """Trains `distill.num_seeds` students per teacher choice; finished students are skipped.
+
+  Every choice's snapshots are checked before the first student trains.
+  """
+  parallel = DataParallel(config.parallel)
+  dc = config.distill
+  seeds = [config.seed + k for k in range(dc.num_seeds)]
+  dataset = None
+  plan = []
+  for choice in teacher_choices.parse_all(dc.teachers, config.teacher):
+    members = teacher_choices.member_paths(choice, workdir, config.teacher, config.seed)
+    pending = [s for s in seeds
+               if not RunFiles(student_run_dir(workdir, dc.student, choice.slug, s)).is_finished()]
+    if pending:
+      dataset = dataset or load_dataset(config.data)
+      check_members(choice, members, config.teacher.arch, dataset.num_classes)
+    plan.append((choice, members, pending))
+  for choice, members, pending in plan:
+    if not pending:
+      continue
+    teacher = Teacher(config, dataset, members, parallel) if members else None
+    for seed in pending:
+      train_student(config, dataset, choice, teacher, seed,
+                    student_run_dir(workdir, dc.student, choice.slug, seed), parallel)
+  print(report.students_console_table(workdir))

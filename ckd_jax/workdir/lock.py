@@ -2,7 +2,8 @@
 import contextlib
 import fcntl
 import os
-import pathlib
+
+from ckd_jax.workdir import layout
 
 
 class WorkdirLockedError(RuntimeError):
@@ -11,7 +12,7 @@ class WorkdirLockedError(RuntimeError):
 
 @contextlib.contextmanager
 def workdir_lock(workdir):
-  path = pathlib.Path(workdir) / '.lock'
+  path = layout.lock_path(workdir)
   path.parent.mkdir(parents=True, exist_ok=True)
   with open(path, 'a+') as handle:
     try:

@@ -10,7 +10,8 @@
 import dataclasses
 import re
 
-from ckd_jax.workdir import read_chosen_epoch, teacher_run_dir
+from ckd_jax.workdir.files import read_json
+from ckd_jax.workdir.layout import selection_path, teacher_run_dir
 
 KINDS = ('none', 'epoch', 'final', 'snapshot_ensemble', 'full_ensemble', 'selected')
 
@@ -79,6 +80,14 @@ def parse_all(specs, teacher_config):
   if len(set(slugs)) != len(slugs):
     raise ValueError(f'config.distill.teachers lists a choice twice: {list(specs)}')
   return choices
+
+
+def read_chosen_epoch(workdir):
+  """T*'s epoch, written by the select stage."""
+  path = selection_path(workdir)
+  if not path.exists():
+    raise ValueError(f"teacher choice 'selected' needs {path}: run the select stage first")
+  return read_json(path)['chosen_epoch']
 
 
 def member_paths(choice, workdir, teacher_config, base_seed):

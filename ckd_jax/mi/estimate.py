@@ -1,0 +1,143 @@
+"""The estimators behind one interface, each written for one snapshot and `vmap`ped over the
+snapshot axis inside ONE jitted program (settings are static, so each configuration compiles once).
+"""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ckd_jax.mi.binning import binning_mi
+from ckd_jax.mi.features import extract_features
+from ckd_jax.mi.kde import kde_mi
+from ckd_jax.mi.variational import variational_mi
+
+METHODS = ('variational', 'kde', 'binning')
+
+
+def check_method(method, what='MI method'):
+  if method not in METHODS:
+    raise ValueError(f'Unknown {what} {method!r}; choose one of {METHODS}')
+
+
+def _check_inputs(labels, num_classes):
+  if num_classes < 2:
+    raise ValueError(f'need at least 2 classes, got {num_classes}')
+  if labels.shape[0] < num_classes:
+    raise ValueError(f'{labels.shape[0]} samples cannot estimate MI over {num_classes} classes: '
+                     'use more samples')
+
+
+def _one_snapshot(method, settings, num_classes):
+  """(fit_f, fit_y, eval_f, eval_y, fit_x, eval_x) -> {'I_XF', 'I_YF'} for one snapshot."""
+  def run(fit_f, fit_y, eval_f, eval_y, fit_x, eval_x):
+    if method == 'kde':
+      return kde_mi(eval_f, eval_y, num_classes, **settings)
+    if method == 'binning':
+      return binning_mi(eval_f, eval_y, num_classes, **settings)
+    return variational_mi(fit_f, fit_y, eval_f, eval_y, num_classes, fit_x, eval_x, **settings)
+  return run
+
+
+@functools.partial(jax.jit, static_argnames=('method', 'settings', 'num_classes'))
+def _stacked_program(fit_f, fit_y, eval_f, eval_y, fit_x, eval_x, *, method, settings,
+                      num_classes):
+  """ONE compiled program for all snapshots: features have a leading snapshot axis."""
+  run = _one_snapshot(method, _thaw(settings), num_classes)
+  return jax.vmap(run, in_axes=(0, None, 0, None, None, None))(fit_f, fit_y, eval_f, eval_y,
+                                                               fit_x, eval_x)
+
+
+class _Frozen(tuple):
+  """Settings as a hashable (static) jit argument; nested dicts stay recognisable."""
+
+
+def _freeze(settings):
+  return _Frozen(sorted((k, _freeze(v) if isinstance(v, dict) else v) for k, v in settings.items()))
+
+
+def _thaw(frozen):
+  return {k: _thaw(v) if isinstance(v, _Frozen) else v for k, v in frozen}
+
+
+class StackedEstimator:
+  """The compiled-once program `(fit_f, fit_y, eval_f, eval_y, fit_x, eval_x) -> {'I_XF', 'I_YF'}`
+  on stacked features (S, N, d); `lower(...)` gives XLA's cost and memory analysis (benchmarks)."""
+
+  def __init__(self, method, num_classes, **settings):
+    check_method(method)
+    self._static = dict(method=method, settings=_freeze(settings), num_classes=num_classes)
+
+  def __call__(self, *arrays):
+    return _stacked_program(*arrays, **self._static)
+
+  def lower(self, *arrays):
+    return _stacked_program.lower(*arrays, **self._static)
+
+
+def estimate_stacked(features, labels, num_classes, method='kde', images=None, fit_features=None,
+                     fit_labels=None, fit_images=None, **settings):
+  """I(X;F), I(Y;F) for stacked features (S, N, d) -> {'I_XF': (S,), 'I_YF': (S,)} (numpy).
+
+  kde and binning use (features, labels). variational fits on (fit_features, fit_labels[,
+  fit_images]) and evaluates on (features, labels[, images]); images are float, flattened or not.
+  """
+  check_method(method)
+  labels = jnp.asarray(labels, jnp.int32)
+  _check_inputs(labels, num_classes)
+  if method == 'variational':
+    if fit_features is None:
+      raise ValueError("method='variational' needs fit_features and fit_labels (a training split)")
+    fit_labels = jnp.asarray(fit_labels, jnp.int32)
+    flat = lambda x: None if x is None else jnp.asarray(x, jnp.float32).reshape(x.shape[0], -1)
+    fit_x, eval_x = flat(fit_images), flat(images)
+  else:
+    fit_features, fit_labels, fit_x, eval_x = features, labels, None, None
+  program = StackedEstimator(method, num_classes, **settings)
+  out = program(jnp.asarray(fit_features, jnp.float32), fit_labels,
+                jnp.asarray(features, jnp.float32), labels, fit_x, eval_x)
+  return {k: np.asarray(v) for k, v in out.items()}
+
+
+def estimate(features, labels, images=None, method='kde', num_classes=None, eval_fraction=0.5,
+             **settings):
+  """I(X;F) and I(Y;F) of one snapshot's features (N, d) -> {'I_XF': float, 'I_YF': float}.
+
+  For 'variational', the first (1 − eval_fraction) of the samples fit the probe/decoder and the rest
+  evaluate it.
+  """
+  features = jnp.asarray(features, jnp.float32)
+  labels = np.asarray(labels)
+  num_classes = num_classes or int(labels.max()) + 1
+  if method == 'variational':
+    split = int(round(features.shape[0] * (1 - eval_fraction)))
+    images = None if images is None else np.asarray(images)
+    out = estimate_stacked(features[None, split:], labels[split:], num_classes, method,
+                           images=None if images is None else images[split:],
+                           fit_features=features[None, :split], fit_labels=labels[:split],
+                           fit_images=None if images is None else images[:split], **settings)
+  else:
+    out = estimate_stacked(features[None], labels, num_classes, method, **settings)
+  return {k: float(v[0]) for k, v in out.items()}
+
+
+def estimate_over_snapshots(stacked_variables, model, dataset, method='variational',
+                            feature='penultimate', num_samples=2000, fit_samples=5000,
+                            batch_size=500, **settings):
+  """{'I_XF': (S,), 'I_YF': (S,)} for S stacked snapshots of `model` on a `Dataset`.
+
+  Evaluated on the first `num_samples` test images; 'variational' fits on the first `fit_samples`
+  training images. Features come from one vmapped forward; estimation is one compiled program.
+  """
+  test = dataset.test.take(num_samples)
+  extract = functools.partial(extract_features, model, stacked_variables, mean=dataset.mean,
+                              std=dataset.std, feature=feature, batch_size=batch_size)
+  features = extract(test.images)
+  kwargs = {}
+  if method == 'variational':
+    train = dataset.train.take(fit_samples)
+    kwargs = dict(fit_features=extract(train.images), fit_labels=train.labels,
+                  fit_images=train.images.astype(np.float32) / 255.0,
+                  images=test.images.astype(np.float32) / 255.0)
+  return estimate_stacked(features, test.labels, dataset.num_classes, method, **kwargs, **settings)
+

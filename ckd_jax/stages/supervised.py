@@ -1,0 +1,69 @@
+"""One supervised run, shared by teachers and students: model, batches, optimizer, step, loop.
+
+A run is: a model from the zoo, the optimizer and schedule of its recipe, on-device batches, a step
+built from a `loss_and_grads` factory (cross-entropy or KD), and an evaluator on the test split.
+"""
+import dataclasses
+from typing import Any
+
+from ckd_jax.data import TrainBatches
+from ckd_jax.models import get_model
+from ckd_jax.training import (LoopOptions, create_train_state, make_eval_step, make_evaluator,
+                              make_optimizer, make_schedule, make_train_step, model_predict, train)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+  """What one run takes from the config: the model, its recipe, the data handling and the display."""
+  arch: str
+  seed: int
+  epochs: int
+  batch_size: int
+  optimizer: Any  # a ConfigDict: learning_rate, momentum, nesterov, weight_decay, schedule, …
+  checkpoint_every_steps: int
+  crop_padding: int
+  flip: bool
+  eval_batch_size: int
+  sync_batch_norm: bool
+  progress: bool
+  tensorboard: bool
+  snapshot_epochs: tuple = ()
+  description: str = ''
+
+  @classmethod
+  def from_config(cls, config, recipe, arch, seed, description, snapshot_epochs=()):
+    """`recipe` is the config section with epochs, batch_size, optimizer (teacher or distill)."""
+    return cls(arch=arch, seed=seed, epochs=recipe.epochs, batch_size=recipe.batch_size,
+               optimizer=recipe.optimizer, checkpoint_every_steps=recipe.checkpoint_every_steps,
+               crop_padding=config.data.crop_padding, flip=config.data.flip,
+               eval_batch_size=config.data.eval_batch_size,
+               sync_batch_norm=config.sync_batch_norm, progress=config.progress,
+               tensorboard=config.tensorboard, snapshot_epochs=tuple(snapshot_epochs),
+               description=description)
+
+
+def train_model(spec, dataset, run_dir, parallel, loss_and_grads_factory, *, step_inputs=(),
+                snapshot_metadata=None, final_info=None):
+  """Trains `spec.arch` on `dataset`; `loss_and_grads_factory(model) -> loss_and_grads`.
+
+  Returns (final state, final record).
+  """
+  bn_axis = parallel.axis_name if spec.sync_batch_norm else None
+  model = get_model(spec.arch, dataset.num_classes, axis_name=bn_axis)
+  batches = TrainBatches(dataset.train, spec.batch_size, dataset.mean, dataset.std,
+                         spec.crop_padding, spec.flip, spec.seed)
+  tx = make_optimizer(spec.optimizer, batches.steps_per_epoch, spec.epochs)
+  state = create_train_state(model, tx, dataset.image_shape, spec.seed)
+  train_step = make_train_step(loss_and_grads_factory(model), parallel.axis_name)
+  eval_step = make_eval_step(model_predict(get_model(spec.arch, dataset.num_classes)),
+                             parallel.axis_name)
+  evaluate = make_evaluator(eval_step, dataset.test, spec.eval_batch_size, dataset.mean,
+                            dataset.std, parallel)
+  options = LoopOptions(num_epochs=spec.epochs, snapshot_epochs=spec.snapshot_epochs,
+                        checkpoint_every_steps=spec.checkpoint_every_steps,
+                        progress=spec.progress, tensorboard=spec.tensorboard,
+                        description=spec.description or f'{spec.arch} seed {spec.seed}')
+  return train(run_dir, state, train_step, evaluate, batches, parallel, options,
+               step_inputs=step_inputs,
+               learning_rate_fn=make_schedule(spec.optimizer, batches.steps_per_epoch, spec.epochs),
+               snapshot_metadata=snapshot_metadata, final_info=final_info)

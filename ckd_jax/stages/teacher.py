@@ -1,0 +1,40 @@
+"""The teacher stage (Algorithm 1, step 1): cross-entropy runs that keep snapshots at fixed epochs.
+
+`teacher.num_seeds` teachers (seeds config.seed + k) give the full ensemble; the snapshots of one
+run give the snapshot ensemble and the candidates of the select stage.
+"""
+from absl import logging
+
+from ckd_jax.data import load_dataset
+from ckd_jax.parallel import DataParallel
+from ckd_jax.stages.supervised import RunSpec, train_model
+from ckd_jax.training import make_loss_and_grads
+from ckd_jax.workdir.layout import RunFiles, teacher_run_dir
+
+
+def train_teacher(config, dataset, seed, run_dir, parallel):
+  """Trains one teacher of `config.teacher` with `seed`; returns (state, final record)."""
+  tc = config.teacher
+  spec = RunSpec.from_config(config, tc, tc.arch, seed, f'teacher {tc.arch} seed {seed}',
+                             snapshot_epochs=tc.snapshot_epochs)
+  metadata = {'arch': tc.arch, 'num_classes': dataset.num_classes, 'seed': seed,
+              'dataset': dataset.name, 'image_shape': list(dataset.image_shape)}
+  return train_model(spec, dataset, run_dir, parallel,
+                     lambda model: make_loss_and_grads(model, tc.label_smoothing),
+                     snapshot_metadata=metadata)
+
+
+def run(config, workdir):
+  """Trains the teachers that are not finished yet (a finished run has final.json)."""
+  parallel = DataParallel(config.parallel)
+  dataset = None
+  for k in range(config.teacher.num_seeds):
+    seed = config.seed + k
+    run_dir = teacher_run_dir(workdir, config.teacher.arch, seed)
+    if RunFiles(run_dir).is_finished():
+      logging.info('teacher %s is done; skipping', run_dir)
+      continue
+    dataset = dataset or load_dataset(config.data)
+    _, final = train_teacher(config, dataset, seed, run_dir, parallel)
+    print(f'teacher {run_dir}: last test accuracy {final["last_test_accuracy"]:.4f} '
+          f'(best {final["best_test_accuracy"]:.4f} at epoch {final["best_epoch"]})')

@@ -1,0 +1,37 @@
+"""Reading and writing the workdir's JSON files. Writes are atomic: a kill mid-write never leaves
+half a file, since a reader sees either the old or the new content."""
+import json
+import pathlib
+
+
+def write_text(path, text):
+  """Writes `text` to a temporary file beside `path`, then renames it over `path`."""
+  path = pathlib.Path(path)
+  tmp = path.with_name(path.name + '.tmp')
+  tmp.write_text(text)
+  tmp.replace(path)
+
+
+def write_json(path, obj):
+  write_text(path, json.dumps(obj, indent=2, sort_keys=True))
+
+
+def read_json(path):
+  return json.loads(pathlib.Path(path).read_text())
+
+
+def read_jsonl(path):
+  """The records of a JSON-lines file; [] when it does not exist yet."""
+  path = pathlib.Path(path)
+  if not path.exists():
+    return []
+  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def write_jsonl(path, records):
+  write_text(path, ''.join(json.dumps(r, sort_keys=True) + '\n' for r in records))
+
+
+def append_jsonl(path, record):
+  with pathlib.Path(path).open('a') as f:
+    f.write(json.dumps(record, sort_keys=True) + '\n')

@@ -27,7 +27,7 @@ def run_dir(tmp_path):
 
 def test_round_trip_and_metadata(run_dir):
   variables, meta = SnapshotStore(run_dir).restore(4, _variables(0))
-  jax.tree.map(np.testing.assert_array_equal, variables, _variables(4))
+  chex.assert_trees_all_equal(variables, _variables(4))
   assert meta['epoch'] == 4 and meta['arch'] == 'toy' and len(meta['digest']) == 64
   assert SnapshotStore(run_dir).epochs() == [2, 4, 6]
 
@@ -36,7 +36,7 @@ def test_restore_snapshots_stacks_along_a_leading_axis(run_dir):
   stacked, metas = restore_snapshots(run_dir, [6, 2])
   assert [m['epoch'] for m in metas] == [6, 2]
   for i, epoch in enumerate([6, 2]):
-    jax.tree.map(lambda s, v: np.testing.assert_array_equal(s[i], v), stacked, _variables(epoch))
+    chex.assert_trees_all_equal(jax.tree.map(lambda s: s[i], stacked), _variables(epoch))
 
 
 def _largest_file(directory):

@@ -9,7 +9,7 @@ import pytest
 
 from ckd_jax import mi
 from ckd_jax.data import load_digits
-from ckd_jax.mi import estimate as estimate_module
+from ckd_jax.mi import estimation
 from ckd_jax.mi import features as features_module
 from ckd_jax.models import get_model
 
@@ -129,11 +129,10 @@ def test_ten_snapshots_are_one_compiled_program(snapshots, monkeypatch):
   (a loop over snapshots or chunks would trace again and fail the assertion)."""
   model, trees, dataset = snapshots
   ten = _stack([trees[i % 4] for i in range(10)])
-  estimate_module._stacked_program.clear_cache()
+  estimation._stacked_program.clear_cache()
   features_module._features_of_chunk.clear_cache()
   chex.clear_trace_counter()
-  monkeypatch.setattr(estimate_module, '_one_snapshot',
-                      chex.assert_max_traces(estimate_module._one_snapshot, n=1))
+  monkeypatch.setattr(estimation, 'kde_mi', chex.assert_max_traces(estimation.kde_mi, n=1))
   monkeypatch.setattr(features_module, 'normalize',
                       chex.assert_max_traces(features_module.normalize, n=1))
   for _ in range(2):  # a second call reuses the program too

@@ -10,7 +10,7 @@ Kolchinsky & Tracey used by Saxe et al.) and 'binning' (Shwartz-Ziv & Tishby). E
 written for one snapshot and `vmap`ped over the snapshot axis inside one jitted program.
 """
 from ckd_jax.mi.binning import binning_mi
-from ckd_jax.mi.estimate import (METHODS, StackedEstimator, check_method, estimate,
+from ckd_jax.mi.estimation import (METHODS, StackedEstimator, check_method, estimate,
                                  estimate_over_snapshots, estimate_stacked)
 from ckd_jax.mi.features import FEATURES, extract_features
 from ckd_jax.mi.kde import kde_mi

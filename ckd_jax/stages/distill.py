@@ -21,8 +21,9 @@ def check_members(choice, members, teacher_arch, num_classes):
                                       f'teacher choice {choice.spec!r}')
 
 
-class Teacher:
-  """A restored teacher choice: stacked variables, its forward, and its own test accuracy."""
+class FrozenTeacher:
+  """A teacher choice restored from its snapshots: stacked variables, the forward the student step
+  calls, and the choice's own test accuracy (an ensemble predicts with averaged probabilities)."""
 
   def __init__(self, config, dataset, members, parallel):
     self.variables, self.metadata = restore_stacked(members)
@@ -42,7 +43,7 @@ class Teacher:
 
 
 def train_student(config, dataset, choice, teacher, seed, run_dir, parallel):
-  """Trains one student of `config.distill`; `teacher` is a `Teacher` or None (CE baseline)."""
+  """Trains one student of `config.distill` from `teacher`, a FrozenTeacher (None: CE alone)."""
   dc = config.distill
   if teacher is None:
     factory = lambda model: make_loss_and_grads(model, dc.label_smoothing)
@@ -80,7 +81,7 @@ def run(config, workdir):
   for choice, members, pending in plan:
     if not pending:
       continue
-    teacher = Teacher(config, dataset, members, parallel) if members else None
+    teacher = FrozenTeacher(config, dataset, members, parallel) if members else None
     for seed in pending:
       train_student(config, dataset, choice, teacher, seed,
                     student_run_dir(workdir, dc.student, choice.slug, seed), parallel)

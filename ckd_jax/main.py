@@ -1,4 +1,5 @@
 """Command line: python -m ckd_jax.main --config=configs/quickstart.py --workdir=DIR."""
+import errno
 import signal
 
 from absl import app, flags, logging
@@ -36,8 +37,11 @@ def main(argv):
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
   try:
     pipeline.run(_CONFIG.value, _WORKDIR.value, _ALLOW_CHANGE.value)
-  except (ValueError, FileNotFoundError, WorkdirLockedError) as e:  # a message, not a traceback
+  except (ValueError, FloatingPointError, WorkdirLockedError) as e:  # a message, not a traceback
     raise SystemExit(f'error: {e}') from None
+  except OSError as e:  # a missing file, a read-only workdir, a full disk
+    hint = ' (free some space and rerun the same command)' if e.errno == errno.ENOSPC else ''
+    raise SystemExit(f'error: {e}{hint}') from None
   except KeyboardInterrupt:
     raise SystemExit('interrupted: rerun the same command to resume where it stopped') from None
   print(f'done: results in {_WORKDIR.value}')

@@ -1,8 +1,13 @@
 """The teacher stage end to end on a tiny offline config: snapshots, resume after a kill, pmap,
 and refusal of bad input before any compute."""
 import json
+import math
+import os
+import signal
 
 import chex
+import jax
+import numpy as np
 import pytest
 
 import pipeline_configs
@@ -13,6 +18,8 @@ from ckd_jax.data import batching, load_dataset
 from ckd_jax.models import get_model
 from ckd_jax.parallel import DataParallel
 from ckd_jax.training import make_eval_step, make_evaluator, model_predict
+from ckd_jax.training.loop import DivergenceError
+from ckd_jax.workdir.files import read_jsonl
 from ckd_jax.workdir.layout import teacher_run_dir
 
 
@@ -178,3 +185,54 @@ def test_missing_data_directory_is_refused_before_training(tmp_path):
   with pytest.raises(FileNotFoundError, match='no_such_folder'):
     pipeline.run(config, tmp_path / 'work')
   assert not list((tmp_path / 'work' / 'teachers').rglob('metrics.jsonl'))
+
+
+def test_divergence_stops_the_run_and_saves_nothing_non_finite(tmp_path):
+  config = tiny_config()
+  config.teacher.optimizer.learning_rate = 1e4
+  with pytest.raises(DivergenceError, match='teacher resnet8_b seed 0 diverged: non-finite .* by step'):
+    pipeline.run(config, tmp_path)
+  rd = run_dir(tmp_path)
+  assert not (rd / 'final.json').exists()
+  assert all(math.isfinite(r['train_loss']) for r in read_jsonl(rd / 'metrics.jsonl'))
+  store = SnapshotStore(rd)
+  for epoch in store.epochs():
+    assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(store.restore(epoch)[0]))
+  # The rerun resumes from the last good state and stops again with the same message.
+  with pytest.raises(DivergenceError, match='diverged'):
+    pipeline.run(config, tmp_path)
+
+
+@pytest.mark.parametrize('signum', [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupt_stops_between_two_steps_with_an_exact_checkpoint(tmp_path, monkeypatch,
+                                                                      reference, signum):
+  """SIGINT / SIGTERM arriving inside a step (here: right after step 9's computation, before the
+  loop sees its result) stop the loop at the next step boundary with a checkpoint of exactly the
+  steps done, their metrics included; the rerun ends exactly like an uninterrupted run."""
+  real_compile = DataParallel.compile
+  calls = {'n': 0}
+
+  def compile_and_signal(self, step, donate_state=False):
+    compiled = real_compile(self, step, donate_state)
+    if not donate_state:  # the evaluator
+      return compiled
+
+    def step_then_signal(*args):
+      out = compiled(*args)
+      calls['n'] += 1
+      if calls['n'] == 10:
+        os.kill(os.getpid(), signum)
+      return out
+    return step_then_signal
+
+  monkeypatch.setattr(DataParallel, 'compile', compile_and_signal)
+  with pytest.raises(KeyboardInterrupt):
+    pipeline.run(tiny_config(), tmp_path)
+  assert sorted(p.name for p in (run_dir(tmp_path) / 'resume').iterdir()) == ['10']
+  monkeypatch.undo()
+  pipeline.run(tiny_config(), tmp_path)
+  for epoch in (2, 3):
+    chex.assert_trees_all_equal(_snapshot(tmp_path, epoch)[0], _snapshot(reference, epoch)[0])
+  for got, want in zip(_metrics(tmp_path), _metrics(reference), strict=True):
+    for key in ('epoch', 'train_loss', 'train_accuracy', 'test_loss', 'test_accuracy'):
+      assert got[key] == want[key], key

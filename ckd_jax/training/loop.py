@@ -5,9 +5,12 @@ A kill at any point loses at most `checkpoint_every_steps` steps; rerunning resu
 checkpoint and, since the data stream is a function of the step, ends with the same parameters.
 """
 import dataclasses
+import signal
+import threading
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import logging
 from tqdm.auto import tqdm
@@ -17,6 +20,42 @@ from ckd_jax.data.batching import eval_batches
 from ckd_jax.training.writers import JsonlWriter, LoggingWriter, MultiWriter, TensorBoardWriter
 from ckd_jax.workdir.files import write_json
 from ckd_jax.workdir.layout import RunFiles
+
+
+class DivergenceError(FloatingPointError):
+  """The loss or the parameters became non-finite; nothing from after the last good checkpoint
+  was saved."""
+
+
+@jax.jit
+def _all_finite(tree):
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+class _StopAtStepBoundary:
+  """Ctrl-C and SIGTERM stop the loop between two steps, where the state and the running metrics
+  agree and no donated buffer is in flight, so the interrupt checkpoint is always exact.
+
+  A second Ctrl-C stops at once. Only the main thread may set signal handlers; elsewhere the
+  process's own handlers stay.
+  """
+
+  def __enter__(self):
+    self.requested, self._previous = None, {}
+    if threading.current_thread() is threading.main_thread():
+      for sig in (signal.SIGINT, signal.SIGTERM):
+        self._previous[sig] = signal.signal(sig, self._request)
+    return self
+
+  def _request(self, signum, frame):
+    del frame
+    if self.requested:
+      raise KeyboardInterrupt
+    self.requested = signal.Signals(signum).name
+
+  def __exit__(self, *exc_info):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,26 +137,29 @@ class _EpochLoop:
     bar = tqdm(total=total_steps, initial=start_step, disable=not opts.progress,
                desc=opts.description, unit='step', dynamic_ncols=True)
     try:
-      for step in range(start_step, total_steps):
-        self.replicated, metrics = step_fn(self.replicated,
-                                           self.parallel.shard(self.batches.batch(step)), *inputs)
-        meter.add(metrics)
-        bar.update(1)
-        if (step + 1) % spe == 0:
-          record = self._end_epoch(step, meter, evaluate, learning_rate_fn, snapshot_metadata)
-          writer.write(record)
-          bar.set_postfix(epoch=record['epoch'], loss=f"{record['train_loss']:.3f}",
-                          test_acc=f"{record['test_accuracy']:.4f}",
-                          img_s=f"{record['img_per_sec']:.0f}")
-          meter = _EpochMeter()
-          if record['epoch'] < opts.num_epochs:
+      with _StopAtStepBoundary() as stop:
+        for step in range(start_step, total_steps):
+          if stop.requested:
+            raise KeyboardInterrupt(stop.requested)
+          self.replicated, metrics = step_fn(
+              self.replicated, self.parallel.shard(self.batches.batch(step)), *inputs)
+          meter.add(metrics)
+          bar.update(1)
+          if (step + 1) % spe == 0:
+            record = self._end_epoch(step, meter, evaluate, learning_rate_fn, snapshot_metadata)
+            writer.write(record)
+            bar.set_postfix(epoch=record['epoch'], loss=f"{record['train_loss']:.3f}",
+                            test_acc=f"{record['test_accuracy']:.4f}",
+                            img_s=f"{record['img_per_sec']:.0f}")
+            meter = _EpochMeter()
+            if record['epoch'] < opts.num_epochs:
+              self._checkpoint(meter)
+          elif opts.checkpoint_every_steps and (step + 1) % opts.checkpoint_every_steps == 0:
             self._checkpoint(meter)
-        elif opts.checkpoint_every_steps and (step + 1) % opts.checkpoint_every_steps == 0:
-          self._checkpoint(meter)
     except KeyboardInterrupt:  # Ctrl-C / SIGTERM: keep the steps done so far, then stop
       try:
         self._checkpoint(meter)
-      except Exception as e:  # interrupted inside a step: its donated buffers are gone
+      except Exception as e:  # diverged, or stopped inside a step by a second Ctrl-C
         logging.warning('no checkpoint saved on interrupt (%s); the run resumes from the last one',
                         e)
       raise
@@ -152,6 +194,7 @@ class _EpochLoop:
     sums = jax.device_get(self.parallel.unreplicate(meter.sums))  # the one sync per epoch
     seconds = meter.seconds()
     state = self._state()
+    self._check_finite(state, sums, step + 1)
     record = {'epoch': epoch, 'step': step + 1,
               'train_loss': float(sums['loss']) / spe,
               'train_accuracy': float(sums['accuracy']) / spe,
@@ -166,9 +209,24 @@ class _EpochLoop:
                                                    'test_loss': record['test_loss']})
     return record
 
+  def _check_finite(self, state, sums, step):
+    """Raises DivergenceError, before anything of this state is saved, if it is not finite."""
+    bad = [name for name, ok in (('loss', sums is None or np.isfinite(sums['loss'])),
+                                 ('parameters', bool(_all_finite(state.variables)))) if not ok]
+    if bad:
+      last = self.resume_store.latest_step()
+      kept = f'the last good checkpoint (step {last}) is kept' if last is not None else (
+          'no checkpoint was saved before')
+      raise DivergenceError(
+          f'{self.options.description} diverged: non-finite {" and ".join(bad)} by step {step}; '
+          f'{kept} and no later snapshot is written. Lower the learning rate (in a new --workdir, '
+          'or with --allow_config_change to continue this one).')
+
   def _checkpoint(self, meter):
     sums = None if meter.sums is None else jax.device_get(self.parallel.unreplicate(meter.sums))
-    self.resume_store.save(self._state(), {
+    state = self._state()
+    self._check_finite(state, sums, int(state.step))
+    self.resume_store.save(state, {
         'epoch_sums': None if sums is None else {k: float(v) for k, v in sums.items()},
         'epoch_time': meter.seconds()})
 

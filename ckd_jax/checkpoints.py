@@ -1,9 +1,12 @@
 """Orbax checkpoints: permanent teacher snapshots and a rolling resume checkpoint.
 
 Orbax restores a flipped byte in a saved array silently, with wrong values. Every snapshot therefore
-carries a SHA-256 digest of its arrays in its metadata, verified on every restore.
+carries a SHA-256 digest of its arrays (`arrays_digest`) and a digest of its whole metadata, that
+one included (`digest`): reading the metadata verifies the second, restoring verifies both. The
+`digest` thus names one snapshot's exact content; later stages record it to know what they used.
 """
 import hashlib
+import json
 import pathlib
 import shutil
 
@@ -28,6 +31,12 @@ def tree_digest(tree):
     digest.update(f'{jax.tree_util.keystr(path)}|{array.dtype}|{array.shape}|'.encode())
     digest.update(array.tobytes())
   return digest.hexdigest()
+
+
+def metadata_digest(metadata):
+  """SHA-256 of the metadata (its 'digest' field left out), which holds the arrays' digest."""
+  fields = {k: v for k, v in metadata.items() if k != 'digest'}
+  return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
 def _manager(directory, max_to_keep=None):
@@ -55,7 +64,8 @@ class SnapshotStore:
     variables = jax.device_get(variables)
     if epoch in self._manager.all_steps():
       self.delete(epoch)
-    meta = dict(metadata, epoch=int(epoch), digest=tree_digest(variables))
+    meta = dict(metadata, epoch=int(epoch), arrays_digest=tree_digest(variables))
+    meta['digest'] = metadata_digest(meta)
     self._manager.save(epoch, args=ocp.args.Composite(
         variables=ocp.args.StandardSave(variables), metadata=ocp.args.JsonSave(meta)))
     self._manager.wait_until_finished()
@@ -64,9 +74,19 @@ class SnapshotStore:
     self._manager.delete(epoch)
 
   def metadata(self, epoch):
+    """The snapshot's metadata (epoch, test accuracy, arch, …), verified against its digest."""
     self._check_exists(epoch)
-    return self._manager.restore(epoch, args=ocp.args.Composite(metadata=ocp.args.JsonRestore()))[
-        'metadata']
+    where = self.directory / str(epoch)
+    try:
+      meta = self._manager.restore(epoch, args=ocp.args.Composite(
+          metadata=ocp.args.JsonRestore()))['metadata']
+    except Exception as e:  # orbax raises many types for missing or corrupt files
+      raise SnapshotError(f'snapshot {where}: its metadata cannot be read ({type(e).__name__}: '
+                          f'{str(e).splitlines()[0] if str(e) else ""})') from e
+    if not isinstance(meta, dict) or meta.get('digest') != metadata_digest(meta):
+      raise SnapshotError(f'snapshot {where} is corrupt: its metadata does not match the digest '
+                          'recorded when it was saved')
+    return meta
 
   def check_fits(self, epoch, arch, num_classes, needed_by):
     """Refuses, before any compute, a snapshot that is missing or is not the expected model.
@@ -86,14 +106,14 @@ class SnapshotStore:
     """Returns (variables, metadata); raises SnapshotError naming the snapshot if it is damaged."""
     self._check_exists(epoch)
     where = self.directory / str(epoch)
+    meta = self.metadata(epoch)
     try:
-      meta = self.metadata(epoch)
       restore_args = ocp.args.StandardRestore(_abstract(target) if target is not None else None)
       variables = self._manager.restore(epoch, args=ocp.args.Composite(
           variables=restore_args))['variables']
     except Exception as e:  # orbax/tensorstore raise many types for missing or corrupt files
       raise SnapshotError(f'snapshot {where} cannot be restored: {type(e).__name__}: {e}') from e
-    if tree_digest(variables) != meta.get('digest'):
+    if tree_digest(variables) != meta.get('arrays_digest'):
       raise SnapshotError(f'snapshot {where} is corrupt: its arrays do not match the digest '
                           'recorded when it was saved')
     return variables, meta

@@ -1,4 +1,5 @@
 """Snapshots: round trip, stacking, and refusal of damaged or mismatched snapshots."""
+import json
 import pathlib
 
 import chex
@@ -28,7 +29,8 @@ def run_dir(tmp_path):
 def test_round_trip_and_metadata(run_dir):
   variables, meta = SnapshotStore(run_dir).restore(4, _variables(0))
   chex.assert_trees_all_equal(variables, _variables(4))
-  assert meta['epoch'] == 4 and meta['arch'] == 'toy' and len(meta['digest']) == 64
+  assert meta['epoch'] == 4 and meta['arch'] == 'toy'
+  assert meta['digest'] == checkpoints.metadata_digest(meta) and len(meta['arrays_digest']) == 64
   assert SnapshotStore(run_dir).epochs() == [2, 4, 6]
 
 
@@ -103,3 +105,15 @@ def test_resume_checkpoint_round_trip_and_a_corrupt_one_is_refused(tmp_path):
     chunk.write_bytes(bytes(data))
   with pytest.raises(SnapshotError, match='resume checkpoint .*resume/7 .*delete it to restart'):
     checkpoints.ResumeStore(tmp_path).restore(_train_state(0))
+
+
+def test_edited_metadata_is_refused(run_dir):
+  """A changed recorded accuracy (one digit) would silently change tables: the digest covers it."""
+  path = run_dir / 'snapshots' / '4' / 'metadata' / 'metadata'
+  meta = json.loads(path.read_text())
+  meta['test_accuracy'] = 0.9
+  path.write_text(json.dumps(meta))
+  for read in (lambda s: s.metadata(4), lambda s: s.restore(4, _variables(0))):
+    with pytest.raises(SnapshotError, match='snapshots/4 is corrupt: its metadata'):
+      read(SnapshotStore(run_dir))
+  assert SnapshotStore(run_dir).metadata(2)['epoch'] == 2

@@ -124,6 +124,19 @@ class SnapshotStore:
                           f'(available: {self.epochs() or "none"})')
 
 
+def snapshot_digests(members):
+  """{'<run_dir>@<epoch>': digest} of snapshots [(run_dir, epoch)]: what a result was made from.
+
+  Reads metadata only (cheap); a missing snapshot gives None, so a comparison says "changed".
+  """
+  digests = {}
+  for run_dir, epoch in members:
+    store = SnapshotStore(run_dir)
+    has = epoch in store.epochs()
+    digests[f'{pathlib.Path(run_dir).name}@{epoch}'] = store.metadata(epoch)['digest'] if has else None
+  return digests
+
+
 def restore_snapshots(run_dir, epochs, target=None):
   """Restores several snapshots as ONE pytree whose leaves have a leading snapshot axis.
 

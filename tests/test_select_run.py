@@ -2,6 +2,7 @@
 import json
 import shutil
 
+import jax
 import numpy as np
 import pytest
 
@@ -96,3 +97,59 @@ def test_bad_select_configs_are_refused_before_compute(tmp_path, change, message
   with pytest.raises(ValueError, match=message):
     pipeline.run(tiny_config(**change), tmp_path)
   assert not (tmp_path / 'teachers').exists()
+
+
+def _copy(workdir, tmp_path):
+  copy = tmp_path / 'work'
+  shutil.copytree(workdir, copy)
+  return copy
+
+
+def test_select_refuses_an_unfinished_teacher_or_a_missing_snapshot(workdir, tmp_path):
+  copy = _copy(workdir, tmp_path)
+  shutil.rmtree(copy / 'selection')
+  run = teacher_run_dir(copy, 'resnet8_b', 0)
+  shutil.rmtree(run / 'snapshots' / '2')
+  with pytest.raises(ValueError, match=r'snapshots of epochs \[2\] .* which are missing'):
+    pipeline.run(tiny_config('select'), copy)
+  (run / 'final.json').unlink()  # as if killed after its first snapshots
+  with pytest.raises(ValueError, match='needs the finished teacher run .* run the teacher stage'):
+    pipeline.run(tiny_config('select'), copy)
+  assert not (copy / 'selection').exists()
+
+
+def test_a_changed_snapshot_makes_the_selection_and_its_students_stale(workdir, tmp_path, capsys):
+  pipeline.run(tiny_config('teacher,select,distill'), workdir)
+  copy = _copy(workdir, tmp_path)
+  store = SnapshotStore(teacher_run_dir(copy, 'resnet8_b', 0))
+  chosen = _mi_json(copy)['chosen_epoch']
+  variables, meta = store.restore(chosen)
+  noisy = jax.tree.map(lambda x: x * 1.01, variables)
+  store.save(chosen, noisy, {k: v for k, v in meta.items() if k not in ('digest', 'arrays_digest')})
+  capsys.readouterr()
+  pipeline.run(tiny_config('teacher,select,distill'), copy)
+  out = capsys.readouterr().out
+  assert 'is stale (its snapshots or settings changed): recomputing' in out
+  assert 'from_selected_seed0 is stale (its teacher snapshots changed)' in out
+  new = _mi_json(copy)
+  assert new['inputs']['snapshot_digests'][f'resnet8_b_seed0@{chosen}'] == store.metadata(
+      chosen)['digest'] != _mi_json(workdir)['inputs']['snapshot_digests'][
+          f'resnet8_b_seed0@{chosen}']
+  final = json.loads(next((copy / 'students').glob('*_from_selected_seed0/final.json'))
+                     .read_text())
+  member = SnapshotStore(teacher_run_dir(copy, 'resnet8_b', 0)).metadata(new['chosen_epoch'])
+  assert final['teacher_members'][0]['digest'] == member['digest']
+
+
+def test_a_deleted_snapshot_is_recreated_identically_and_nothing_else_reruns(workdir, tmp_path,
+                                                                           capsys):
+  copy = _copy(workdir, tmp_path)
+  run = teacher_run_dir(copy, 'resnet8_b', 0)
+  before = SnapshotStore(run).metadata(2)['digest']
+  selection_time = (copy / 'selection' / 'mi.json').stat().st_mtime_ns
+  shutil.rmtree(run / 'snapshots' / '2')
+  capsys.readouterr()
+  pipeline.run(tiny_config(), copy)
+  assert 'snapshots of epochs [2] are missing; training it again' in capsys.readouterr().out
+  assert SnapshotStore(run).metadata(2)['digest'] == before
+  assert (copy / 'selection' / 'mi.json').stat().st_mtime_ns == selection_time

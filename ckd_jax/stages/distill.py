@@ -3,7 +3,9 @@
 The frozen teacher snapshots of a choice are restored once as ONE stacked pytree and passed to the
 jitted (or pmapped) student step, which runs all teachers with a single vmapped forward.
 """
-from ckd_jax.checkpoints import SnapshotStore, restore_stacked
+import shutil
+
+from ckd_jax.checkpoints import SnapshotStore, restore_stacked, snapshot_digests
 from ckd_jax.data import load_dataset, steps_per_epoch
 from ckd_jax.models import get_model
 from ckd_jax.parallel import DataParallel
@@ -11,6 +13,7 @@ from ckd_jax.stages import report, teacher_choices
 from ckd_jax.stages.supervised import RunSpec, train_model
 from ckd_jax.training import (ensemble_predict, make_eval_step, make_evaluator,
                               make_kd_loss_and_grads, make_loss_and_grads, make_teacher_forward)
+from ckd_jax.workdir.files import read_json
 from ckd_jax.workdir.layout import RunFiles, student_run_dir
 
 
@@ -39,7 +42,8 @@ class FrozenTeacher:
   def info(self, choice):
     return {'teacher_choice': choice.spec, 'teacher_test_accuracy': self.test_accuracy,
             'teacher_members': [{'seed': m['seed'], 'epoch': m['epoch'],
-                                 'test_accuracy': m['test_accuracy']} for m in self.metadata]}
+                                 'test_accuracy': m['test_accuracy'], 'digest': m['digest']}
+                                for m in self.metadata]}
 
 
 def train_student(config, dataset, choice, teacher, seed, run_dir, parallel):
@@ -60,8 +64,20 @@ def train_student(config, dataset, choice, teacher, seed, run_dir, parallel):
                      final_info={**info, 'student': dc.student, 'seed': seed})
 
 
+def _is_current(files, member_digests):
+  """A finished student is current when it learnt from exactly these snapshots (same digests)."""
+  if not files.is_finished():
+    return False
+  recorded = [m.get('digest') for m in read_json(files.final).get('teacher_members', [])]
+  if recorded == member_digests:
+    return True
+  print(f'student {files.dir} is stale (its teacher snapshots changed): training it again')
+  shutil.rmtree(files.dir)
+  return False
+
+
 def run(config, workdir):
-  """Trains `distill.num_seeds` students per teacher choice; finished students are skipped.
+  """Trains `distill.num_seeds` students per teacher choice; current students are skipped.
 
   Every choice's snapshots are checked before the first student trains.
   """
@@ -72,8 +88,9 @@ def run(config, workdir):
   plan = []
   for choice in teacher_choices.parse_all(dc.teachers, config.teacher):
     members = teacher_choices.member_paths(choice, workdir, config.teacher, config.seed)
-    pending = [s for s in seeds
-               if not RunFiles(student_run_dir(workdir, dc.student, choice.slug, s)).is_finished()]
+    digests = list(snapshot_digests(members).values())
+    pending = [s for s in seeds if not _is_current(
+        RunFiles(student_run_dir(workdir, dc.student, choice.slug, s)), digests)]
     if pending:
       dataset = dataset or load_dataset(config.data)
       check_members(choice, members, config.teacher.arch, dataset.num_classes)

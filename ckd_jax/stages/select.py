@@ -3,25 +3,45 @@
 Writes `selection/mi.json` (per snapshot: epoch, teacher test accuracy, raw and normalised I(X;F) and
 I(Y;F), score; the chosen epoch; the estimator and its settings) and `selection/mi.png`.
 """
+import json
+
 import numpy as np
 from absl import logging
 
 from ckd_jax import mi
-from ckd_jax.checkpoints import SnapshotStore, restore_snapshots
+from ckd_jax.checkpoints import SnapshotStore, restore_snapshots, snapshot_digests
 from ckd_jax.data import load_dataset
 from ckd_jax.models import get_model
 from ckd_jax.stages import report
 from ckd_jax.workdir.files import read_json, write_json
-from ckd_jax.workdir.layout import selection_path, selection_plot_path, teacher_run_dir
+from ckd_jax.workdir.layout import RunFiles, selection_path, selection_plot_path, teacher_run_dir
+
+
+def selection_inputs(config, teacher_run_dir):
+  """What a selection is computed from: the digest of every configured snapshot of the finished
+  teacher run, and the select settings. A selection whose recorded inputs differ is stale.
+
+  Raises ValueError, before any compute, when the teacher run is unfinished or lacks a snapshot.
+  """
+  epochs = list(config.teacher.snapshot_epochs)
+  if not RunFiles(teacher_run_dir).is_finished():
+    raise ValueError(f'the select stage needs the finished teacher run {teacher_run_dir} (no '
+                     'final.json yet): run the teacher stage first')
+  missing = [e for e in epochs if e not in SnapshotStore(teacher_run_dir).epochs()]
+  if missing:
+    raise ValueError(f'the select stage needs the snapshots of epochs {missing} in '
+                     f'{teacher_run_dir}, which are missing: rerun the teacher stage, which '
+                     'recreates them')
+  return {'snapshot_digests': snapshot_digests([(teacher_run_dir, e) for e in epochs]),
+          'select': json.loads(config.select.to_json())}
 
 
 def run_selection(config, dataset, teacher_run_dir):
-  """Estimates MI over the kept snapshots and picks T*; returns the mi.json dict."""
+  """Estimates MI over the configured snapshots and picks T*; returns the mi.json dict."""
   sc = config.select
+  inputs = selection_inputs(config, teacher_run_dir)
   store = SnapshotStore(teacher_run_dir)
-  epochs = [e for e in store.epochs() if e in tuple(config.teacher.snapshot_epochs)]
-  if not epochs:
-    raise ValueError(f'no teacher snapshot in {teacher_run_dir}: run the teacher stage first')
+  epochs = list(config.teacher.snapshot_epochs)
   for epoch in epochs:
     store.check_fits(epoch, config.teacher.arch, dataset.num_classes, 'the select stage')
   stacked, metadata = restore_snapshots(teacher_run_dir, epochs)
@@ -45,7 +65,7 @@ def run_selection(config, dataset, teacher_run_dir):
           'estimator': {'method': sc.method, 'feature': sc.feature, 'settings': settings,
                         'num_samples': min(sc.num_samples or len(dataset.test), len(dataset.test)),
                         'fit_samples': sc.fit_samples if sc.method == 'variational' else 0},
-          'normalization': sc.normalization, 'weights': list(sc.weights)}
+          'normalization': sc.normalization, 'weights': list(sc.weights), 'inputs': inputs}
 
 
 def plot_selection(result, path):
@@ -85,13 +105,16 @@ def write_selection(result, workdir):
 
 
 def run(config, workdir):
-  """Estimates MI over the snapshots of teacher seed config.seed and picks T* (once)."""
+  """Estimates MI over the snapshots of teacher seed config.seed and picks T*; a selection is
+  recomputed only when its snapshots or settings changed."""
   path = selection_path(workdir)
-  if path.exists():
-    logging.info('selection %s exists; skipping', path)
+  teacher = teacher_run_dir(workdir, config.teacher.arch, config.seed)
+  recorded = read_json(path).get('inputs') if path.exists() else None
+  if recorded is not None and recorded == selection_inputs(config, teacher):
+    logging.info('selection %s is current; skipping', path)
   else:
-    dataset = load_dataset(config.data)
-    write_selection(run_selection(config, dataset, teacher_run_dir(
-        workdir, config.teacher.arch, config.seed)), workdir)
+    if path.exists():
+      print(f'selection {path} is stale (its snapshots or settings changed): recomputing it')
+    write_selection(run_selection(config, load_dataset(config.data), teacher), workdir)
   print(report.selection_console_table(read_json(path)))
   print(f'selected T* = epoch {read_json(path)["chosen_epoch"]}: {path} and mi.png')

@@ -24,16 +24,30 @@ def train_teacher(config, dataset, seed, run_dir, parallel):
                      snapshot_metadata=metadata)
 
 
+def _missing_snapshots(run_dir, epochs):
+  return [e for e in epochs if not RunFiles(run_dir).snapshot(e).is_dir()]
+
+
 def run(config, workdir):
-  """Trains the teachers that are not finished yet (a finished run has final.json)."""
+  """Trains the teachers that are not finished yet (a finished run has final.json).
+
+  A finished teacher that lost a snapshot is trained again from scratch: the same seed gives the
+  same snapshots, so results computed from the others stay current.
+  """
   parallel = DataParallel(config.parallel)
   dataset = None
   for k in range(config.teacher.num_seeds):
     seed = config.seed + k
     run_dir = teacher_run_dir(workdir, config.teacher.arch, seed)
-    if RunFiles(run_dir).is_finished():
-      logging.info('teacher %s is done; skipping', run_dir)
-      continue
+    files = RunFiles(run_dir)
+    if files.is_finished():
+      missing = _missing_snapshots(run_dir, config.teacher.snapshot_epochs)
+      if not missing:
+        logging.info('teacher %s is done; skipping', run_dir)
+        continue
+      print(f'teacher {run_dir}: the snapshots of epochs {missing} are missing; training it again '
+            'from scratch to recreate them')
+      files.final.unlink()
     dataset = dataset or load_dataset(config.data)
     _, final = train_teacher(config, dataset, seed, run_dir, parallel)
     print(f'teacher {run_dir}: last test accuracy {final["last_test_accuracy"]:.4f} '

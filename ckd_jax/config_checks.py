@@ -1,10 +1,11 @@
 """Checks of a config before any compute: every rule once, each with a message that says what to fix."""
 from ckd_jax import losses, mi
-from ckd_jax.data.sources import SOURCES
+from ckd_jax.data.sources import check_available
 from ckd_jax.models import get_model
 from ckd_jax.parallel import DataParallel
 from ckd_jax.stages import teacher_choices
 from ckd_jax.training.optim import validate_optimizer_config
+from ckd_jax.workdir.layout import selection_path
 
 STAGES = ('teacher', 'select', 'distill', 'report')  # in the order they run
 
@@ -23,8 +24,6 @@ def parse_stages(stages):
 def validate(config):
   """Raises ValueError with a clear message for a config whose requested stages cannot run."""
   stages = parse_stages(config.stages)
-  if config.data.source not in SOURCES:
-    raise ValueError(f'Unknown data source {config.data.source!r}; choose one of {SOURCES}')
   if config.data.crop_padding < 0:
     raise ValueError('config.data.crop_padding must be >= 0')
   tc = config.teacher
@@ -42,6 +41,17 @@ def validate(config):
   if 'distill' in stages:
     _validate_distill(config)
   _validate_batch_split(config, stages)
+  if set(stages) & {'teacher', 'select', 'distill'}:
+    check_available(config.data)  # last: the only check that reads the disk
+
+
+def check_earlier_outputs(config, workdir):
+  """Refuses, before anything is written, stages whose inputs no earlier stage will provide."""
+  stages = parse_stages(config.stages)
+  if ('distill' in stages and 'select' not in stages and 'selected' in config.distill.teachers
+      and not selection_path(workdir).exists()):
+    raise ValueError(f"teacher choice 'selected' needs {selection_path(workdir)}: run the select "
+                     'stage first (add it to --config.stages)')
 
 
 def _check_recipe(section, name):

@@ -177,3 +177,28 @@ def test_unknown_tfds_name_and_source_are_refused():
     data.load_dataset(_data_config(name='not_a_dataset_xyz'))
   with pytest.raises(ValueError, match='Unknown data source'):
     data.load_dataset(_data_config(source='csv'))
+
+
+def test_image_folder_refuses_a_corrupt_image_naming_it(tmp_path):
+  _write_folder(tmp_path)
+  (tmp_path / 'train' / 'dog' / '1.png').write_bytes(b'\x89PNG\r\n\x1a\n not really a png')
+  with pytest.raises(ValueError, match=r'train/dog/1.png cannot be decoded'):
+    data.load_image_folder(tmp_path)
+
+
+def test_image_folder_refuses_an_empty_class_folder_before_reading_images(tmp_path):
+  _write_folder(tmp_path)
+  (tmp_path / 'train' / 'emu').mkdir()
+  config = ml_collections.ConfigDict(dict(source='image_folder', root=str(tmp_path)))
+  for load in (data.check_available, lambda c: data.load_image_folder(c.root)):
+    with pytest.raises(ValueError, match='class folder .*train/emu holds no images'):
+      load(config)
+
+
+def test_check_available_says_what_is_missing_without_loading(tmp_path):
+  config = ml_collections.ConfigDict(dict(source='fashion_mnist', root=str(tmp_path)))
+  with pytest.raises(data.DataUnavailableError, match='dataset-fashion-mnist'):
+    data.check_available(config)
+  with pytest.raises(data.DataUnavailableError, match='not prepared'):
+    data.check_available(_data_config(data_dir=str(tmp_path)))
+  data.check_available(ml_collections.ConfigDict(dict(source='digits')))

@@ -126,3 +126,17 @@ def test_ensemble_teacher_accuracy_equals_an_independent_computation(workdir):
   expected = np.mean(np.argmax(np.mean(probs, 0), -1) == dataset.test.labels)
   assert _student_final(workdir, 'full_ensemble:2')['teacher_test_accuracy'] == pytest.approx(
       expected, abs=1e-6)
+
+
+def test_an_empty_choice_list_is_refused(tmp_path):
+  with pytest.raises(ValueError, match='non-empty tuple'):
+    pipeline.run(tiny_config(choices=()), tmp_path)
+
+
+def test_the_report_alone_ignores_distill_choices_it_cannot_parse(workdir, tmp_path):
+  copy = tmp_path / 'work'
+  shutil.copytree(workdir, copy)
+  config = tiny_config(choices=CHOICES + ('epoch:nope',))
+  config.stages = 'report'
+  pipeline.run(config, copy, allow_config_change=True)
+  assert '| snapshot_ensemble:1,2 |' in (copy / 'report.md').read_text()

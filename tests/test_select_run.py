@@ -70,8 +70,10 @@ def test_selected_without_a_selection_is_refused(workdir, tmp_path):
   shutil.copytree(workdir, copy)
   shutil.rmtree(copy / 'selection')
   shutil.rmtree(copy / 'students', ignore_errors=True)
+  (copy / 'config.json').unlink()
   with pytest.raises(ValueError, match='run the select stage first'):
     pipeline.run(tiny_config('teacher,distill'), copy)
+  assert not (copy / 'config.json').exists()  # refused before anything was written
 
 
 def test_selection_before_any_snapshot_is_refused(tmp_path):

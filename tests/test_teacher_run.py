@@ -236,3 +236,22 @@ def test_an_interrupt_stops_between_two_steps_with_an_exact_checkpoint(tmp_path,
   for got, want in zip(_metrics(tmp_path), _metrics(reference), strict=True):
     for key in ('epoch', 'train_loss', 'train_accuracy', 'test_loss', 'test_accuracy'):
       assert got[key] == want[key], key
+
+
+@pytest.mark.parametrize('change,message', [
+    (dict(arch='resnet21'), 'depth must be 6n\\+2'),
+    (dict(source='image_folder'), 'no directory'),
+    (dict(source='fashion_mnist', root='/nonexistent'), 'Fashion-MNIST file'),
+])
+def test_a_refused_config_writes_nothing_so_the_corrected_command_runs(tmp_path, change, message):
+  config = tiny_config()
+  if 'arch' in change:
+    config.teacher.arch = change['arch']
+  else:
+    config.data.update({k: v for k, v in change.items()})
+  with pytest.raises(ValueError if 'arch' in change else FileNotFoundError, match=message):
+    pipeline.run(config, tmp_path)
+  assert not (tmp_path / 'config.json').exists() and not (tmp_path / 'teachers').exists()
+  corrected = tiny_config()
+  corrected.stages = 'report'  # the corrected command is accepted (the report needs no data)
+  pipeline.run(corrected, tmp_path)

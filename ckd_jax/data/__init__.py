@@ -2,6 +2,6 @@
 from ckd_jax.data.augment import augment, crop_and_flip, normalize, sample_crop_flip
 from ckd_jax.data.batching import TrainBatches, eval_batches, steps_per_epoch
 from ckd_jax.data.dataset import Dataset, Split
-from ckd_jax.data.sources import (SOURCES, DataUnavailableError, from_arrays, load_dataset,
-                                  load_digits, load_fashion_mnist, load_image_folder, load_tfds,
-                                  read_idx)
+from ckd_jax.data.sources import (SOURCES, DataUnavailableError, check_available, from_arrays,
+                                  load_dataset, load_digits, load_fashion_mnist, load_image_folder,
+                                  load_tfds, read_idx)

@@ -83,11 +83,14 @@ def _find_idx(root, stem):
       'with the official IDX files.')
 
 
-def load_fashion_mnist(root=None):
+def _fashion_mnist_files(root):
   root = pathlib.Path(root or FASHION_MNIST_DIR)
-  arrays = [read_idx(_find_idx(root, stem)) for stem in (
-      'train-images-idx3-ubyte', 'train-labels-idx1-ubyte',
-      't10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte')]
+  return [_find_idx(root, stem) for stem in ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte',
+                                             't10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte')]
+
+
+def load_fashion_mnist(root=None):
+  arrays = [read_idx(path) for path in _fashion_mnist_files(root)]
   return from_arrays('fashion_mnist', *arrays, num_classes=10)
 
 
@@ -108,11 +111,14 @@ def _decode(files, image_size):
   from PIL import Image
   images = []
   for path in files:
-    with Image.open(path) as im:
-      im = im.convert('RGB')
-      if image_size:
-        im = im.resize((image_size, image_size), Image.BILINEAR)
-      array = np.asarray(im, dtype=np.uint8)
+    try:
+      with Image.open(path) as im:
+        im = im.convert('RGB')
+        if image_size:
+          im = im.resize((image_size, image_size), Image.BILINEAR)
+        array = np.asarray(im, dtype=np.uint8)
+    except OSError as e:  # PIL's UnidentifiedImageError and truncated files are OSErrors
+      raise ValueError(f'image_folder: {path} cannot be decoded ({e}); remove or replace it') from None
     if images and array.shape != images[0].shape:
       raise ValueError(f'{path} is {array.shape[:2]} but {files[0]} is {images[0].shape[:2]}: '
                        'set config.data.image_size to resize all images')
@@ -154,32 +160,46 @@ def load_image_folder(root, train_split='train', test_split='test', image_size=N
   list, sizes and modification times, so a changed folder is decoded again).
   """
   root = pathlib.Path(root) if root else None
-  if root is None or not (root / train_split).is_dir():
-    raise DataUnavailableError(
-        f'image_folder: no directory {root}/{train_split}. Set config.data.root to a folder laid out '
-        'as <root>/<split>/<class>/*.jpg')
-  classes = sorted(p.name for p in (root / train_split).iterdir() if p.is_dir())
-  if len(classes) < 2:
-    raise ValueError(f'image_folder: need at least 2 class folders in {root / train_split}')
-  if not (root / test_split).is_dir():
-    raise DataUnavailableError(f'image_folder: no directory {root / test_split}')
+  classes = _image_folder_classes(root, train_split, test_split)
   train = _shuffle_once(_load_folder_split(root / train_split, classes, image_size, cache_dir))
   test = _shuffle_once(_load_folder_split(root / test_split, classes, image_size, cache_dir))
   return _make_dataset(name, train, test, len(classes))
 
 
+def _image_folder_classes(root, train_split, test_split):
+  """The sorted class folders of the train split, once the layout is checked (no image is read)."""
+  if root is None or not (root / train_split).is_dir():
+    raise DataUnavailableError(
+        f'image_folder: no directory {root}/{train_split}. Set config.data.root to a folder laid out '
+        'as <root>/<split>/<class>/*.jpg')
+  class_dirs = sorted(p for p in (root / train_split).iterdir() if p.is_dir())
+  if len(class_dirs) < 2:
+    raise ValueError(f'image_folder: need at least 2 class folders in {root / train_split}')
+  for class_dir in class_dirs:
+    if not any(p.suffix.lower() in IMAGE_SUFFIXES for p in class_dir.iterdir()):
+      raise ValueError(f'image_folder: class folder {class_dir} holds no images '
+                       f'({", ".join(IMAGE_SUFFIXES)}); remove it or fill it')
+  if not (root / test_split).is_dir():
+    raise DataUnavailableError(f'image_folder: no directory {root / test_split}')
+  return [p.name for p in class_dirs]
+
+
 # ------------------------------------------------------------------------------------------- tfds
+def _check_prepared(builder, name, data_dir):
+  if not builder.is_prepared():
+    raise DataUnavailableError(
+        f"TFDS dataset {name!r} is not prepared in {data_dir or '~/tensorflow_datasets'}. "
+        'Either run once with network and --config.data.download=True, point '
+        '--config.data.data_dir at a folder that holds it (array_record format, or TFRecord '
+        'with tensorflow installed), or convert it to <root>/<split>/<class>/*.png and use '
+        "--config.data.source=image_folder.")
+
+
 def _tfds_split(tfds, builder, name, split, data_dir, download):
   try:
     source = tfds.data_source(name, split=split, data_dir=data_dir, download=download)
   except (NotImplementedError, KeyError, FileNotFoundError):  # absent, or TFRecord (no random access)
-    if not builder.is_prepared():
-      raise DataUnavailableError(
-          f"TFDS dataset {name!r} is not prepared in {data_dir or '~/tensorflow_datasets'}. "
-          'Either run once with network and --config.data.download=True, point '
-          '--config.data.data_dir at a folder that holds it (array_record format, or TFRecord '
-          'with tensorflow installed), or convert it to <root>/<split>/<class>/*.png and use '
-          "--config.data.source=image_folder.") from None
+    _check_prepared(builder, name, data_dir)
     return _tfds_split_via_tensorflow(tfds, builder, split)
   examples = [source[i] for i in range(len(source))]
   return Split(np.stack([np.asarray(e['image']) for e in examples]).astype(np.uint8),
@@ -197,8 +217,7 @@ def _tfds_split_via_tensorflow(tfds, builder, split):
   return Split(data['image'].astype(np.uint8), data['label'].astype(np.int32))
 
 
-def load_tfds(name, data_dir=None, download=False, train_split='train', test_split='test'):
-  """Any TFDS image-classification dataset with `image` and `label` features."""
+def _tfds_builder(name, data_dir):
   import tensorflow_datasets as tfds  # lazy: heavy import, only this source needs it
   try:
     builder = tfds.builder(name, data_dir=data_dir)
@@ -207,6 +226,13 @@ def load_tfds(name, data_dir=None, download=False, train_split='train', test_spl
   features = builder.info.features
   if 'image' not in features or 'label' not in features:
     raise ValueError(f'TFDS dataset {name!r} has no image/label features')
+  return tfds, builder
+
+
+def load_tfds(name, data_dir=None, download=False, train_split='train', test_split='test'):
+  """Any TFDS image-classification dataset with `image` and `label` features."""
+  tfds, builder = _tfds_builder(name, data_dir)
+  features = builder.info.features
   splits = [_tfds_split(tfds, builder, name, s, data_dir, download)
             for s in (train_split, test_split)]
   return _make_dataset(name, _shuffle_once(splits[0]), _shuffle_once(splits[1]),
@@ -224,6 +250,28 @@ def _shuffle_once(split, seed=0):
 SOURCES = ('tfds', 'image_folder', 'digits', 'fashion_mnist')
 
 
+def check_available(data_config):
+  """Raises at once, reading no image, when the data of `config.data` is not there or is laid
+  out wrongly: the pipeline calls it before it writes anything to the workdir."""
+  source = data_config.source
+  if source == 'tfds':
+    _, builder = _tfds_builder(data_config.name, data_config.get('data_dir') or None)
+    if not data_config.get('download', False):
+      _check_prepared(builder, data_config.name, data_config.get('data_dir') or None)
+  elif source == 'image_folder':
+    root = data_config.get('root')
+    _image_folder_classes(pathlib.Path(root) if root else None, 'train', 'test')
+  elif source == 'fashion_mnist':
+    _fashion_mnist_files(data_config.get('root') or None)
+  elif source != 'digits':
+    raise _unknown_source(source)
+
+
+def _unknown_source(source):
+  return ValueError(f'Unknown data source {source!r}; choose one of {SOURCES} '
+                    '(or build a Dataset with ckd_jax.data.from_arrays)')
+
+
 def load_dataset(data_config):
   """Loads `config.data` → Dataset, optionally cut to `train_examples` / `test_examples`."""
   source = data_config.source
@@ -239,8 +287,7 @@ def load_dataset(data_config):
   elif source == 'fashion_mnist':
     dataset = load_fashion_mnist(data_config.get('root') or None)
   else:
-    raise ValueError(f'Unknown data source {source!r}; choose one of {SOURCES} '
-                     '(or build a Dataset with ckd_jax.data.from_arrays)')
+    raise _unknown_source(source)
   return Dataset(dataset.name, dataset.train.take(data_config.get('train_examples', 0)),
                  dataset.test.take(data_config.get('test_examples', 0)), dataset.num_classes,
                  dataset.mean, dataset.std)

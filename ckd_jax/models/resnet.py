@@ -40,12 +40,15 @@ class CifarResNet(nn.Module):
   width: int = 1
   axis_name: Optional[str] = None
 
-  @nn.compact
-  def __call__(self, x, train=False, return_features=False):
-    if (self.depth - 2) % 6:
-      raise ValueError(f'CIFAR ResNet depth must be 6n+2, got {self.depth}')
+  def __post_init__(self):  # checked when the model is built, not first at init
+    if self.depth < 8 or (self.depth - 2) % 6:
+      raise ValueError(f'CIFAR ResNet depth must be 6n+2 >= 8, got {self.depth}')
     if self.shortcut not in ('A', 'B'):
       raise ValueError(f"shortcut must be 'A' or 'B', got {self.shortcut!r}")
+    super().__post_init__()
+
+  @nn.compact
+  def __call__(self, x, train=False, return_features=False):
     n = (self.depth - 2) // 6
     widths = [16 * self.width, 32 * self.width, 64 * self.width]
     # RepDistiller's wide variants (resnet8x4, resnet32x4) use a half-width stem: 32 for x4.

@@ -50,10 +50,13 @@ class ShuffleNetV2(nn.Module):
   ratio: float = 1.0
   axis_name: Optional[str] = None
 
-  @nn.compact
-  def __call__(self, x, train=False, return_features=False):
+  def __post_init__(self):  # checked when the model is built, not first at init
     if self.ratio not in STAGE_WIDTHS:
       raise ValueError(f'ShuffleNetV2 ratio must be one of {sorted(STAGE_WIDTHS)}, got {self.ratio}')
+    super().__post_init__()
+
+  @nn.compact
+  def __call__(self, x, train=False, return_features=False):
     widths = STAGE_WIDTHS[self.ratio]
     x = batch_norm(train, self.axis_name)(conv(24, 3, use_bias=True)(x))
     for stage, (width, units) in enumerate(zip(widths[:3], UNITS_PER_STAGE)):

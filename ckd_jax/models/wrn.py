@@ -29,10 +29,14 @@ class WideResNet(nn.Module):
   num_classes: int
   axis_name: Optional[str] = None
 
+  def __post_init__(self):  # checked when the model is built, not first at init
+    if self.depth < 10 or (self.depth - 4) % 6 or self.widen_factor < 1:
+      raise ValueError(f'WRN depth must be 6n+4 >= 10 and width >= 1, got {self.depth}, '
+                       f'{self.widen_factor}')
+    super().__post_init__()
+
   @nn.compact
   def __call__(self, x, train=False, return_features=False):
-    if (self.depth - 4) % 6:
-      raise ValueError(f'WRN depth must be 6n+4, got {self.depth}')
     blocks_per_group = (self.depth - 4) // 6
     x = conv(16, 3)(x)
     for group, (width, stride) in enumerate(zip((16, 32, 64), (1, 2, 2))):

@@ -13,9 +13,7 @@ import csv
 import pathlib
 import statistics
 
-import ml_collections
-
-from ckd_jax.stages.teacher_choices import parse_all
+from ckd_jax.stages.teacher_choices import slug
 from ckd_jax.workdir import layout
 from ckd_jax.workdir.files import read_json, read_jsonl, write_text
 from ckd_jax.workdir.layout import RunFiles, student_run_dir, teacher_run_dir
@@ -53,30 +51,29 @@ def format_pct(values):
   return f'{100 * mean:.2f} ± {100 * spread:.2f}'
 
 
+def _row(kind, arch, seed, run, choice=''):
+  """A results.csv row from a finished run's final.json; None while the run is unfinished."""
+  files = RunFiles(run)
+  if not files.is_finished():
+    return None
+  final = read_json(files.final)
+  return dict(kind=kind, arch=arch, seed=seed, teacher_choice=choice,
+              teacher_test_accuracy=final.get('teacher_test_accuracy', ''), run_dir=str(run),
+              **{f: final[f] for f in ('last_test_accuracy', 'best_test_accuracy', 'best_epoch',
+                                       'epochs', 'train_time_s')})
+
+
 def collect(workdir, config):
   """Every finished run as a row of results.csv (teachers first, then students by choice)."""
-  rows = []
-  for k in range(config['teacher']['num_seeds']):
-    run = teacher_run_dir(workdir, config['teacher']['arch'], config['seed'] + k)
-    if RunFiles(run).is_finished():
-      final = read_json(RunFiles(run).final)
-      rows.append(dict(kind='teacher', arch=config['teacher']['arch'], seed=config['seed'] + k,
-                       teacher_choice='', teacher_test_accuracy='', run_dir=str(run),
-                       **{f: final[f] for f in ('last_test_accuracy', 'best_test_accuracy',
-                                                'best_epoch', 'epochs', 'train_time_s')}))
-  dc = config['distill']
-  for choice in parse_all(dc['teachers'], ml_collections.ConfigDict(config['teacher'])):
-    for k in range(dc['num_seeds']):
-      run = student_run_dir(workdir, dc['student'], choice.slug, config['seed'] + k)
-      if RunFiles(run).is_finished():
-        final = read_json(RunFiles(run).final)
-        rows.append(dict(kind='student', arch=dc['student'], seed=config['seed'] + k,
-                         teacher_choice=choice.spec,
-                         teacher_test_accuracy=final.get('teacher_test_accuracy', ''),
-                         run_dir=str(run),
-                         **{f: final[f] for f in ('last_test_accuracy', 'best_test_accuracy',
-                                                  'best_epoch', 'epochs', 'train_time_s')}))
-  return rows
+  tc, dc = config['teacher'], config['distill']
+  rows = [_row('teacher', tc['arch'], config['seed'] + k,
+               teacher_run_dir(workdir, tc['arch'], config['seed'] + k))
+          for k in range(tc['num_seeds'])]
+  for spec in dc['teachers']:  # not validated: the report shows whatever runs exist
+    rows += [_row('student', dc['student'], config['seed'] + k,
+                  student_run_dir(workdir, dc['student'], slug(spec), config['seed'] + k), spec)
+             for k in range(dc['num_seeds'])]
+  return [row for row in rows if row is not None]
 
 
 def write_csv(rows, path):

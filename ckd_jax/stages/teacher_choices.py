@@ -24,8 +24,12 @@ class TeacherChoice:
 
   @property
   def slug(self):
-    """A file-name-safe name: 'epoch60', 'final', 'snapshot_ensemble_100_140_200', …"""
-    return re.sub(r'[^0-9a-zA-Z]+', '_', self.spec.replace('epoch:', 'epoch')).strip('_')
+    return slug(self.spec)
+
+
+def slug(spec):
+  """A file-name-safe name of a choice: 'epoch60', 'final', 'snapshot_ensemble_100_140_200', …"""
+  return re.sub(r'[^0-9a-zA-Z]+', '_', spec.replace('epoch:', 'epoch')).strip('_')
 
 
 def _epochs(text, spec):
@@ -72,8 +76,8 @@ def parse(spec, teacher_config):
 
 
 def parse_all(specs, teacher_config):
-  if isinstance(specs, str):
-    raise ValueError('config.distill.teachers must be a tuple of strings, e.g. '
+  if isinstance(specs, str) or not specs:
+    raise ValueError('config.distill.teachers must be a non-empty tuple of strings, e.g. '
                      "('epoch:60', 'final', 'none')")
   choices = [parse(s, teacher_config) for s in specs]
   slugs = [c.slug for c in choices]

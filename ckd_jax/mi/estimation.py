@@ -2,6 +2,7 @@
 snapshot axis inside ONE jitted program (settings are static, so each configuration compiles once).
 """
 import functools
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -96,6 +97,10 @@ def estimate_stacked(features, labels, num_classes, method='kde', images=None, f
   program = StackedEstimator(method, num_classes, **settings)
   out = program(jnp.asarray(fit_features, jnp.float32), fit_labels,
                 jnp.asarray(features, jnp.float32), labels, fit_x, eval_x)
+  if method == 'variational' and fit_x is None:
+    warnings.warn("method='variational' without images estimates I(Y;F) only: pass images= and "
+                  'fit_images= for I(X;F)', stacklevel=2)
+    del out['I_XF']  # absent rather than NaN, so that nothing downstream uses it unknowingly
   return {k: np.asarray(v) for k, v in out.items()}
 
 

@@ -1,6 +1,11 @@
-"""Command line: python -m ckd_jax.main --config=configs/quickstart.py --workdir=DIR."""
+"""Command line: python -m ckd_jax.main --config=configs/quickstart.py --workdir=DIR.
+
+Every field of the config can be overridden, e.g. --config.teacher.epochs=50; --show_config prints
+them all (with the overrides applied) and exits.
+"""
 import errno
 import signal
+import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -8,15 +13,37 @@ from ml_collections import config_flags
 from ckd_jax import pipeline
 from ckd_jax.workdir import WorkdirLockedError
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'A configs/*.py file.',
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'A configs/*.py file (optionally :key=value,… after it). Override any field '
+    "with --config.<field>=value, e.g. --config.teacher.epochs=50, "
+    "'--config.teacher.snapshot_epochs=(10,20,50)'; --show_config lists every field.",
+    lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where every stage reads and writes.')
+_SHOW_CONFIG = flags.DEFINE_bool('show_config', False,
+                                 'Print the resolved config (every field, overrides applied) and '
+                                 'exit.')
 _ALLOW_CHANGE = flags.DEFINE_bool('allow_config_change', False,
                                   'Continue in a workdir that a different config wrote.')
 _COMPILATION_CACHE = flags.DEFINE_string(
     'compilation_cache_dir', None,
     'Persistent XLA compilation cache: reruns and runs with identical steps skip compilation.')
-flags.mark_flags_as_required(['config', 'workdir'])
+flags.mark_flags_as_required(['config'])
+
+
+def _parse_flags(argv):
+  """absl's parsing, with a mistyped --config.<field> as one line instead of a traceback."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    sys.exit(f'error: {e}\nPass --helpfull to see the flags.')
+  except (AttributeError, KeyError, TypeError, ValueError) as e:  # raised by config overrides
+    overrides = [a.split('=')[0] for a in argv[1:] if a.startswith('--config.')]
+    inner = e
+    while isinstance(inner, BaseException) and inner.args:  # ml_collections nests the message
+      inner = inner.args[0]
+    message = ' '.join(str(inner).split())
+    sys.exit(f'error: bad config override among {overrides}: {message}. --show_config lists the '
+             'fields.')
 
 
 def _stop_gracefully(signum, frame):
@@ -30,6 +57,11 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  if _SHOW_CONFIG.value:
+    print(_CONFIG.value)
+    return
+  if not _WORKDIR.value:
+    raise app.UsageError('--workdir is required: the folder where every stage reads and writes')
   signal.signal(signal.SIGTERM, _stop_gracefully)
   if _COMPILATION_CACHE.value:
     import jax
@@ -48,4 +80,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

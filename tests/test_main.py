@@ -41,11 +41,26 @@ def test_quickstart_teacher_run_from_the_command_line(tmp_path):
   assert json.loads((tmp_path / 'config.json').read_text())['teacher']['epochs'] == 2
 
 
-def test_bad_input_exits_with_a_message_not_a_traceback(tmp_path):
-  result = _main('--config=configs/quickstart.py', '--config.teacher.arch=resnet_nope',
-                 workdir=tmp_path)
+@pytest.mark.parametrize('override,message', [
+    ('--config.teacher.arch=resnet_nope', 'error: Unknown model'),
+    ('--config.teacher.arch=resnet21', 'error: CIFAR ResNet depth must be 6n+2'),
+    ('--config.teacher.epoch=3', 'error: bad config override among [\'--config.teacher.epoch\']: '
+                                 "'epoch' Did you mean \"epochs\""),
+])
+def test_bad_input_exits_with_one_line_not_a_traceback(tmp_path, override, message):
+  result = _main('--config=configs/quickstart.py', override, workdir=tmp_path)
   assert result.returncode != 0
-  assert 'error: Unknown model' in result.stderr and 'Traceback' not in result.stderr
+  assert message in result.stderr and 'Traceback' not in result.stderr
+  assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+  assert not (tmp_path / 'config.json').exists()
+
+
+def test_show_config_lists_every_field_with_the_overrides(tmp_path):
+  result = _main('--config=configs/quickstart.py', '--config.teacher.epochs=3', '--show_config',
+                 workdir=tmp_path)
+  assert result.returncode == 0, result.stderr
+  assert '  epochs: 3' in result.stdout and 'snapshot_epochs' in result.stdout
+  assert not list(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize('spec,arch,epochs', [

@@ -1,4 +1,5 @@
 """Model zoo: parameter counts equal to the authors' PyTorch models, feature sizes, blocks vs numpy."""
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -95,3 +96,26 @@ def test_bad_model_names_are_refused_when_the_model_is_built(name, message):
 def test_bad_num_classes_is_refused():
   with pytest.raises(ValueError, match='num_classes'):
     get_model('resnet20', 1)
+
+
+def test_batch_norm_keeps_torchs_unbiased_running_variance():
+  """Normalisation as flax's BatchNorm (same names, same output), running var with n/(n−1) as
+  torch.nn.BatchNorm2d; under pmap with synchronised statistics, n counts every device's examples."""
+  import flax.linen as nn
+  from ckd_jax.models.layers import BatchNorm
+  x = np.random.default_rng(0).normal(1.0, 2.0, size=(8, 4, 4, 3)).astype(np.float32)
+  ours = BatchNorm(use_running_average=False)
+  flax_bn = nn.BatchNorm(use_running_average=False, momentum=0.9, epsilon=1e-5)
+  variables = ours.init(jax.random.key(0), x)
+  chex.assert_trees_all_equal_structs(variables, flax_bn.init(jax.random.key(0), x))
+  y, stats = ours.apply(variables, x, mutable=['batch_stats'])
+  y_flax, stats_flax = flax_bn.apply(variables, x, mutable=['batch_stats'])
+  chex.assert_trees_all_close(y, y_flax, atol=1e-6)
+  flat = x.reshape(-1, 3).astype(np.float64)
+  chex.assert_trees_all_close(stats['batch_stats']['mean'], 0.1 * flat.mean(0), rtol=1e-5)
+  chex.assert_trees_all_close(stats['batch_stats']['var'], 0.9 + 0.1 * flat.var(0, ddof=1),
+                              rtol=1e-5)
+  synced = BatchNorm(use_running_average=False, axis_name='devices')
+  _, pmapped = jax.pmap(lambda v, xs: synced.apply(v, xs, mutable=['batch_stats']),
+                        axis_name='devices', in_axes=(None, 0))(variables, x.reshape(8, 1, 4, 4, 3))
+  chex.assert_trees_all_close(jax.tree.map(lambda s: s[0], pmapped), stats, rtol=1e-5)

@@ -22,7 +22,8 @@ def parse_stages(stages):
 
 
 def validate(config):
-  """Raises ValueError with a clear message for a config whose requested stages cannot run."""
+  """Raises ValueError with a clear message for a config whose requested stages cannot run
+  (the config alone; `check_inputs` looks at the disk)."""
   stages = parse_stages(config.stages)
   if config.data.crop_padding < 0:
     raise ValueError('config.data.crop_padding must be >= 0')
@@ -41,13 +42,14 @@ def validate(config):
   if 'distill' in stages:
     _validate_distill(config)
   _validate_batch_split(config, stages)
-  if set(stages) & {'teacher', 'select', 'distill'}:
-    check_available(config.data)  # last: the only check that reads the disk
 
 
-def check_earlier_outputs(config, workdir):
-  """Refuses, before anything is written, stages whose inputs no earlier stage will provide."""
+def check_inputs(config, workdir):
+  """The checks that read the disk: the data is there, and what a stage needs from a stage that
+  this invocation does not run exists. Called before anything is written to the workdir."""
   stages = parse_stages(config.stages)
+  if set(stages) & {'teacher', 'select', 'distill'}:
+    check_available(config.data)
   if ('distill' in stages and 'select' not in stages and 'selected' in config.distill.teachers
       and not selection_path(workdir).exists()):
     raise ValueError(f"teacher choice 'selected' needs {selection_path(workdir)}: run the select "

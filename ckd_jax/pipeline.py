@@ -18,7 +18,7 @@ def run(config, workdir, allow_config_change=False):
   """Validates everything first, records the config, then runs `config.stages` in order."""
   config_checks.validate(config)
   with workdir_lock(workdir):
-    config_checks.check_earlier_outputs(config, workdir)
+    config_checks.check_inputs(config, workdir)
     check_workdir(config, workdir, allow_config_change)
     for stage in config_checks.parse_stages(config.stages):
       start = time.time()

@@ -22,6 +22,15 @@ class SnapshotError(ValueError):
   """A snapshot is missing, damaged or does not match what the caller expects."""
 
 
+_RECREATE = 'delete that folder and rerun the teacher stage, which recreates it'
+
+
+def _cause(error):
+  """'Type: first line' of an orbax/tensorstore error, whose full text runs to many lines."""
+  text = str(error).strip()
+  return f'{type(error).__name__}: {text.splitlines()[0] if text else ""}'
+
+
 def tree_digest(tree):
   """SHA-256 over every leaf's path, dtype, shape and bytes (order-independent of dict order)."""
   digest = hashlib.sha256()
@@ -81,11 +90,11 @@ class SnapshotStore:
       meta = self._manager.restore(epoch, args=ocp.args.Composite(
           metadata=ocp.args.JsonRestore()))['metadata']
     except Exception as e:  # orbax raises many types for missing or corrupt files
-      raise SnapshotError(f'snapshot {where}: its metadata cannot be read ({type(e).__name__}: '
-                          f'{str(e).splitlines()[0] if str(e) else ""})') from e
+      raise SnapshotError(f'snapshot {where}: its metadata cannot be read ({_cause(e)}); '
+                          f'{_RECREATE}') from e
     if not isinstance(meta, dict) or meta.get('digest') != metadata_digest(meta):
       raise SnapshotError(f'snapshot {where} is corrupt: its metadata does not match the digest '
-                          'recorded when it was saved')
+                          f'recorded when it was saved; {_RECREATE}')
     return meta
 
   def check_fits(self, epoch, arch, num_classes, needed_by):
@@ -112,10 +121,10 @@ class SnapshotStore:
       variables = self._manager.restore(epoch, args=ocp.args.Composite(
           variables=restore_args))['variables']
     except Exception as e:  # orbax/tensorstore raise many types for missing or corrupt files
-      raise SnapshotError(f'snapshot {where} cannot be restored: {type(e).__name__}: {e}') from e
+      raise SnapshotError(f'snapshot {where} cannot be restored ({_cause(e)}); {_RECREATE}') from e
     if tree_digest(variables) != meta.get('arrays_digest'):
       raise SnapshotError(f'snapshot {where} is corrupt: its arrays do not match the digest '
-                          'recorded when it was saved')
+                          f'recorded when it was saved; {_RECREATE}')
     return variables, meta
 
   def _check_exists(self, epoch):
@@ -194,8 +203,8 @@ class ResumeStore:
       restored = self._manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(_abstract(target)), extra=ocp.args.JsonRestore()))
     except Exception as e:  # orbax/tensorstore raise many types for missing or corrupt files
-      raise SnapshotError(f'resume checkpoint {where} cannot be restored ({type(e).__name__}: '
-                          f'{str(e).splitlines()[0] if str(e) else ""}); {advice}') from e
+      raise SnapshotError(f'resume checkpoint {where} cannot be restored ({_cause(e)}); {advice}'
+                          ) from e
     if tree_digest(restored['state']) != restored['extra']['digest']:
       raise SnapshotError(f'resume checkpoint {where} is corrupt; {advice}')
     return (flax.serialization.from_state_dict(template, restored['state']),

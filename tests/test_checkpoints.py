@@ -117,3 +117,17 @@ def test_edited_metadata_is_refused(run_dir):
     with pytest.raises(SnapshotError, match='snapshots/4 is corrupt: its metadata'):
       read(SnapshotStore(run_dir))
   assert SnapshotStore(run_dir).metadata(2)['epoch'] == 2
+
+
+@pytest.mark.parametrize('damage', ['delete the array data', 'empty _METADATA'])
+def test_a_damaged_resume_checkpoint_is_one_clear_error(tmp_path, damage):
+  checkpoints.ResumeStore(tmp_path).save(_train_state(1).replace(step=np.full((), 7, np.int32)))
+  state_dir = tmp_path / 'resume' / '7' / 'state'
+  if damage == 'empty _METADATA':
+    (state_dir / '_METADATA').write_text('')
+  else:
+    for chunk in state_dir.rglob('d/*'):
+      chunk.unlink()
+  with pytest.raises(SnapshotError, match='resume checkpoint .*resume/7 cannot be restored .*'
+                                          'delete it to restart'):
+    checkpoints.ResumeStore(tmp_path).restore(_train_state(0))

@@ -12,7 +12,6 @@ The full-disk case mounts a small tmpfs (root on Linux); elsewhere it is reporte
 import argparse
 import csv
 import json
-import os
 import pathlib
 import re
 import shutil
@@ -100,37 +99,25 @@ def stage_done(workdir, stage):
     return False
 
 
-def exists(pattern, workdir):
-  return lambda: any(pathlib.Path(workdir).glob(pattern))
+def exists(pattern):
+  return lambda workdir: any(pathlib.Path(workdir).glob(pattern))
 
 
-# Each fault: (workdir, cache) -> (code, output line of the faulted run, workdir to compare).
-def fault_kill_teacher(w, cache):
-  r = Run(w, cache=cache)
-  r.signal_when(exists('teachers/*/resume/*', w), signal.SIGKILL)
-  code, out, err = r.wait()
-  return code, last_line(out, err, code), [run(w, cache=cache)]
+# Each fault: (workdir, cache) -> (exit code, what the user saw, reruns[, workdir to compare]).
+def signal_then_rerun(condition, signum):
+  """A fault that is a signal sent when `condition(workdir)` holds; the fix is to rerun."""
+  def fault(w, cache):
+    r = Run(w, cache=cache)
+    r.signal_when(lambda: condition(w), signum)
+    code, out, err = r.wait()
+    return code, last_line(out, err, code), [run(w, cache=cache)]
+  return fault
 
 
-def fault_sigterm_teacher(w, cache):
-  r = Run(w, cache=cache)
-  r.signal_when(exists('teachers/*/snapshots/2', w), signal.SIGTERM)
-  code, out, err = r.wait()
-  return code, last_line(out, err, code), [run(w, cache=cache)]
-
-
-def fault_kill_select(w, cache):
-  r = Run(w, cache=cache)
-  r.signal_when(lambda: stage_done(w, 'teacher'), signal.SIGKILL)
-  code, out, err = r.wait()
-  return code, last_line(out, err, code), [run(w, cache=cache)]
-
-
-def fault_sigint_distill(w, cache):
-  r = Run(w, cache=cache)
-  r.signal_when(exists('students/*/resume/*', w), signal.SIGINT)
-  code, out, err = r.wait()
-  return code, last_line(out, err, code), [run(w, cache=cache)]
+fault_kill_teacher = signal_then_rerun(exists('teachers/*/resume/*'), signal.SIGKILL)
+fault_sigterm_teacher = signal_then_rerun(exists('teachers/*/snapshots/2'), signal.SIGTERM)
+fault_kill_select = signal_then_rerun(lambda w: stage_done(w, 'teacher'), signal.SIGKILL)
+fault_sigint_distill = signal_then_rerun(exists('students/*/resume/*'), signal.SIGINT)
 
 
 def fault_corrupt_snapshot(w, cache):
@@ -143,7 +130,7 @@ def fault_corrupt_snapshot(w, cache):
 
 def fault_corrupt_resume(w, cache):
   r = Run(w, cache=cache)
-  r.signal_when(exists('teachers/*/resume/*', w), signal.SIGINT)
+  r.signal_when(lambda: exists('teachers/*/resume/*')(w), signal.SIGINT)
   r.wait()
   flip_a_byte(teacher_dir(w) / 'resume')
   code, out, err = run(w, cache=cache)

@@ -99,6 +99,15 @@ def test_restored_snapshot_evaluates_to_its_recorded_accuracy(reference):
     assert evaluate(variables)['test_accuracy'] == pytest.approx(meta['test_accuracy'], abs=1e-6)
 
 
+def _assert_ends_like_the_reference(workdir, reference):
+  """Bit-identical snapshots and equal epoch records, the interrupted epoch's train means too."""
+  for epoch in (2, 3):
+    chex.assert_trees_all_equal(_snapshot(workdir, epoch)[0], _snapshot(reference, epoch)[0])
+  for got, want in zip(_metrics(workdir), _metrics(reference), strict=True):
+    for key in ('epoch', 'train_loss', 'train_accuracy', 'test_loss', 'test_accuracy'):
+      assert got[key] == want[key], key
+
+
 def test_kill_mid_epoch_then_rerun_ends_exactly_like_an_uninterrupted_run(tmp_path, monkeypatch,
                                                                          reference):
   real_batch = batching.TrainBatches.batch
@@ -116,11 +125,7 @@ def test_kill_mid_epoch_then_rerun_ends_exactly_like_an_uninterrupted_run(tmp_pa
   monkeypatch.setattr(batching.TrainBatches, 'batch', real_batch)
 
   pipeline.run(tiny_config(), tmp_path)
-  for epoch in (2, 3):
-    chex.assert_trees_all_equal(_snapshot(tmp_path, epoch)[0], _snapshot(reference, epoch)[0])
-  for got, want in zip(_metrics(tmp_path), _metrics(reference), strict=True):
-    for key in ('epoch', 'train_loss', 'train_accuracy', 'test_loss', 'test_accuracy'):
-      assert got[key] == want[key], key
+  _assert_ends_like_the_reference(tmp_path, reference)
 
 
 def test_rerunning_a_finished_run_does_nothing(reference):
@@ -231,11 +236,7 @@ def test_an_interrupt_stops_between_two_steps_with_an_exact_checkpoint(tmp_path,
   assert sorted(p.name for p in (run_dir(tmp_path) / 'resume').iterdir()) == ['10']
   monkeypatch.undo()
   pipeline.run(tiny_config(), tmp_path)
-  for epoch in (2, 3):
-    chex.assert_trees_all_equal(_snapshot(tmp_path, epoch)[0], _snapshot(reference, epoch)[0])
-  for got, want in zip(_metrics(tmp_path), _metrics(reference), strict=True):
-    for key in ('epoch', 'train_loss', 'train_accuracy', 'test_loss', 'test_accuracy'):
-      assert got[key] == want[key], key
+  _assert_ends_like_the_reference(tmp_path, reference)
 
 
 @pytest.mark.parametrize('change,message', [

@@ -25,10 +25,12 @@ class SnapshotError(ValueError):
 _RECREATE = 'delete that folder and rerun the teacher stage, which recreates it'
 
 
-def _cause(error):
-  """'Type: first line' of an orbax/tensorstore error, whose full text runs to many lines."""
+def _cause(error, limit=240):
+  """'Type: message' of an orbax/tensorstore error, cut to its first line and before the
+  TensorStore spec that it appends (a few thousand characters of JSON)."""
   text = str(error).strip()
-  return f'{type(error).__name__}: {text.splitlines()[0] if text else ""}'
+  text = (text.splitlines()[0] if text else '').split(' [tensorstore_spec=')[0]
+  return f'{type(error).__name__}: {text[:limit]}{"…" if len(text) > limit else ""}'
 
 
 def tree_digest(tree):

@@ -46,6 +46,16 @@ def _parse_flags(argv):
              'fields.')
 
 
+def _drop_closed_event_loop_noise(unraisable):
+  """After a failed Orbax read or write (a corrupt file, a full disk), TensorStore completes its
+  pending futures on an asyncio loop that Orbax already closed, and each one prints a traceback
+  ('Event loop is closed') through sys.unraisablehook: dozens of lines that bury the one-line
+  error. Those are dropped; every other unraisable exception is shown as usual."""
+  if unraisable.exc_type is RuntimeError and str(unraisable.exc_value) == 'Event loop is closed':
+    return
+  sys.__unraisablehook__(unraisable)
+
+
 def _stop_gracefully(signum, frame):
   """SIGTERM (e.g. a cluster preemption) saves a resume checkpoint, like Ctrl-C."""
   del signum, frame
@@ -63,6 +73,7 @@ def main(argv):
   if not _WORKDIR.value:
     raise app.UsageError('--workdir is required: the folder where every stage reads and writes')
   signal.signal(signal.SIGTERM, _stop_gracefully)
+  sys.unraisablehook = _drop_closed_event_loop_noise
   if _COMPILATION_CACHE.value:
     import jax
     jax.config.update('jax_compilation_cache_dir', _COMPILATION_CACHE.value)

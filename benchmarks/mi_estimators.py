@@ -26,7 +26,7 @@ def measure(method, snapshots, samples, dim, classes, pixels, steps, repeats):
   feats = jnp.asarray(rng.normal(size=(snapshots, samples, dim)), jnp.float32)
   labels = jnp.asarray(rng.integers(0, classes, samples), jnp.int32)
   images = jnp.asarray(rng.random((samples, pixels)), jnp.float32)
-  settings = {'kde': dict(noise_variance=0.1, chunk_size=1024), 'binning': dict(num_bins=30),
+  settings = {'kde': dict(noise_variance='auto', chunk_size=1024), 'binning': dict(num_bins=30),
               'variational': dict(seed=0, probe=dict(steps=steps), decoder=dict(steps=steps))}
   args = (feats, labels, feats, labels, images, images) if method == 'variational' else (
       feats, labels, feats, labels, None, None)

@@ -116,7 +116,7 @@ def select_config(**overrides):
       variational=dict(seed=0, probe=dict(steps=1000, batch_size=256, learning_rate=1e-2),
                        decoder=dict(hidden=256, steps=1000, batch_size=256, learning_rate=1e-3,
                                     pixel_noise_std=0.1)),
-      kde=dict(noise_variance=0.1, chunk_size=1024),
+      kde=dict(noise_variance='auto', chunk_size=1024),  # or a fixed σ², e.g. '0.5'
       binning=dict(num_bins=30)))
   config.update(overrides)
   return config

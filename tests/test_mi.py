@@ -180,3 +180,46 @@ def test_bad_input_is_refused():
     mi.select_teacher([1, 2], [1.0], [1.0, 2.0])
   with pytest.raises(ValueError, match='fit_features'):
     mi.estimate_stacked(f[None], np.arange(5) % 2, 2, 'variational')
+
+
+def _labels_and_clusters(n, k, d, scale, rng):
+  labels = rng.integers(0, k, n)
+  independent = rng.normal(size=(n, d)) * scale
+  separable = (rng.normal(size=(k, d)) * 30 * scale)[labels] + rng.normal(size=(n, d)) * scale
+  return labels, independent, separable
+
+
+@pytest.mark.parametrize('scale', [0.01, 1.0, 100.0])
+@pytest.mark.parametrize('d', [2, 8, 64, 512])
+def test_kde_default_noise_follows_the_feature_scale(scale, d):
+  """Label-independent features give I(Y;F) ≈ 0 and class clusters 30σ apart give ≈ ln K at any
+  scale and dimension. Tolerances (K = 10, N = 500): ≤ 0.12·ln K for independence (the positive
+  bias of the bound, largest in 2-d: measured 0.10·ln K) and ≥ 0.97·ln K for separable clusters."""
+  rng = np.random.default_rng(d)
+  labels, independent, separable = _labels_and_clusters(500, 10, d, scale, rng)
+  ln_k = math.log(10)
+  assert mi.estimate(independent, labels, method='kde', num_classes=10)['I_YF'] <= 0.12 * ln_k
+  assert mi.estimate(separable, labels, method='kde', num_classes=10)['I_YF'] >= 0.97 * ln_k
+
+
+@pytest.mark.parametrize('scale', [1.0, 10.0, 1000.0])
+def test_kde_never_exceeds_ln_n(scale):
+  """Large-norm features once exceeded ln N by 6.6e-4 through float error on the diagonal."""
+  f = np.random.default_rng(3).normal(size=(400, 32)).astype(np.float32) * scale
+  for noise in ('auto', 0.1):
+    got = mi.estimate(f, np.arange(400) % 4, method='kde', num_classes=4, noise_variance=noise)
+    assert got['I_XF'] <= np.float32(math.log(400))
+
+
+def test_saturation_and_ties_are_diagnosed():
+  ln_n, h_y = math.log(100), math.log(10)
+  assert mi.diagnose([1, 2, 3], [1.0, 2.0, 3.0], [0.5, 1.0, 2.0], [0.0, 1.0, 2.0], 'kde', 100,
+                     h_y) == []
+  saturated = mi.diagnose([1, 2], [ln_n, 0.99 * ln_n], [h_y, h_y], [0.0, 0.0], 'kde', 100, h_y)
+  assert [w.split(' is ')[0] for w in saturated] == ['I(X;F)', 'I(Y;F)', 'the top score']
+  assert 'tied between epochs [1, 2]' in saturated[2] and 'epoch 1, is T*' in saturated[2]
+  # the decoder bound of 'variational' has no ln N ceiling
+  assert not any('I(X;F)' in w for w in mi.diagnose([1, 2], [ln_n, ln_n], [0.1, 0.2], [0.0, 1.0],
+                                                     'variational', 100, h_y))
+  assert mi.label_entropy([0, 1, 1, 1]) == pytest.approx(-(0.25 * math.log(0.25) +
+                                                           0.75 * math.log(0.75)))

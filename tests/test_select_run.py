@@ -155,3 +155,27 @@ def test_a_deleted_snapshot_is_recreated_identically_and_nothing_else_reruns(wor
   assert 'snapshots of epochs [2] are missing; training it again' in capsys.readouterr().out
   assert SnapshotStore(run).metadata(2)['digest'] == before
   assert (copy / 'selection' / 'mi.json').stat().st_mtime_ns == selection_time
+
+
+def test_a_saturated_estimate_is_flagged_on_the_console_in_mi_json_and_in_the_report(
+    workdir, tmp_path, capsys):
+  copy = _copy(workdir, tmp_path)
+  config = tiny_config('select,report', method='kde')
+  config.select.kde.noise_variance = '1e-6'  # every sample alone in its kernel
+  pipeline.run(config, copy, allow_config_change=True)
+  out = capsys.readouterr().out
+  assert 'warning: I(X;F) is saturated' in out and 'warning: I(Y;F) is saturated' in out
+  assert 'warning: the top score is tied between epochs [1, 2, 3]' in out
+  result = _mi_json(copy)
+  assert len(result['warnings']) == 3 and result['chosen_epoch'] == 1
+  assert all(s['noise_variance'] == pytest.approx(1e-6) for s in result['snapshots'])
+  assert '**Warning:** I(X;F) is saturated' in (copy / 'report.md').read_text()
+
+
+def test_the_default_kde_is_not_flat_on_real_snapshots(workdir, tmp_path, capsys):
+  copy = _copy(workdir, tmp_path)
+  pipeline.run(tiny_config('select', method='kde'), copy, allow_config_change=True)
+  result = _mi_json(copy)
+  assert result['warnings'] == [], result['warnings']
+  assert len({round(s['I_YF'], 4) for s in result['snapshots']}) == 3
+  assert all(s['noise_variance'] > 0 for s in result['snapshots'])

@@ -14,9 +14,11 @@ from ckd_jax.mi.estimation import (METHODS, StackedEstimator, check_method, esti
                                  estimate_over_snapshots, estimate_stacked)
 from ckd_jax.mi.features import FEATURES, extract_features
 from ckd_jax.mi.kde import kde_mi
-from ckd_jax.mi.selection import NORMALIZATIONS, normalize_curve, select_teacher
+from ckd_jax.mi.selection import (NORMALIZATIONS, diagnose, label_entropy, normalize_curve,
+                                  select_teacher)
 from ckd_jax.mi.variational import variational_mi
 
 __all__ = ['METHODS', 'FEATURES', 'NORMALIZATIONS', 'check_method', 'estimate', 'estimate_stacked',
            'estimate_over_snapshots', 'StackedEstimator', 'extract_features', 'select_teacher',
-           'normalize_curve', 'kde_mi', 'binning_mi', 'variational_mi']
+           'normalize_curve', 'diagnose', 'label_entropy', 'kde_mi', 'binning_mi',
+           'variational_mi']

@@ -28,3 +28,36 @@ def select_teacher(epochs, i_xf, i_yf, normalization='minmax', weights=(1.0, 1.0
   best = int(np.argmax(scores))
   return {'I_XF_normalized': x_norm.tolist(), 'I_YF_normalized': y_norm.tolist(),
           'score': scores.tolist(), 'chosen_epoch': int(epochs[best])}
+
+
+SATURATION = 0.98  # a curve within 2 % of its ceiling at every snapshot says nothing about them
+
+
+def label_entropy(labels):
+  """H(Y) in nats of the empirical label distribution: the ceiling of I(Y;F)."""
+  p = np.bincount(np.asarray(labels)) / len(labels)
+  p = p[p > 0]
+  return float(-np.sum(p * np.log(p)))
+
+
+def diagnose(epochs, i_xf, i_yf, scores, method, num_samples, h_y):
+  """Plain-language warnings about a selection that cannot be trusted (empty: none).
+
+  Saturation: kde and binning cap I(X;F) at ln N, and every estimator's I(Y;F) is capped by H(Y);
+  a curve at its cap for every snapshot cannot tell snapshots apart. Ties: T* is the earliest of
+  the snapshots with the top score, which then decides nothing.
+  """
+  warnings = []
+  if method in ('kde', 'binning') and np.all(np.asarray(i_xf) >= SATURATION * np.log(num_samples)):
+    warnings.append(f'I(X;F) is saturated: within {100 * (1 - SATURATION):.0f} % of ln N = '
+                    f'{np.log(num_samples):.3f} at every snapshot (every sample is alone in its '
+                    'kernel or bin); the curve carries no information about the snapshots')
+  if np.all(np.asarray(i_yf) >= SATURATION * h_y):
+    warnings.append(f'I(Y;F) is saturated: within {100 * (1 - SATURATION):.0f} % of H(Y) = '
+                    f'{h_y:.3f} at every snapshot; the curve cannot tell the snapshots apart')
+  scores = np.asarray(scores)
+  tied = [e for e, s in zip(epochs, scores) if s >= scores.max() - 1e-9 * max(1.0, abs(scores.max()))]
+  if len(tied) > 1:
+    warnings.append(f'the top score is tied between epochs {tied}; by the tie rule the earliest, '
+                    f'epoch {tied[0]}, is T*, which the estimate does not support over the others')
+  return warnings

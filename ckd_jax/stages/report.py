@@ -117,7 +117,10 @@ def _mi_section(workdir):
                  f'{s["I_XF"]:.4f} | {s["I_YF"]:.4f} | {s["I_XF_normalized"]:.3f} | '
                  f'{s["I_YF_normalized"]:.3f} | {s["score"]:.3f} |')
   plot = f'{layout.SELECTION_DIR}/{layout.MI_PLOT}'
-  lines += ['', f'T* = epoch {result["chosen_epoch"]}. ![MI over snapshots]({plot})']
+  warnings = result.get('warnings', [])
+  lines += ['', f'T* = epoch {result["chosen_epoch"]} (ties: the earliest of the snapshots with the '
+            f'top score). ![MI over snapshots]({plot})']
+  lines += [''] + [f'**Warning:** {w}.' for w in warnings] if warnings else []
   return lines
 
 

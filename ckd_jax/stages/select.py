@@ -60,10 +60,17 @@ def run_selection(config, dataset, teacher_run_dir):
                for e, m, x, y, xn, yn, s in zip(epochs, metadata, i_xf, i_yf,
                                                 chosen['I_XF_normalized'],
                                                 chosen['I_YF_normalized'], chosen['score'])]
+  if 'noise_variance' in curves:  # kde: the σ² each snapshot's estimate used
+    for snapshot, variance in zip(snapshots, curves['noise_variance']):
+      snapshot['noise_variance'] = float(variance)
+  eval_labels = dataset.test.take(sc.num_samples).labels
+  h_y = mi.label_entropy(eval_labels)
   return {'teacher_run': str(teacher_run_dir), 'chosen_epoch': chosen['chosen_epoch'],
-          'snapshots': snapshots, 'units': 'nats',
+          'snapshots': snapshots, 'units': 'nats', 'label_entropy': h_y,
+          'warnings': mi.diagnose(epochs, i_xf, i_yf, chosen['score'], sc.method,
+                                  len(eval_labels), h_y),
           'estimator': {'method': sc.method, 'feature': sc.feature, 'settings': settings,
-                        'num_samples': min(sc.num_samples or len(dataset.test), len(dataset.test)),
+                        'num_samples': len(eval_labels),
                         'fit_samples': sc.fit_samples if sc.method == 'variational' else 0},
           'normalization': sc.normalization, 'weights': list(sc.weights), 'inputs': inputs}
 
@@ -117,4 +124,6 @@ def run(config, workdir):
       print(f'selection {path} is stale (its snapshots or settings changed): recomputing it')
     write_selection(run_selection(config, load_dataset(config.data), teacher), workdir)
   print(report.selection_console_table(read_json(path)))
+  for warning in read_json(path)['warnings']:
+    print(f'warning: {warning}')
   print(f'selected T* = epoch {read_json(path)["chosen_epoch"]}: {path} and mi.png')

@@ -21,12 +21,12 @@ import numpy as np
 from ckd_jax import mi
 
 
-def measure(method, snapshots, samples, dim, classes, pixels, steps, repeats):
+def measure(method, snapshots, samples, dim, classes, pixels, steps, repeats, kde_noise='auto'):
   rng = np.random.default_rng(0)
   feats = jnp.asarray(rng.normal(size=(snapshots, samples, dim)), jnp.float32)
   labels = jnp.asarray(rng.integers(0, classes, samples), jnp.int32)
   images = jnp.asarray(rng.random((samples, pixels)), jnp.float32)
-  settings = {'kde': dict(noise_variance='auto', chunk_size=1024), 'binning': dict(num_bins=30),
+  settings = {'kde': dict(noise_variance=kde_noise, chunk_size=1024), 'binning': dict(num_bins=30),
               'variational': dict(seed=0, probe=dict(steps=steps), decoder=dict(steps=steps))}
   args = (feats, labels, feats, labels, images, images) if method == 'variational' else (
       feats, labels, feats, labels, None, None)
@@ -57,6 +57,7 @@ def main():
   parser.add_argument('--pixels', type=int, default=3072, help='flattened image size (decoder)')
   parser.add_argument('--steps', type=int, default=100, help='variational fitting steps')
   parser.add_argument('--repeats', type=int, default=3)
+  parser.add_argument('--kde_noise', default='auto', help="kde's noise variance: 'auto' or a number")
   parser.add_argument('--out', default='benchmarks/results/mi_estimators.json')
   args = parser.parse_args()
   rows = []
@@ -66,7 +67,7 @@ def main():
     for samples in (int(n) for n in args.samples.split(',')):
       for snapshots in (int(s) for s in args.snapshots.split(',')):
         row = measure(method, snapshots, samples, args.dim, args.classes, args.pixels, args.steps,
-                      args.repeats)
+                      args.repeats, args.kde_noise)
         rows.append(row)
         peak = '-' if row['peak_bytes'] is None else f'{row["peak_bytes"] / 2**20:.1f}'
         print(f'{method:<12} {snapshots:>3} {samples:>6} {row["compile_s"]:>10.2f} '

@@ -64,16 +64,9 @@ def train_student(config, dataset, choice, teacher, seed, run_dir, parallel):
                      final_info={**info, 'student': dc.student, 'seed': seed})
 
 
-def _is_current(files, member_digests):
-  """A finished student is current when it learnt from exactly these snapshots (same digests)."""
-  if not files.is_finished():
-    return False
-  recorded = [m.get('digest') for m in read_json(files.final).get('teacher_members', [])]
-  if recorded == member_digests:
-    return True
-  print(f'student {files.dir} is stale (its teacher snapshots changed): training it again')
-  shutil.rmtree(files.dir)
-  return False
+def _learnt_from(files):
+  """The digests of the snapshots a finished student learnt from ([] for no teacher)."""
+  return [m.get('digest') for m in read_json(files.final).get('teacher_members', [])]
 
 
 def run(config, workdir):
@@ -89,8 +82,15 @@ def run(config, workdir):
   for choice in teacher_choices.parse_all(dc.teachers, config.teacher):
     members = teacher_choices.member_paths(choice, workdir, config.teacher, config.seed)
     digests = list(snapshot_digests(members).values())
-    pending = [s for s in seeds if not _is_current(
-        RunFiles(student_run_dir(workdir, dc.student, choice.slug, s)), digests)]
+    pending = []
+    for seed in seeds:
+      files = RunFiles(student_run_dir(workdir, dc.student, choice.slug, seed))
+      # (a missing snapshot makes no finished student stale: the teacher stage recreates it)
+      if files.is_finished() and None not in digests and _learnt_from(files) != digests:
+        print(f'student {files.dir} is stale (its teacher snapshots changed): training it again')
+        shutil.rmtree(files.dir)
+      if not files.is_finished():
+        pending.append(seed)
     if pending:
       dataset = dataset or load_dataset(config.data)
       check_members(choice, members, config.teacher.arch, dataset.num_classes)

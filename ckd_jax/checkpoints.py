@@ -56,6 +56,17 @@ def _manager(directory, max_to_keep=None):
   return ocp.CheckpointManager(pathlib.Path(directory).absolute(), options=options)
 
 
+def _write(manager, step, directory, args):
+  """Saves one checkpoint and waits for it; a failed write (a full disk, a read-only folder) is
+  one line naming the folder. Orbax leaves no finished checkpoint behind on failure."""
+  try:
+    manager.save(step, args=args)
+    manager.wait_until_finished()
+  except Exception as e:  # tensorstore reports a full disk as ValueError('RESOURCE_EXHAUSTED …')
+    raise SnapshotError(f'cannot write {directory / str(step)} ({_cause(e)}); if the disk is full, '
+                        'free some space and rerun the same command') from e
+
+
 def _abstract(tree):
   return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
 
@@ -77,9 +88,8 @@ class SnapshotStore:
       self.delete(epoch)
     meta = dict(metadata, epoch=int(epoch), arrays_digest=tree_digest(variables))
     meta['digest'] = metadata_digest(meta)
-    self._manager.save(epoch, args=ocp.args.Composite(
+    _write(self._manager, epoch, self.directory, ocp.args.Composite(
         variables=ocp.args.StandardSave(variables), metadata=ocp.args.JsonSave(meta)))
-    self._manager.wait_until_finished()
 
   def delete(self, epoch):
     self._manager.delete(epoch)
@@ -188,10 +198,9 @@ class ResumeStore:
     step = int(state_dict['step'])
     if step in self._manager.all_steps():
       return
-    self._manager.save(step, args=ocp.args.Composite(
+    _write(self._manager, step, self.directory, ocp.args.Composite(
         state=ocp.args.StandardSave(state_dict),
         extra=ocp.args.JsonSave({'digest': tree_digest(state_dict), 'extra': extra or {}})))
-    self._manager.wait_until_finished()
 
   def restore(self, template):
     """(latest state shaped like `template`, extra), or (None, None) when there is none."""

@@ -4,6 +4,7 @@ Every field of the config can be overridden, e.g. --config.teacher.epochs=50; --
 them all (with the overrides applied) and exits.
 """
 import errno
+import logging as std_logging
 import signal
 import sys
 
@@ -56,6 +57,15 @@ def _drop_closed_event_loop_noise(unraisable):
   sys.__unraisablehook__(unraisable)
 
 
+class _OrbaxThreadErrors(std_logging.Filter):
+  """Orbax logs a failed write (e.g. a full disk) with a traceback from each of its worker threads,
+  then raises it in the main thread, where the checkpoint module turns it into the one-line error
+  that the user sees. The thread logs only repeat it, so they are dropped."""
+
+  def filter(self, record):
+    return not (record.levelno >= std_logging.ERROR and '/orbax/' in record.pathname)
+
+
 def _stop_gracefully(signum, frame):
   """SIGTERM (e.g. a cluster preemption) saves a resume checkpoint, like Ctrl-C."""
   del signum, frame
@@ -74,6 +84,7 @@ def main(argv):
     raise app.UsageError('--workdir is required: the folder where every stage reads and writes')
   signal.signal(signal.SIGTERM, _stop_gracefully)
   sys.unraisablehook = _drop_closed_event_loop_noise
+  logging.get_absl_logger().addFilter(_OrbaxThreadErrors())
   if _COMPILATION_CACHE.value:
     import jax
     jax.config.update('jax_compilation_cache_dir', _COMPILATION_CACHE.value)

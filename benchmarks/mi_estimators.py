@@ -28,8 +28,9 @@ def measure(method, snapshots, samples, dim, classes, pixels, steps, repeats, kd
   images = jnp.asarray(rng.random((samples, pixels)), jnp.float32)
   settings = {'kde': dict(noise_variance=kde_noise, chunk_size=1024), 'binning': dict(num_bins=30),
               'variational': dict(seed=0, probe=dict(steps=steps), decoder=dict(steps=steps))}
-  args = (feats, labels, feats, labels, images, images) if method == 'variational' else (
-      feats, labels, feats, labels, None, None)
+  plan = mi.repeat_plan(samples)  # one estimate on all samples
+  args = (feats, labels, feats, labels, images, images, *plan) if method == 'variational' else (
+      feats, labels, feats, labels, None, None, *plan)
   start = time.perf_counter()
   compiled = mi.StackedEstimator(method, classes, **settings[method]).lower(*args).compile()
   compile_s = time.perf_counter() - start

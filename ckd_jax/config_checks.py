@@ -80,6 +80,9 @@ def _validate_select(config):
     raise ValueError(f'select.normalization must be one of {mi.NORMALIZATIONS}')
   if len(sc.weights) != 2 or min(sc.weights) < 0 or max(sc.weights) == 0:
     raise ValueError('select.weights must be two non-negative numbers, not both 0')
+  if sc.repeats < 1 or not 0 < sc.subsample <= 1:
+    raise ValueError('select.repeats must be >= 1 (1: one estimate on all samples) and '
+                     'select.subsample in (0, 1]')
   if sc.num_samples < 0 or sc.fit_samples < 1 or sc.batch_size < 1:
     raise ValueError('select.num_samples >= 0 (0: the whole test split), fit_samples and '
                      'batch_size >= 1')

@@ -113,6 +113,8 @@ def select_config(**overrides):
       fit_samples=10000,  # training images the variational probe/decoder are fitted on
       batch_size=500,  # feature extraction chunk
       normalization='minmax', weights=(1.0, 1.0),
+      repeats=5,  # estimates on half-samples with probe/decoder seeds seed+r: mean ± std, T*'s stability
+      subsample=0.5,  # the fraction of the evaluation samples each repeat draws (without replacement)
       variational=dict(seed=0, probe=dict(steps=1000, batch_size=256, learning_rate=1e-2),
                        decoder=dict(hidden=256, steps=1000, batch_size=256, learning_rate=1e-3,
                                     pixel_noise_std=0.1)),

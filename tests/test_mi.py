@@ -10,6 +10,7 @@ import pytest
 from ckd_jax import mi
 from ckd_jax.data import load_digits
 from ckd_jax.mi import estimation
+from ckd_jax.mi.kde import kde_mi as kde_mi_unpatched
 from ckd_jax.mi import features as features_module
 from ckd_jax.models import get_model
 
@@ -223,3 +224,45 @@ def test_saturation_and_ties_are_diagnosed():
                                                      'variational', 100, h_y))
   assert mi.label_entropy([0, 1, 1, 1]) == pytest.approx(-(0.25 * math.log(0.25) +
                                                            0.75 * math.log(0.75)))
+
+
+def test_repeats_are_one_compiled_program_and_their_spread_shrinks_with_more_samples(
+    monkeypatch):
+  """R repeats × S snapshots: one trace. The std over half-samples estimates the sampling error,
+  so it falls as N grows (here ×10 samples: expected ≈ √10 smaller; asserted: at least 2×)."""
+  rng = np.random.default_rng(7)
+  spreads = []
+  for n in (200, 2000):
+    labels = rng.integers(0, 4, n)
+    features = np.stack([np.eye(4)[labels] * s + rng.normal(size=(n, 4)) for s in (0.5, 1.0)])
+    estimation._stacked_program.clear_cache()
+    chex.clear_trace_counter()
+    monkeypatch.setattr(estimation, 'kde_mi', chex.assert_max_traces(kde_mi_unpatched, n=1))
+    out = mi.estimate_stacked(features, labels, 4, 'kde', repeats=6)
+    chex.assert_shape([out['I_XF'], out['I_YF']], (6, 2))
+    assert np.all(out['I_YF'][:, 1] > out['I_YF'][:, 0])  # more informative snapshot, every repeat
+    spreads.append(out['I_YF'].std(0))
+  assert np.all(spreads[1] * 2 < spreads[0]), spreads
+
+
+def test_one_repeat_is_the_estimate_on_all_samples():
+  rng = np.random.default_rng(8)
+  labels = rng.integers(0, 3, 300)
+  features = rng.normal(size=(2, 300, 5)) + np.eye(3, 5)[labels]
+  single = mi.estimate_stacked(features, labels, 3, 'kde')
+  index, seeds = mi.repeat_plan(300)
+  assert index.shape == (1, 300) and list(seeds) == [0]
+  again = mi.estimate_stacked(features, labels, 3, 'kde', repeats=2, subsample=1.0)
+  # 1e-5: another compiled program (vmapped twice) may order its float sums differently.
+  chex.assert_trees_all_close(again['I_YF'], np.stack([single['I_YF']] * 2), rtol=1e-5)
+  with pytest.raises(ValueError, match='repeats must be >= 2'):
+    mi.repeat_plan(300, repeats=1)
+
+
+def test_stability_in_plain_words():
+  assert mi.stability_sentence(4, [4, 4, 4]) == 'epoch 4 chosen in 3 of 3 repeats: T* is stable'
+  assert mi.stability_sentence(100, [100, 80, 100, 120, 100]) == (
+      'epoch 100 chosen in 3 of 5 repeats; the repeats also chose epochs [80, 120]: within the '
+      "estimator's noise, epochs [80, 100, 120] are indistinguishable")
+  stable = mi.stability([1, 2], np.array([[0.0, 1.0], [1.0, 0.0]]), np.zeros((2, 2)))
+  assert stable == {'chosen_epochs': [2, 1], 'counts': {1: 1, 2: 1}}

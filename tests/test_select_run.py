@@ -179,3 +179,14 @@ def test_the_default_kde_is_not_flat_on_real_snapshots(workdir, tmp_path, capsys
   assert result['warnings'] == [], result['warnings']
   assert len({round(s['I_YF'], 4) for s in result['snapshots']}) == 3
   assert all(s['noise_variance'] > 0 for s in result['snapshots'])
+
+
+def test_repeats_give_an_uncertainty_and_the_stability_of_t_star(workdir):
+  result = _mi_json(workdir)
+  repeats = result['repeats']
+  assert repeats['count'] == 5 and repeats['subsample'] == 0.5 and len(repeats['chosen_epochs']) == 5
+  assert sum(s['chosen_in_repeats'] for s in result['snapshots']) == 5
+  assert all(s['I_YF_std'] > 0 and s['I_XF_std'] > 0 for s in result['snapshots'])
+  assert repeats['stability'].startswith(f'epoch {result["chosen_epoch"]} chosen in ')
+  unstable = set(repeats['chosen_epochs']) != {result['chosen_epoch']}
+  assert any(w.startswith('T* is not stable') for w in result['warnings']) == unstable

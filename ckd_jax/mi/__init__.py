@@ -11,14 +11,15 @@ written for one snapshot and `vmap`ped over the snapshot axis inside one jitted 
 """
 from ckd_jax.mi.binning import binning_mi
 from ckd_jax.mi.estimation import (METHODS, StackedEstimator, check_method, estimate,
-                                 estimate_over_snapshots, estimate_stacked)
+                                 estimate_over_snapshots, estimate_stacked, repeat_plan)
 from ckd_jax.mi.features import FEATURES, extract_features
 from ckd_jax.mi.kde import kde_mi
-from ckd_jax.mi.selection import (NORMALIZATIONS, diagnose, label_entropy, normalize_curve,
-                                  select_teacher)
+from ckd_jax.mi.selection import (NORMALIZATIONS, diagnose, label_entropy, normalization_of,
+                                  normalize_curve, select_teacher, stability, stability_sentence)
 from ckd_jax.mi.variational import variational_mi
 
 __all__ = ['METHODS', 'FEATURES', 'NORMALIZATIONS', 'check_method', 'estimate', 'estimate_stacked',
-           'estimate_over_snapshots', 'StackedEstimator', 'extract_features', 'select_teacher',
-           'normalize_curve', 'diagnose', 'label_entropy', 'kde_mi', 'binning_mi',
+           'estimate_over_snapshots', 'StackedEstimator', 'repeat_plan', 'extract_features',
+           'select_teacher', 'normalize_curve', 'normalization_of', 'stability',
+           'stability_sentence', 'diagnose', 'label_entropy', 'kde_mi', 'binning_mi',
            'variational_mi']

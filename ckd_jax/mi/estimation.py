@@ -29,24 +29,29 @@ def _check_inputs(labels, num_classes):
                      'use more samples')
 
 
-def _one_snapshot(method, settings, num_classes):
+def _one_snapshot(method, settings, num_classes, seed):
   """(fit_f, fit_y, eval_f, eval_y, fit_x, eval_x) -> {'I_XF', 'I_YF'} for one snapshot."""
   def run(fit_f, fit_y, eval_f, eval_y, fit_x, eval_x):
     if method == 'kde':
       return kde_mi(eval_f, eval_y, num_classes, **settings)
     if method == 'binning':
       return binning_mi(eval_f, eval_y, num_classes, **settings)
-    return variational_mi(fit_f, fit_y, eval_f, eval_y, num_classes, fit_x, eval_x, **settings)
+    return variational_mi(fit_f, fit_y, eval_f, eval_y, num_classes, fit_x, eval_x, seed=seed,
+                          **settings)
   return run
 
 
 @functools.partial(jax.jit, static_argnames=('method', 'settings', 'num_classes'))
-def _stacked_program(fit_f, fit_y, eval_f, eval_y, fit_x, eval_x, *, method, settings,
-                      num_classes):
-  """ONE compiled program for all snapshots: features have a leading snapshot axis."""
-  run = _one_snapshot(method, _thaw(settings), num_classes)
-  return jax.vmap(run, in_axes=(0, None, 0, None, None, None))(fit_f, fit_y, eval_f, eval_y,
-                                                               fit_x, eval_x)
+def _stacked_program(fit_f, fit_y, eval_f, eval_y, fit_x, eval_x, eval_index, seeds, *, method,
+                     settings, num_classes):
+  """ONE compiled program for all repeats and snapshots: features have a leading snapshot axis;
+  repeat r evaluates on the samples `eval_index[r]` with probe/decoder seed `seeds[r]`."""
+  def one_repeat(index, seed):
+    run = _one_snapshot(method, _thaw(settings), num_classes, seed)
+    x = None if eval_x is None else eval_x[index]
+    return jax.vmap(run, in_axes=(0, None, 0, None, None, None))(
+        fit_f, fit_y, eval_f[:, index], eval_y[index], fit_x, x)
+  return jax.vmap(one_repeat)(eval_index, seeds)
 
 
 class _Frozen(tuple):
@@ -62,11 +67,13 @@ def _thaw(frozen):
 
 
 class StackedEstimator:
-  """The compiled-once program `(fit_f, fit_y, eval_f, eval_y, fit_x, eval_x) -> {'I_XF', 'I_YF'}`
-  on stacked features (S, N, d); `lower(...)` gives XLA's cost and memory analysis (benchmarks)."""
+  """The compiled-once program `(fit_f, fit_y, eval_f, eval_y, fit_x, eval_x, eval_index, seeds)
+  -> {'I_XF': (R, S), 'I_YF': (R, S), …}` on stacked features (S, N, d), for R repeats (see
+  `repeat_plan`); `lower(...)` gives XLA's cost and memory analysis (benchmarks)."""
 
   def __init__(self, method, num_classes, **settings):
     check_method(method)
+    settings = {k: v for k, v in settings.items() if k != 'seed'}  # the seed is per repeat
     self._static = dict(method=method, settings=_freeze(settings), num_classes=num_classes)
 
   def __call__(self, *arrays):
@@ -76,9 +83,27 @@ class StackedEstimator:
     return _stacked_program.lower(*arrays, **self._static)
 
 
+def repeat_plan(num_samples, repeats=None, seed=0, subsample=0.5):
+  """(eval_index (R, M), seeds (R,)): which evaluation samples and which probe/decoder seed each
+  repeat uses. `repeats=None`: one estimate on all samples with `seed`. Otherwise every repeat
+  draws a half-sample without replacement (M = ⌊subsample·N⌋) and uses seed + r: the spread of
+  half-sample estimates estimates the sampling error of the full-sample one (McCarthy's
+  half-sampling), and without replacement no sample meets itself twice, which would inflate
+  kde and binning as duplicates do."""
+  if repeats is None:
+    return np.arange(num_samples, dtype=np.int32)[None], np.asarray([seed], np.int32)
+  if repeats < 2 or not 0 < subsample <= 1:
+    raise ValueError(f'repeats must be >= 2 and subsample in (0, 1], got {repeats}, {subsample}')
+  size = int(subsample * num_samples)
+  rng = np.random.default_rng(seed)
+  index = np.stack([np.sort(rng.permutation(num_samples)[:size]) for _ in range(repeats)])
+  return index.astype(np.int32), (seed + np.arange(repeats)).astype(np.int32)
+
+
 def estimate_stacked(features, labels, num_classes, method='kde', images=None, fit_features=None,
-                     fit_labels=None, fit_images=None, **settings):
-  """I(X;F), I(Y;F) for stacked features (S, N, d) -> {'I_XF': (S,), 'I_YF': (S,)} (numpy).
+                     fit_labels=None, fit_images=None, repeats=None, subsample=0.5, **settings):
+  """I(X;F), I(Y;F) for stacked features (S, N, d) -> {'I_XF': (S,), 'I_YF': (S,)} (numpy), or
+  (R, S) arrays with `repeats=R` (half-samples and probe/decoder seeds, see `repeat_plan`).
 
   kde and binning use (features, labels). variational fits on (fit_features, fit_labels[,
   fit_images]) and evaluates on (features, labels[, images]); images are float, flattened or not.
@@ -95,8 +120,11 @@ def estimate_stacked(features, labels, num_classes, method='kde', images=None, f
   else:
     fit_features, fit_labels, fit_x, eval_x = features, labels, None, None
   program = StackedEstimator(method, num_classes, **settings)
+  eval_index, seeds = repeat_plan(labels.shape[0], repeats, settings.get('seed', 0), subsample)
   out = program(jnp.asarray(fit_features, jnp.float32), fit_labels,
-                jnp.asarray(features, jnp.float32), labels, fit_x, eval_x)
+                jnp.asarray(features, jnp.float32), labels, fit_x, eval_x, eval_index, seeds)
+  if repeats is None:
+    out = {k: v[0] for k, v in out.items()}
   if method == 'variational' and fit_x is None:
     warnings.warn("method='variational' without images estimates I(Y;F) only: pass images= and "
                   'fit_images= for I(X;F)', stacklevel=2)
@@ -129,7 +157,8 @@ def estimate(features, labels, images=None, method='kde', num_classes=None, eval
 def estimate_over_snapshots(stacked_variables, model, dataset, method='variational',
                             feature='penultimate', num_samples=2000, fit_samples=5000,
                             batch_size=500, **settings):
-  """{'I_XF': (S,), 'I_YF': (S,)} for S stacked snapshots of `model` on a `Dataset`.
+  """{'I_XF': (S,), 'I_YF': (S,)} for S stacked snapshots of `model` on a `Dataset`; (R, S) with
+  `repeats=R` (passed on to `estimate_stacked`, like `subsample`).
 
   Evaluated on the first `num_samples` test images; 'variational' fits on the first `fit_samples`
   training images. Features come from one vmapped forward; estimation is one compiled program.

@@ -4,18 +4,24 @@ import numpy as np
 NORMALIZATIONS = ('minmax', 'max', 'none')
 
 
-def normalize_curve(values, mode='minmax'):
-  """minmax: to [0, 1] across snapshots (a flat curve → zeros); max: divide by max |v|; none."""
+def normalization_of(values, mode='minmax'):
+  """(offset, scale) of the affine map v ↦ (v − offset)·scale that `mode` fits to `values`:
+  minmax to [0, 1] across snapshots (a flat curve → zeros); max: divide by max |v|; none."""
   values = np.asarray(values, np.float64)
   if mode not in NORMALIZATIONS:
     raise ValueError(f'normalization must be one of {NORMALIZATIONS}, got {mode!r}')
   if mode == 'none':
-    return values
+    return 0.0, 1.0
   if mode == 'max':
     scale = np.max(np.abs(values))
-    return values / scale if scale > 0 else np.zeros_like(values)
+    return 0.0, 1.0 / scale if scale > 0 else 0.0
   span = values.max() - values.min()
-  return (values - values.min()) / span if span > 0 else np.zeros_like(values)
+  return values.min(), 1.0 / span if span > 0 else 0.0
+
+
+def normalize_curve(values, mode='minmax'):
+  offset, scale = normalization_of(values, mode)
+  return (np.asarray(values, np.float64) - offset) * scale
 
 
 def select_teacher(epochs, i_xf, i_yf, normalization='minmax', weights=(1.0, 1.0)):
@@ -61,3 +67,21 @@ def diagnose(epochs, i_xf, i_yf, scores, method, num_samples, h_y):
     warnings.append(f'the top score is tied between epochs {tied}; by the tie rule the earliest, '
                     f'epoch {tied[0]}, is T*, which the estimate does not support over the others')
   return warnings
+
+
+def stability(epochs, i_xf_repeats, i_yf_repeats, normalization='minmax', weights=(1.0, 1.0)):
+  """T* of every repeat ((R, S) curves): {'chosen_epochs': [...], 'counts': {epoch: n}}."""
+  chosen = [select_teacher(epochs, x, y, normalization, weights)['chosen_epoch']
+            for x, y in zip(i_xf_repeats, i_yf_repeats)]
+  return {'chosen_epochs': chosen, 'counts': {e: chosen.count(e) for e in epochs if e in chosen}}
+
+
+def stability_sentence(chosen_epoch, chosen_epochs):
+  """Plain words on how often the repeats agree with T*."""
+  hits, total = chosen_epochs.count(chosen_epoch), len(chosen_epochs)
+  others = sorted(set(chosen_epochs) - {chosen_epoch})
+  if not others:
+    return f'epoch {chosen_epoch} chosen in {hits} of {total} repeats: T* is stable'
+  return (f'epoch {chosen_epoch} chosen in {hits} of {total} repeats; the repeats also chose epochs '
+          f'{others}: within the estimator\'s noise, epochs {sorted({chosen_epoch, *others})} are '
+          'indistinguishable')

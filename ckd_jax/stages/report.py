@@ -109,17 +109,23 @@ def _mi_section(workdir):
   lines = ['## Mutual information and T*', '',
            f'Estimator `{est["method"]}` on the {est["feature"]} feature, {est["num_samples"]} test '
            f'images; normalisation `{result["normalization"]}`, weights {result["weights"]}; nats.',
-           '', '| epoch | teacher acc (%) | I(X;F) | I(Y;F) | I(X;F) norm. | I(Y;F) norm. | score |',
-           '|---:|---:|---:|---:|---:|---:|---:|']
+           '', '| epoch | teacher acc (%) | I(X;F) | I(Y;F) | I(X;F) norm. | I(Y;F) norm. | score | '
+           'T* in repeats |', '|---:|---:|---:|---:|---:|---:|---:|---:|']
   for s in result['snapshots']:
     mark = ' **T\\***' if s['epoch'] == result['chosen_epoch'] else ''
     lines.append(f'| {s["epoch"]}{mark} | {100 * s["teacher_test_accuracy"]:.2f} | '
-                 f'{s["I_XF"]:.4f} | {s["I_YF"]:.4f} | {s["I_XF_normalized"]:.3f} | '
-                 f'{s["I_YF_normalized"]:.3f} | {s["score"]:.3f} |')
+                 f'{_mi_value(s, "I_XF", 4)} | {_mi_value(s, "I_YF", 4)} | '
+                 f'{s["I_XF_normalized"]:.3f} | {s["I_YF_normalized"]:.3f} | {s["score"]:.3f} | '
+                 f'{s.get("chosen_in_repeats", "")} |')
   plot = f'{layout.SELECTION_DIR}/{layout.MI_PLOT}'
   warnings = result.get('warnings', [])
+  repeats = result.get('repeats')
   lines += ['', f'T* = epoch {result["chosen_epoch"]} (ties: the earliest of the snapshots with the '
             f'top score). ![MI over snapshots]({plot})']
+  if repeats and repeats['count'] > 1:
+    lines += ['', f'Uncertainty: {repeats["count"]} repeats on half-samples of the evaluation '
+              f'images (fraction {repeats["subsample"]}) with their own probe/decoder seeds give '
+              f'mean ± std above; {repeats["stability"]}.']
   lines += [''] + [f'**Warning:** {w}.' for w in warnings] if warnings else []
   return lines
 
@@ -289,14 +295,22 @@ def build_report(workdir):
   return path
 
 
+def _mi_value(snapshot, key, digits):
+  """'mean ± std' of an MI value over the repeats (just the mean for one estimate)."""
+  std = snapshot.get(f'{key}_std', 0.0)
+  return f'{snapshot[key]:.{digits}f}' + (f' ± {std:.{digits}f}' if std else '')
+
+
 def selection_console_table(result):
-  """The select stage's summary: MI per snapshot, T* marked."""
-  lines = [f'{"epoch":>6} {"teacher acc":>11} {"I(X;F)":>10} {"I(Y;F)":>10} {"score":>7}   '
-           f'({result["estimator"]["method"]}, nats)']
+  """The select stage's summary: MI per snapshot (mean ± std over the repeats), T* marked."""
+  repeats = result.get('repeats', {}).get('count', 1)
+  lines = [f'{"epoch":>6} {"teacher acc":>11} {"I(X;F)":>18} {"I(Y;F)":>16} {"score":>7} '
+           f'{"T* in":>6}   ({result["estimator"]["method"]}, nats, {repeats} repeat(s))']
   for s in result['snapshots']:
     mark = '   <- T*' if s['epoch'] == result['chosen_epoch'] else ''
-    lines.append(f'{s["epoch"]:>6} {100 * s["teacher_test_accuracy"]:>11.2f} {s["I_XF"]:>10.4f} '
-                 f'{s["I_YF"]:>10.4f} {s["score"]:>7.3f}{mark}')
+    lines.append(f'{s["epoch"]:>6} {100 * s["teacher_test_accuracy"]:>11.2f} '
+                 f'{_mi_value(s, "I_XF", 4):>18} {_mi_value(s, "I_YF", 4):>16} '
+                 f'{s["score"]:>7.3f} {s.get("chosen_in_repeats", ""):>6}{mark}')
   return '\n'.join(lines)
 
 

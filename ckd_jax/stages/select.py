@@ -50,25 +50,41 @@ def run_selection(config, dataset, teacher_run_dir):
   curves = mi.estimate_over_snapshots(stacked, model, dataset, method=sc.method,
                                       feature=sc.feature, num_samples=sc.num_samples,
                                       fit_samples=sc.fit_samples, batch_size=sc.batch_size,
-                                      **settings)
-  i_xf, i_yf = curves['I_XF'], curves['I_YF']
-  if not (np.all(np.isfinite(i_xf)) and np.all(np.isfinite(i_yf))):
+                                      repeats=None if sc.repeats == 1 else sc.repeats,
+                                      subsample=sc.subsample, **settings)
+  curves = {k: np.atleast_2d(v) for k, v in curves.items()}  # (repeats, snapshots)
+  if not all(np.all(np.isfinite(curves[k])) for k in ('I_XF', 'I_YF')):
     raise FloatingPointError(f'the {sc.method} estimator returned non-finite MI: {curves}')
-  chosen = mi.select_teacher(epochs, i_xf, i_yf, sc.normalization, tuple(sc.weights))
-  snapshots = [{'epoch': e, 'teacher_test_accuracy': m['test_accuracy'], 'I_XF': float(x),
-                'I_YF': float(y), 'I_XF_normalized': xn, 'I_YF_normalized': yn, 'score': s}
-               for e, m, x, y, xn, yn, s in zip(epochs, metadata, i_xf, i_yf,
-                                                chosen['I_XF_normalized'],
-                                                chosen['I_YF_normalized'], chosen['score'])]
-  if 'noise_variance' in curves:  # kde: the σ² each snapshot's estimate used
-    for snapshot, variance in zip(snapshots, curves['noise_variance']):
-      snapshot['noise_variance'] = float(variance)
+  i_xf, i_yf = curves['I_XF'].mean(0), curves['I_YF'].mean(0)
+  rule = (sc.normalization, tuple(sc.weights))
+  chosen = mi.select_teacher(epochs, i_xf, i_yf, *rule)
+  agreement = mi.stability(epochs, curves['I_XF'], curves['I_YF'], *rule)
+  snapshots = []
+  for i, (epoch, meta) in enumerate(zip(epochs, metadata)):
+    snapshot = {'epoch': epoch, 'teacher_test_accuracy': meta['test_accuracy'],
+                'score': chosen['score'][i],
+                'chosen_in_repeats': agreement['counts'].get(epoch, 0)}
+    for key, mean in (('I_XF', i_xf), ('I_YF', i_yf)):
+      _, scale = mi.normalization_of(mean, sc.normalization)
+      std = float(curves[key][:, i].std())
+      snapshot.update({key: float(mean[i]), f'{key}_std': std,
+                       f'{key}_normalized': chosen[f'{key}_normalized'][i],
+                       f'{key}_normalized_std': std * scale})
+    if 'noise_variance' in curves:  # kde: the σ² the estimate used (mean over repeats)
+      snapshot['noise_variance'] = float(curves['noise_variance'][:, i].mean())
+    snapshots.append(snapshot)
   eval_labels = dataset.test.take(sc.num_samples).labels
   h_y = mi.label_entropy(eval_labels)
+  per_estimate = mi.repeat_plan(len(eval_labels), None if sc.repeats == 1 else sc.repeats,
+                                subsample=sc.subsample)[0].shape[1]  # samples in one estimate
+  warnings = mi.diagnose(epochs, i_xf, i_yf, chosen['score'], sc.method, per_estimate, h_y)
+  stability = mi.stability_sentence(chosen['chosen_epoch'], agreement['chosen_epochs'])
+  if sc.repeats > 1 and set(agreement['chosen_epochs']) != {chosen['chosen_epoch']}:
+    warnings.append(f'T* is not stable: {stability}')
   return {'teacher_run': str(teacher_run_dir), 'chosen_epoch': chosen['chosen_epoch'],
-          'snapshots': snapshots, 'units': 'nats', 'label_entropy': h_y,
-          'warnings': mi.diagnose(epochs, i_xf, i_yf, chosen['score'], sc.method,
-                                  len(eval_labels), h_y),
+          'snapshots': snapshots, 'units': 'nats', 'label_entropy': h_y, 'warnings': warnings,
+          'repeats': {'count': sc.repeats, 'subsample': sc.subsample if sc.repeats > 1 else 1.0,
+                      'chosen_epochs': agreement['chosen_epochs'], 'stability': stability},
           'estimator': {'method': sc.method, 'feature': sc.feature, 'settings': settings,
                         'num_samples': len(eval_labels),
                         'fit_samples': sc.fit_samples if sc.method == 'variational' else 0},
@@ -84,8 +100,10 @@ def plot_selection(result, path):
   snaps = result['snapshots']
   epochs = [s['epoch'] for s in snaps]
   fig, ax = plt.subplots(figsize=(7, 4.2))
-  ax.plot(epochs, [s['I_XF_normalized'] for s in snaps], 'o-', label='I(X;F), normalised')
-  ax.plot(epochs, [s['I_YF_normalized'] for s in snaps], 's-', label='I(Y;F), normalised')
+  for key, marker, name in (('I_XF', 'o-', 'I(X;F)'), ('I_YF', 's-', 'I(Y;F)')):
+    ax.errorbar(epochs, [s[f'{key}_normalized'] for s in snaps], capsize=3, fmt=marker,
+                yerr=[s.get(f'{key}_normalized_std', 0.0) for s in snaps],
+                label=f'{name}, normalised (± std over repeats)')
   ax.plot(epochs, [s['score'] for s in snaps], 'k--', alpha=0.6, label='score (weighted sum)')
   ax.axvline(result['chosen_epoch'], color='tab:red', alpha=0.4, lw=6,
              label=f'T* = epoch {result["chosen_epoch"]}')
@@ -123,7 +141,9 @@ def run(config, workdir):
     if path.exists():
       print(f'selection {path} is stale (its snapshots or settings changed): recomputing it')
     write_selection(run_selection(config, load_dataset(config.data), teacher), workdir)
-  print(report.selection_console_table(read_json(path)))
-  for warning in read_json(path)['warnings']:
+  result = read_json(path)
+  print(report.selection_console_table(result))
+  for warning in result['warnings']:
     print(f'warning: {warning}')
-  print(f'selected T* = epoch {read_json(path)["chosen_epoch"]}: {path} and mi.png')
+  print(f'selected T* = epoch {result["chosen_epoch"]} ({result["repeats"]["stability"]}): {path} '
+        'and mi.png')

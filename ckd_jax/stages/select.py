@@ -106,7 +106,9 @@ def plot_selection(result, path):
                 label=f'{name}, normalised (± std over repeats)')
   ax.plot(epochs, [s['score'] for s in snaps], 'k--', alpha=0.6, label='score (weighted sum)')
   ax.axvline(result['chosen_epoch'], color='tab:red', alpha=0.4, lw=6,
-             label=f'T* = epoch {result["chosen_epoch"]}')
+             label=f'T* = epoch {result["chosen_epoch"]} (chosen in '
+                   f'{result["repeats"]["chosen_epochs"].count(result["chosen_epoch"])} of '
+                   f'{result["repeats"]["count"]} repeats)')
   ax.set_xlabel('teacher epoch')
   ax.set_ylabel(f'normalised MI ({result["normalization"]})')
   acc = ax.twinx()

@@ -60,11 +60,14 @@ def _write(manager, step, directory, args):
   """Saves one checkpoint and waits for it; a failed write (a full disk, a read-only folder) is
   one line naming the folder. Orbax leaves no finished checkpoint behind on failure."""
   try:
-    manager.save(step, args=args)
+    # force: Orbax otherwise skips, silently, a step below the latest one (a replaced snapshot).
+    saved = manager.save(step, args=args, force=True)
     manager.wait_until_finished()
   except Exception as e:  # tensorstore reports a full disk as ValueError('RESOURCE_EXHAUSTED …')
     raise SnapshotError(f'cannot write {directory / str(step)} ({_cause(e)}); if the disk is full, '
                         'free some space and rerun the same command') from e
+  if not saved:
+    raise SnapshotError(f'Orbax did not write {directory / str(step)}')
 
 
 def _abstract(tree):

@@ -131,3 +131,10 @@ def test_a_damaged_resume_checkpoint_is_one_clear_error(tmp_path, damage):
   with pytest.raises(SnapshotError, match='resume checkpoint .*resume/7 cannot be restored .*'
                                           'delete it to restart'):
     checkpoints.ResumeStore(tmp_path).restore(_train_state(0))
+
+
+def test_replacing_an_earlier_snapshot_really_writes_it(run_dir):
+  """Orbax skips a step below the latest one unless forced: a replaced snapshot must be written."""
+  SnapshotStore(run_dir).save(2, _variables(20), {'arch': 'toy'})
+  chex.assert_trees_all_equal(SnapshotStore(run_dir).restore(2, _variables(0))[0], _variables(20))
+  assert SnapshotStore(run_dir).epochs() == [2, 4, 6]

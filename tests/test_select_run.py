@@ -190,3 +190,15 @@ def test_repeats_give_an_uncertainty_and_the_stability_of_t_star(workdir):
   assert repeats['stability'].startswith(f'epoch {result["chosen_epoch"]} chosen in ')
   unstable = set(repeats['chosen_epochs']) != {result['chosen_epoch']}
   assert any(w.startswith('T* is not stable') for w in result['warnings']) == unstable
+
+
+def test_distill_refuses_a_stale_selection_without_the_select_stage(workdir, tmp_path):
+  copy = _copy(workdir, tmp_path)
+  store = SnapshotStore(teacher_run_dir(copy, 'resnet8_b', 0))
+  variables, meta = store.restore(2)
+  store.save(2, jax.tree.map(lambda x: x * 1.01, variables),
+             {k: v for k, v in meta.items() if k not in ('digest', 'arrays_digest')})
+  shutil.rmtree(copy / 'students', ignore_errors=True)
+  with pytest.raises(ValueError, match="mi.json is stale .* 'selected' cannot use it"):
+    pipeline.run(tiny_config('distill'), copy)
+  assert not (copy / 'students').exists()

@@ -9,7 +9,7 @@ from ckd_jax.checkpoints import SnapshotStore, restore_stacked, snapshot_digests
 from ckd_jax.data import load_dataset, steps_per_epoch
 from ckd_jax.models import get_model
 from ckd_jax.parallel import DataParallel
-from ckd_jax.stages import report, teacher_choices
+from ckd_jax.stages import report, select, teacher_choices
 from ckd_jax.stages.supervised import RunSpec, train_model
 from ckd_jax.training import (ensemble_predict, make_eval_step, make_evaluator,
                               make_kd_loss_and_grads, make_loss_and_grads, make_teacher_forward)
@@ -79,7 +79,10 @@ def run(config, workdir):
   seeds = [config.seed + k for k in range(dc.num_seeds)]
   dataset = None
   plan = []
-  for choice in teacher_choices.parse_all(dc.teachers, config.teacher):
+  choices = teacher_choices.parse_all(dc.teachers, config.teacher)
+  if any(choice.kind == 'selected' for choice in choices):
+    select.check_current(config, workdir)
+  for choice in choices:
     members = teacher_choices.member_paths(choice, workdir, config.teacher, config.seed)
     digests = list(snapshot_digests(members).values())
     pending = []

@@ -36,10 +36,10 @@ def selection_inputs(config, teacher_run_dir):
           'select': json.loads(config.select.to_json())}
 
 
-def run_selection(config, dataset, teacher_run_dir):
-  """Estimates MI over the configured snapshots and picks T*; returns the mi.json dict."""
+def run_selection(config, dataset, teacher_run_dir, inputs):
+  """Estimates MI over the configured snapshots and picks T*; returns the mi.json dict, which
+  records `inputs` (from `selection_inputs`)."""
   sc = config.select
-  inputs = selection_inputs(config, teacher_run_dir)
   store = SnapshotStore(teacher_run_dir)
   epochs = list(config.teacher.snapshot_epochs)
   for epoch in epochs:
@@ -131,18 +131,34 @@ def write_selection(result, workdir):
   write_json(path, result)
 
 
+def _recorded_and_current_inputs(config, workdir):
+  teacher = teacher_run_dir(workdir, config.teacher.arch, config.seed)
+  path = selection_path(workdir)
+  recorded = read_json(path).get('inputs') if path.exists() else None
+  return recorded, selection_inputs(config, teacher), teacher
+
+
+def check_current(config, workdir):
+  """Refuses to use a selection that its snapshots or settings have outdated (for the distill
+  stage's 'selected' when the select stage is not run in the same command)."""
+  recorded, current, _ = _recorded_and_current_inputs(config, workdir)
+  if recorded != current:
+    raise ValueError(f'{selection_path(workdir)} is stale (its snapshots or select settings changed '
+                     "since it was computed), so 'selected' cannot use it: run the select stage "
+                     'first (add it to --config.stages)')
+
+
 def run(config, workdir):
   """Estimates MI over the snapshots of teacher seed config.seed and picks T*; a selection is
   recomputed only when its snapshots or settings changed."""
   path = selection_path(workdir)
-  teacher = teacher_run_dir(workdir, config.teacher.arch, config.seed)
-  recorded = read_json(path).get('inputs') if path.exists() else None
-  if recorded is not None and recorded == selection_inputs(config, teacher):
+  recorded, current, teacher = _recorded_and_current_inputs(config, workdir)
+  if recorded == current:
     logging.info('selection %s is current; skipping', path)
   else:
     if path.exists():
       print(f'selection {path} is stale (its snapshots or settings changed): recomputing it')
-    write_selection(run_selection(config, load_dataset(config.data), teacher), workdir)
+    write_selection(run_selection(config, load_dataset(config.data), teacher, current), workdir)
   result = read_json(path)
   print(report.selection_console_table(result))
   for warning in result['warnings']:

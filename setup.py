@@ -27,6 +27,7 @@ setup(
         'ml_collections>=1.0',
         'tensorflow-datasets>=4.9.7',  # imported lazily, only by the tfds source
         'numpy>=1.26',
+        'scipy>=1.11',  # Spearman's rank correlation between MI estimators (jax needs scipy too)
         'scikit-learn>=1.3',  # the bundled digits dataset of the offline quick-start
         'pillow>=10.0',  # the image_folder source
         'tqdm>=4.66',

@@ -73,7 +73,7 @@ def _validate_batch_split(config, stages):
 
 def _validate_select(config):
   sc = config.select
-  mi.check_method(sc.method, 'select.method')
+  mi.parse_methods(sc.method)
   if sc.feature not in mi.FEATURES:
     raise ValueError(f'select.feature must be one of {mi.FEATURES}')
   if sc.normalization not in mi.NORMALIZATIONS:

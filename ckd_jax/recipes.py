@@ -107,7 +107,7 @@ def parse_config_arg(arg, defaults):
 def select_config(**overrides):
   """MI estimation over snapshots and the choice of T* (Algorithm 1, steps 2-3)."""
   config = ml_collections.ConfigDict(dict(
-      method='variational',  # or 'kde', 'binning'
+      method='variational',  # or 'kde', 'binning'; 'kde,binning' or 'all': the first decides T*
       feature='penultimate',  # or 'logits'
       num_samples=10000,  # test images the estimate is evaluated on (0: all)
       fit_samples=10000,  # training images the variational probe/decoder are fitted on

@@ -266,3 +266,49 @@ def test_stability_in_plain_words():
       "estimator's noise, epochs [80, 100, 120] are indistinguishable")
   stable = mi.stability([1, 2], np.array([[0.0, 1.0], [1.0, 0.0]]), np.zeros((2, 2)))
   assert stable == {'chosen_epochs': [2, 1], 'counts': {1: 1, 2: 1}}
+
+
+def test_methods_parse_in_order_and_all_means_every_estimator():
+  assert mi.parse_methods('kde') == ('kde',)
+  assert mi.parse_methods('binning, kde') == ('binning', 'kde')
+  assert mi.parse_methods('all') == mi.METHODS
+  with pytest.raises(ValueError, match='Unknown select.method'):
+    mi.parse_methods('kde,mine')
+  with pytest.raises(ValueError, match='twice'):
+    mi.parse_methods('kde,kde')
+
+
+def _spearman_reference(a, b):
+  """Pearson's r of the ranks (no ties), written out in numpy."""
+  ra, rb = (np.argsort(np.argsort(v)).astype(float) for v in (a, b))
+  ra, rb = ra - ra.mean(), rb - rb.mean()
+  return float(ra @ rb / np.sqrt((ra @ ra) * (rb @ rb)))
+
+
+def test_rank_correlation_of_curves():
+  rng = np.random.default_rng(0)
+  a, b = rng.normal(size=7), rng.normal(size=7)
+  assert mi.rank_correlation(a, b) == pytest.approx(_spearman_reference(a, b), abs=1e-12)
+  assert mi.rank_correlation(a, 3 * a + 1) == pytest.approx(1.0)
+  assert mi.rank_correlation(a, -np.exp(a)) == pytest.approx(-1.0)  # monotone: ranks only
+  assert mi.rank_correlation(a, np.ones(7)) is None  # a flat curve orders nothing
+  assert mi.rank_correlation(a[:2], b[:2]) is None
+
+
+def test_estimators_that_disagree_on_t_star_are_reported():
+  def selection(scores, chosen):
+    return {'chosen_epoch': chosen, 'snapshots': [
+        {'I_XF': s, 'I_YF': 2 * s, 'score': s} for s in scores]}
+  result = mi.compare_estimators({'kde': selection([0.0, 1.0, 2.0], 30),
+                                  'binning': selection([2.0, 1.0, 0.0], 10),
+                                  'variational': selection([0.0, 1.0, 2.0], 30)})
+  assert result['decides'] == 'kde' and result['methods'] == ['kde', 'binning', 'variational']
+  assert [p['estimators'] for p in result['rank_correlation']] == [
+      ['kde', 'binning'], ['kde', 'variational'], ['binning', 'variational']]
+  assert [p['score'] for p in result['rank_correlation']] == pytest.approx([-1.0, 1.0, -1.0])
+  assert result['warnings'] == ['the estimators disagree on T*: kde chose epoch 30, binning chose '
+                                'epoch 10, variational chose epoch 30; T* follows kde, the first '
+                                'in select.method']
+  agreeing = mi.compare_estimators({'kde': selection([0.0, 1.0, 2.0], 30),
+                                    'variational': selection([0.0, 1.0, 3.0], 30)})
+  assert agreeing['warnings'] == []

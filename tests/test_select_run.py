@@ -1,5 +1,6 @@
 """The select stage end to end: mi.json, mi.png, T* used by the distill stage, refusals."""
 import json
+import re
 import shutil
 
 import jax
@@ -8,7 +9,7 @@ import pytest
 
 import pipeline_configs
 
-from ckd_jax import pipeline
+from ckd_jax import mi, pipeline
 from ckd_jax.checkpoints import SnapshotStore
 from ckd_jax.workdir.layout import teacher_run_dir
 
@@ -92,7 +93,8 @@ def test_snapshot_of_another_architecture_is_refused(workdir, tmp_path):
 
 
 @pytest.mark.parametrize('change,message', [
-    (dict(method='mine'), 'select.method'), (dict(normalization='zscore'), 'normalization'),
+    (dict(method='mine'), 'select.method'), (dict(method='kde,kde'), 'twice'),
+    (dict(normalization='zscore'), 'normalization'),
     (dict(weights=(0.0, 0.0)), 'weights'), (dict(feature='conv3'), 'feature'),
 ])
 def test_bad_select_configs_are_refused_before_compute(tmp_path, change, message):
@@ -172,13 +174,54 @@ def test_a_saturated_estimate_is_flagged_on_the_console_in_mi_json_and_in_the_re
   assert '**Warning:** I(X;F) is saturated' in (copy / 'report.md').read_text()
 
 
-def test_the_default_kde_is_not_flat_on_real_snapshots(workdir, tmp_path, capsys):
-  copy = _copy(workdir, tmp_path)
+@pytest.fixture(scope='module')
+def kde_alone(workdir, tmp_path_factory):
+  """mi.json of the select stage with `method='kde'` and its defaults."""
+  copy = tmp_path_factory.mktemp('kde') / 'work'
+  shutil.copytree(workdir, copy)
   pipeline.run(tiny_config('select', method='kde'), copy, allow_config_change=True)
+  return _mi_json(copy)
+
+
+def test_the_default_kde_is_not_flat_on_real_snapshots(kde_alone):
+  assert kde_alone['warnings'] == [], kde_alone['warnings']
+  assert len({round(s['I_YF'], 4) for s in kde_alone['snapshots']}) == 3
+  assert all(s['noise_variance'] > 0 for s in kde_alone['snapshots'])
+
+
+def test_several_estimators_are_compared_on_the_same_snapshots(workdir, kde_alone, tmp_path,
+                                                              capsys):
+  copy = _copy(workdir, tmp_path)
+  config = tiny_config('select,report', method='kde,binning')
+  config.select.binning.num_bins = 4  # coarse enough not to saturate on 120 samples
+  capsys.readouterr()
+  pipeline.run(config, copy, allow_config_change=True)
+  out = capsys.readouterr().out
   result = _mi_json(copy)
-  assert result['warnings'] == [], result['warnings']
-  assert len({round(s['I_YF'], 4) for s in result['snapshots']}) == 3
-  assert all(s['noise_variance'] > 0 for s in result['snapshots'])
+  kde, binning = result['estimators']['kde'], result['estimators']['binning']
+  # The first estimator decides and equals kde run alone (features extracted once for both).
+  assert result['chosen_epoch'] == kde['chosen_epoch'] == kde_alone['chosen_epoch']
+  assert result['snapshots'] == kde['snapshots']
+  for together, alone in zip(kde['snapshots'], kde_alone['snapshots']):
+    assert together == pytest.approx(alone, rel=1e-6)
+  assert binning['estimator'] == {'method': 'binning', 'feature': 'penultimate', 'num_samples': 120,
+                                  'settings': {'num_bins': 4}, 'fit_samples': 0}
+  comparison = result['comparison']
+  assert comparison['methods'] == ['kde', 'binning'] and comparison['decides'] == 'kde'
+  assert comparison['chosen_epochs'] == {'kde': kde['chosen_epoch'],
+                                         'binning': binning['chosen_epoch']}
+  [pair] = comparison['rank_correlation']
+  for key in ('I_XF', 'I_YF', 'score'):
+    expected = mi.rank_correlation([s[key] for s in kde['snapshots']],
+                                   [s[key] for s in binning['snapshots']])
+    assert pair[key] == expected and (expected is None or -1 <= expected <= 1)
+  disagree = kde['chosen_epoch'] != binning['chosen_epoch']
+  assert any('the estimators disagree on T*' in w for w in result['warnings']) == disagree
+  assert all(f'binning: {w}' in result['warnings'] for w in binning['warnings'])
+  report = (copy / 'report.md').read_text()
+  assert '### Estimators compared on the same snapshots' in report
+  assert f'| binning | {binning["chosen_epoch"]} |' in report and '| kde vs binning |' in report
+  assert re.search(r'\nestimator +T\* +stability', out) and '\nkde vs binning ' in out
 
 
 def test_repeats_give_an_uncertainty_and_the_stability_of_t_star(workdir):

@@ -21,6 +21,16 @@ def check_method(method, what='MI method'):
     raise ValueError(f'Unknown {what} {method!r}; choose one of {METHODS}')
 
 
+def parse_methods(text, what='select.method'):
+  """'kde' -> ('kde',); 'kde,variational' -> both, in that order; 'all' -> METHODS."""
+  methods = METHODS if text == 'all' else tuple(m.strip() for m in str(text).split(','))
+  for method in methods:
+    check_method(method, what)
+  if len(set(methods)) != len(methods):
+    raise ValueError(f'{what} names an estimator twice: {text!r}')
+  return methods
+
+
 def _check_inputs(labels, num_classes):
   if num_classes < 2:
     raise ValueError(f'need at least 2 classes, got {num_classes}')
@@ -163,15 +173,28 @@ def estimate_over_snapshots(stacked_variables, model, dataset, method='variation
   Evaluated on the first `num_samples` test images; 'variational' fits on the first `fit_samples`
   training images. Features come from one vmapped forward; estimation is one compiled program.
   """
+  repeats = {k: settings.pop(k) for k in ('repeats', 'subsample') if k in settings}
+  return compare_over_snapshots(stacked_variables, model, dataset, {method: settings},
+                                feature=feature, num_samples=num_samples,
+                                fit_samples=fit_samples, batch_size=batch_size, **repeats)[method]
+
+
+def compare_over_snapshots(stacked_variables, model, dataset, methods, feature='penultimate',
+                           num_samples=2000, fit_samples=5000, batch_size=500, repeats=None,
+                           subsample=0.5):
+  """{method: curves} for every `methods` entry (method -> its settings) on the SAME features,
+  extracted once (see `estimate_over_snapshots` for the curves and the samples)."""
   test = dataset.test.take(num_samples)
   extract = functools.partial(extract_features, model, stacked_variables, mean=dataset.mean,
                               std=dataset.std, feature=feature, batch_size=batch_size)
   features = extract(test.images)
-  kwargs = {}
-  if method == 'variational':
+  fit = {}
+  if 'variational' in methods:
     train = dataset.train.take(fit_samples)
-    kwargs = dict(fit_features=extract(train.images), fit_labels=train.labels,
-                  fit_images=train.images.astype(np.float32) / 255.0,
-                  images=test.images.astype(np.float32) / 255.0)
-  return estimate_stacked(features, test.labels, dataset.num_classes, method, **kwargs, **settings)
-
+    fit = dict(fit_features=extract(train.images), fit_labels=train.labels,
+               fit_images=train.images.astype(np.float32) / 255.0,
+               images=test.images.astype(np.float32) / 255.0)
+  return {method: estimate_stacked(features, test.labels, dataset.num_classes, method,
+                                   repeats=repeats, subsample=subsample,
+                                   **(fit if method == 'variational' else {}), **settings)
+          for method, settings in methods.items()}

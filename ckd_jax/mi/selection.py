@@ -1,5 +1,8 @@
 """Algorithm 1's choice: normalise I(X;F) and I(Y;F) across snapshots, T* = argmax of their sum."""
+import itertools
+
 import numpy as np
+import scipy.stats
 
 NORMALIZATIONS = ('minmax', 'max', 'none')
 
@@ -85,3 +88,37 @@ def stability_sentence(chosen_epoch, chosen_epochs):
   return (f'epoch {chosen_epoch} chosen in {hits} of {total} repeats; the repeats also chose epochs '
           f'{others}: within the estimator\'s noise, epochs {sorted({chosen_epoch, *others})} are '
           'indistinguishable')
+
+
+CURVES = ('I_XF', 'I_YF', 'score')
+
+
+def rank_correlation(a, b):
+  """Spearman's ρ of two curves over the same snapshots: do they order the snapshots alike?
+  None when either curve is flat (it orders nothing) or there are fewer than 3 snapshots."""
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
+    return None
+  return float(scipy.stats.spearmanr(a, b).statistic)
+
+
+def compare_estimators(results):
+  """How several estimators' selections over the same snapshots agree.
+
+  `results`: {method: a selection with 'chosen_epoch' and per-snapshot I_XF, I_YF, score}, the
+  first deciding T*. Returns each one's T*, Spearman's ρ of every pair's curves (see
+  `rank_correlation`) and a warning when their T* differ.
+  """
+  methods = list(results)
+  curve = lambda m, key: [s[key] for s in results[m]['snapshots']]
+  chosen = {m: results[m]['chosen_epoch'] for m in methods}
+  pairs = [dict(estimators=[a, b], **{key: rank_correlation(curve(a, key), curve(b, key))
+                                      for key in CURVES})
+           for a, b in itertools.combinations(methods, 2)]
+  warnings = []
+  if len(set(chosen.values())) > 1:
+    warnings.append('the estimators disagree on T*: ' + ', '.join(
+        f'{m} chose epoch {e}' for m, e in chosen.items()) + f'; T* follows {methods[0]}, the '
+        'first in select.method')
+  return {'decides': methods[0], 'methods': methods, 'chosen_epochs': chosen,
+          'rank_correlation': pairs, 'warnings': warnings}

@@ -127,7 +127,39 @@ def _mi_section(workdir):
               f'images (fraction {repeats["subsample"]}) with their own probe/decoder seeds give '
               f'mean ± std above; {repeats["stability"]}.']
   lines += [''] + [f'**Warning:** {w}.' for w in warnings] if warnings else []
+  if 'comparison' in result:
+    lines += ['', '### Estimators compared on the same snapshots', '',
+              f'T* follows `{result["comparison"]["decides"]}`, the first in `select.method`. '
+              "Spearman's ρ says whether two estimators order the snapshots alike (1: the same "
+              'order; –: a flat curve orders nothing).', '']
+    lines += _markdown_table(*_estimator_rows(result)) + [''] + _markdown_table(
+        *_correlation_rows(result))
   return lines
+
+
+def _estimator_rows(result):
+  header = ('estimator', 'T*', 'stability over the repeats', 'warnings')
+  selections = result['estimators']  # in select.method's order (mi.json's keys are sorted)
+  return header, [(m, str(selections[m]['chosen_epoch']), selections[m]['repeats']['stability'],
+                   str(len(selections[m]['warnings']))) for m in result['comparison']['methods']]
+
+
+def _correlation_rows(result):
+  header = ('estimators', 'ρ I(X;F)', 'ρ I(Y;F)', 'ρ score')
+  cell = lambda rho: '–' if rho is None else f'{rho:+.2f}'
+  return header, [(' vs '.join(p['estimators']), cell(p['I_XF']), cell(p['I_YF']),
+                   cell(p['score'])) for p in result['comparison']['rank_correlation']]
+
+
+def _markdown_table(header, rows):
+  return (['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+          + ['| ' + ' | '.join(row) + ' |' for row in rows])
+
+
+def _console_table(header, rows):
+  widths = [max(len(str(x)) for x in column) for column in zip(header, *rows)]
+  return ['  '.join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip()
+          for row in (header, *rows)]
 
 
 def student_summary(rows):
@@ -312,6 +344,12 @@ def selection_console_table(result):
                  f'{_mi_value(s, "I_XF", 4):>18} {_mi_value(s, "I_YF", 4):>16} '
                  f'{s["score"]:>7.3f} {s.get("chosen_in_repeats", ""):>6}{mark}')
   return '\n'.join(lines)
+
+
+def estimators_console_table(result):
+  """With several estimators: each one's T* and the rank correlations of their curves."""
+  return '\n'.join(_console_table(*_estimator_rows(result)) + _console_table(
+      *_correlation_rows(result)))
 
 
 def students_console_table(workdir):

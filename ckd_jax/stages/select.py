@@ -1,7 +1,9 @@
 """The select stage (Algorithm 1, steps 2-3): MI of every snapshot of teacher seed 0, then T*.
 
 Writes `selection/mi.json` (per snapshot: epoch, teacher test accuracy, raw and normalised I(X;F) and
-I(Y;F), score; the chosen epoch; the estimator and its settings) and `selection/mi.png`.
+I(Y;F), score; the chosen epoch; the estimator and its settings) and `selection/mi.png`. With
+several estimators (`select.method='kde,binning'` or 'all') the first decides T* and fills those
+fields; `estimators` holds every one's selection and `comparison` their T* and rank correlations.
 """
 import json
 
@@ -37,8 +39,9 @@ def selection_inputs(config, teacher_run_dir):
 
 
 def run_selection(config, dataset, teacher_run_dir, inputs):
-  """Estimates MI over the configured snapshots and picks T*; returns the mi.json dict, which
-  records `inputs` (from `selection_inputs`)."""
+  """Estimates MI over the configured snapshots with every estimator of `select.method` (on the
+  same features) and picks T* by the first; returns the mi.json dict, which records `inputs`
+  (from `selection_inputs`)."""
   sc = config.select
   store = SnapshotStore(teacher_run_dir)
   epochs = list(config.teacher.snapshot_epochs)
@@ -46,15 +49,32 @@ def run_selection(config, dataset, teacher_run_dir, inputs):
     store.check_fits(epoch, config.teacher.arch, dataset.num_classes, 'the select stage')
   stacked, metadata = restore_snapshots(teacher_run_dir, epochs)
   model = get_model(config.teacher.arch, dataset.num_classes)
-  settings = sc[sc.method].to_dict()
-  curves = mi.estimate_over_snapshots(stacked, model, dataset, method=sc.method,
-                                      feature=sc.feature, num_samples=sc.num_samples,
-                                      fit_samples=sc.fit_samples, batch_size=sc.batch_size,
-                                      repeats=None if sc.repeats == 1 else sc.repeats,
-                                      subsample=sc.subsample, **settings)
+  methods = {m: sc[m].to_dict() for m in mi.parse_methods(sc.method)}
+  repeats = None if sc.repeats == 1 else sc.repeats
+  curves = mi.compare_over_snapshots(stacked, model, dataset, methods, feature=sc.feature,
+                                     num_samples=sc.num_samples, fit_samples=sc.fit_samples,
+                                     batch_size=sc.batch_size, repeats=repeats,
+                                     subsample=sc.subsample)
+  eval_labels = dataset.test.take(sc.num_samples).labels
+  results = {m: _one_estimator(config, m, curves[m], epochs, metadata, eval_labels)
+             for m in methods}
+  result = dict(results[next(iter(methods))], teacher_run=str(teacher_run_dir), inputs=inputs,
+                units='nats', normalization=sc.normalization, weights=list(sc.weights),
+                label_entropy=mi.label_entropy(eval_labels))
+  if len(methods) > 1:
+    comparison = mi.compare_estimators(results)
+    result.update(estimators=results, comparison=comparison, warnings=[
+        f'{m}: {w}' for m, r in results.items() for w in r['warnings']] + comparison['warnings'])
+  return result
+
+
+def _one_estimator(config, method, curves, epochs, metadata, eval_labels):
+  """One estimator's selection: per-snapshot mean ± std over the repeats, T*, its stability and
+  the warnings (saturation, ties, instability)."""
+  sc = config.select
   curves = {k: np.atleast_2d(v) for k, v in curves.items()}  # (repeats, snapshots)
   if not all(np.all(np.isfinite(curves[k])) for k in ('I_XF', 'I_YF')):
-    raise FloatingPointError(f'the {sc.method} estimator returned non-finite MI: {curves}')
+    raise FloatingPointError(f'the {method} estimator returned non-finite MI: {curves}')
   i_xf, i_yf = curves['I_XF'].mean(0), curves['I_YF'].mean(0)
   rule = (sc.normalization, tuple(sc.weights))
   chosen = mi.select_teacher(epochs, i_xf, i_yf, *rule)
@@ -73,33 +93,33 @@ def run_selection(config, dataset, teacher_run_dir, inputs):
     if 'noise_variance' in curves:  # kde: the σ² the estimate used (mean over repeats)
       snapshot['noise_variance'] = float(curves['noise_variance'][:, i].mean())
     snapshots.append(snapshot)
-  eval_labels = dataset.test.take(sc.num_samples).labels
-  h_y = mi.label_entropy(eval_labels)
-  per_estimate = mi.repeat_plan(len(eval_labels), None if sc.repeats == 1 else sc.repeats,
-                                subsample=sc.subsample)[0].shape[1]  # samples in one estimate
-  warnings = mi.diagnose(epochs, i_xf, i_yf, chosen['score'], sc.method, per_estimate, h_y)
+  repeats = None if sc.repeats == 1 else sc.repeats
+  per_estimate = mi.repeat_plan(len(eval_labels), repeats, subsample=sc.subsample)[0].shape[1]
+  warnings = mi.diagnose(epochs, i_xf, i_yf, chosen['score'], method, per_estimate,
+                         mi.label_entropy(eval_labels))
   stability = mi.stability_sentence(chosen['chosen_epoch'], agreement['chosen_epochs'])
   if sc.repeats > 1 and set(agreement['chosen_epochs']) != {chosen['chosen_epoch']}:
     warnings.append(f'T* is not stable: {stability}')
-  return {'teacher_run': str(teacher_run_dir), 'chosen_epoch': chosen['chosen_epoch'],
-          'snapshots': snapshots, 'units': 'nats', 'label_entropy': h_y, 'warnings': warnings,
-          'repeats': {'count': sc.repeats, 'subsample': sc.subsample if sc.repeats > 1 else 1.0,
+  return {'chosen_epoch': chosen['chosen_epoch'], 'snapshots': snapshots, 'warnings': warnings,
+          'repeats': {'count': sc.repeats, 'subsample': sc.subsample if repeats else 1.0,
                       'chosen_epochs': agreement['chosen_epochs'], 'stability': stability},
-          'estimator': {'method': sc.method, 'feature': sc.feature, 'settings': settings,
+          'estimator': {'method': method, 'feature': sc.feature, 'settings': sc[method].to_dict(),
                         'num_samples': len(eval_labels),
-                        'fit_samples': sc.fit_samples if sc.method == 'variational' else 0},
-          'normalization': sc.normalization, 'weights': list(sc.weights), 'inputs': inputs}
+                        'fit_samples': sc.fit_samples if method == 'variational' else 0}}
 
 
 def plot_selection(result, path):
-  """Normalised I(X;F), I(Y;F), their weighted sum and the teacher's accuracy against epoch."""
+  """Normalised I(X;F), I(Y;F), their weighted sum and the teacher's accuracy against epoch; with
+  several estimators, a second panel with each one's score and T*."""
   import matplotlib
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
 
+  others = result.get('estimators')
+  fig, axes = plt.subplots(1, 2 if others else 1, figsize=(13 if others else 7, 4.2), squeeze=False)
+  ax = axes[0, 0]
   snaps = result['snapshots']
   epochs = [s['epoch'] for s in snaps]
-  fig, ax = plt.subplots(figsize=(7, 4.2))
   for key, marker, name in (('I_XF', 'o-', 'I(X;F)'), ('I_YF', 's-', 'I(Y;F)')):
     ax.errorbar(epochs, [s[f'{key}_normalized'] for s in snaps], capsize=3, fmt=marker,
                 yerr=[s.get(f'{key}_normalized_std', 0.0) for s in snaps],
@@ -119,6 +139,16 @@ def plot_selection(result, path):
   more = acc.get_legend_handles_labels()
   ax.legend(lines[0] + more[0], lines[1] + more[1], loc='lower right', fontsize=8)
   ax.set_title(f'MI over snapshots ({result["estimator"]["method"]} estimator)')
+  if others:
+    ax = axes[0, 1]
+    for method in result['comparison']['methods']:
+      selection = others[method]
+      line, = ax.plot(epochs, [s['score'] for s in selection['snapshots']], 'o-', label=method)
+      ax.axvline(selection['chosen_epoch'], color=line.get_color(), alpha=0.5, ls=':')
+    ax.set_xlabel('teacher epoch (dotted: each estimator\'s T*)')
+    ax.set_ylabel('score (weighted sum of normalised MI)')
+    ax.set_title(f'Estimators compared (T* follows {result["comparison"]["decides"]})')
+    ax.legend(fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
@@ -161,6 +191,8 @@ def run(config, workdir):
     write_selection(run_selection(config, load_dataset(config.data), teacher, current), workdir)
   result = read_json(path)
   print(report.selection_console_table(result))
+  if 'comparison' in result:
+    print(report.estimators_console_table(result))
   for warning in result['warnings']:
     print(f'warning: {warning}')
   print(f'selected T* = epoch {result["chosen_epoch"]} ({result["repeats"]["stability"]}): {path} '

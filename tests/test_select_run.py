@@ -221,7 +221,7 @@ def test_several_estimators_are_compared_on_the_same_snapshots(workdir, kde_alon
   report = (copy / 'report.md').read_text()
   assert '### Estimators compared on the same snapshots' in report
   assert f'| binning | {binning["chosen_epoch"]} |' in report and '| kde vs binning |' in report
-  assert re.search(r'\nestimator +T\* +stability', out) and '\nkde vs binning ' in out
+  assert re.search(r'\nestimator +T\* +T\* in repeats', out) and '\nkde vs binning ' in out
 
 
 def test_repeats_give_an_uncertainty_and_the_stability_of_t_star(workdir):

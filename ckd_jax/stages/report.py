@@ -138,10 +138,15 @@ def _mi_section(workdir):
 
 
 def _estimator_rows(result):
-  header = ('estimator', 'T*', 'stability over the repeats', 'warnings')
-  selections = result['estimators']  # in select.method's order (mi.json's keys are sorted)
-  return header, [(m, str(selections[m]['chosen_epoch']), selections[m]['repeats']['stability'],
-                   str(len(selections[m]['warnings']))) for m in result['comparison']['methods']]
+  header = ('estimator', 'T*', 'T* in repeats', 'other epochs chosen', 'warnings')
+  rows = []
+  for method in result['comparison']['methods']:  # select.method's order (mi.json sorts keys)
+    selection = result['estimators'][method]
+    chosen, repeats = selection['chosen_epoch'], selection['repeats']['chosen_epochs']
+    others = sorted(set(repeats) - {chosen})
+    rows.append((method, str(chosen), f'{repeats.count(chosen)} of {len(repeats)}',
+                 ', '.join(map(str, others)) or '–', str(len(selection['warnings']))))
+  return header, rows
 
 
 def _correlation_rows(result):

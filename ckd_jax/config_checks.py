@@ -63,12 +63,16 @@ def _check_recipe(section, name):
 
 
 def _validate_batch_split(config, stages):
-  """Under pmap every batch is split evenly over the local devices."""
+  """Under pmap and mesh every training batch is split evenly over the local devices (evaluation
+  batches are padded to fit)."""
   parallel = DataParallel(config.parallel)
+  if parallel.mode == 'mesh' and not config.sync_batch_norm:
+    raise ValueError('sync_batch_norm=False (BatchNorm statistics per device) needs '
+                     "parallel='pmap': under 'mesh' (the default with several devices) the "
+                     'statistics are always over the global batch')
   for stage in ('teacher', 'distill'):
     if stage in stages:
       parallel.check_batch_size(config[stage].batch_size, f'{stage}.batch_size')
-  parallel.check_batch_size(config.data.eval_batch_size, 'data.eval_batch_size')
 
 
 def _validate_select(config):

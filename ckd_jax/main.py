@@ -11,7 +11,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from ckd_jax import pipeline
+from ckd_jax import parallel, pipeline
 from ckd_jax.workdir import WorkdirLockedError
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -82,6 +82,8 @@ def main(argv):
     return
   if not _WORKDIR.value:
     raise app.UsageError('--workdir is required: the folder where every stage reads and writes')
+  if _CONFIG.value.parallel != 'none':  # a split CPU is slower for one device's work
+    parallel.use_host_devices(parallel.host_device_count(_CONFIG.value.host_devices))
   signal.signal(signal.SIGTERM, _stop_gracefully)
   sys.unraisablehook = _drop_closed_event_loop_noise
   logging.get_absl_logger().addFilter(_OrbaxThreadErrors())

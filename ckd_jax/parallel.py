@@ -1,60 +1,112 @@
-"""Data parallelism: one object hides whether steps run jitted on one device or pmapped on all.
+"""Data parallelism: one object hides whether steps run on one device, pmapped, or as one jitted
+program sharded over a mesh of devices.
 
-pmap is the "old way" of data parallelism in JAX but it is exact, simple and works on fake CPU
-devices; the step functions are written once with an optional `axis_name`.
+- 'mesh': `jit` over a 1-D device mesh, the batch split along it and the state replicated. XLA
+  partitions the program and inserts the reductions itself, so the step is the single-device step
+  (gradients, metrics and BatchNorm statistics over the global batch) with nothing in the step
+  functions or models; on the CPU it is what makes all cores work (see `use_host_devices`).
+- 'pmap': the "old way": exact too, needs `axis_name` in the steps and models (synchronised BN).
+- 'none': jit on one device.
+- 'auto': 'mesh' when there is more than one local device, else 'none'.
 """
+import os
+
 import jax
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 
 AXIS_NAME = 'batch'
-MODES = ('none', 'pmap')
+MODES = ('auto', 'none', 'pmap', 'mesh')
+_HOST_DEVICE_FLAG = '--xla_force_host_platform_device_count'
+
+
+def use_host_devices(count):
+  """Splits the CPU into `count` host devices (0: leave JAX's default of one), before JAX starts.
+
+  One XLA CPU device runs a step's convolutions on few threads; a batch split over several host
+  devices keeps every core busy (benchmarks/RESULTS.md). Returns the count in effect, or None when
+  it was not ours to set: an explicit XLA_FLAGS count wins, and once JAX has run anything its
+  devices are fixed.
+  """
+  if not count or _HOST_DEVICE_FLAG in os.environ.get('XLA_FLAGS', ''):
+    return None
+  try:
+    jax.config.update('jax_num_cpu_devices', count)
+  except RuntimeError:  # the backends already exist
+    return None
+  return count
+
+
+def host_device_count(setting):
+  """config.host_devices: a count, or 0 for the default of two per core, at most 8 (on the 2-core
+  machine of benchmarks/RESULTS.md, 4 devices were the fastest for 32×32 images)."""
+  if setting < 0:
+    raise ValueError(f'host_devices must be >= 0 (0: two per core), got {setting}')
+  return setting or min(8, 2 * (os.cpu_count() or 1))
 
 
 class DataParallel:
-  def __init__(self, mode='none', num_devices=None):
+  def __init__(self, mode='auto', num_devices=None):
     if mode not in MODES:
       raise ValueError(f'Unknown parallel mode {mode!r}; choose one of {MODES}')
+    if mode == 'auto':
+      mode = 'mesh' if (num_devices or jax.local_device_count()) > 1 else 'none'
     self.mode = mode
-    self.num_devices = (num_devices or jax.local_device_count()) if mode == 'pmap' else 1
+    self.num_devices = (num_devices or jax.local_device_count()) if mode != 'none' else 1
     if self.num_devices > jax.local_device_count():
       raise ValueError(f'{self.num_devices} devices requested, {jax.local_device_count()} present')
     self.devices = jax.local_devices()[:self.num_devices]
+    if mode == 'mesh':
+      mesh = jax.sharding.Mesh(np.asarray(self.devices), (AXIS_NAME,))
+      self._replicated = NamedSharding(mesh, PartitionSpec())
+      self._split = NamedSharding(mesh, PartitionSpec(AXIS_NAME))
 
   @property
   def axis_name(self):
+    """The collective axis the steps and BatchNorm must reduce over (only pmap needs one)."""
     return AXIS_NAME if self.mode == 'pmap' else None
 
   def check_batch_size(self, batch_size, what='batch size'):
     if batch_size % self.num_devices:
-      raise ValueError(f'{what} {batch_size} is not divisible by the {self.num_devices} devices')
+      raise ValueError(f'{what} {batch_size} is not divisible by the {self.num_devices} devices of '
+                       f"parallel={self.mode!r}: change it, or set --config.parallel=none")
 
   def compile(self, step, donate_state=False):
     donate = (0,) if donate_state else ()
     if self.mode == 'pmap':
       return jax.pmap(step, axis_name=AXIS_NAME, devices=self.devices, donate_argnums=donate)
+    if self.mode == 'mesh':  # every output (state, metrics, sums) replicated
+      return jax.jit(step, donate_argnums=donate, out_shardings=self._replicated)
     return jax.jit(step, donate_argnums=donate)
 
   def replicate(self, tree):
     if self.mode == 'none':
       return tree
+    if self.mode == 'mesh':  # through the host: device_put would reuse the caller's device-0
+      # buffer (even with may_alias=False), and donating the copy would delete the caller's array
+      return jax.device_put(jax.tree.map(np.asarray, tree), self._replicated)
+
     def stack(x):
       x = np.asarray(x)
       return np.broadcast_to(x, (self.num_devices,) + x.shape)
     return jax.tree.map(stack, tree)
 
   def unreplicate(self, tree):
-    """The first device's copy, as host arrays. Not `x[0]`: that launches a gather on device 0,
-    and on the CPU runtime with 8 host devices it intermittently aborted the process (2 of ~8
-    test-suite runs) when issued right after a pmapped step; reading the ready shard is no op."""
+    """One copy, as host arrays. Under pmap not `x[0]`: that launches a gather on device 0, and on
+    the CPU runtime with 8 host devices it intermittently aborted the process (2 of ~8 test-suite
+    runs) when issued right after a pmapped step; reading the ready shard is no device op."""
     if self.mode == 'none':
       return tree
+    index = 0 if self.mode == 'pmap' else ()
 
     def first(x):
-      return np.asarray(x.addressable_data(0) if isinstance(x, jax.Array) else x)[0]
+      return np.array(x.addressable_data(0) if isinstance(x, jax.Array) else x)[index]
     return jax.tree.map(first, jax.block_until_ready(tree))
 
   def shard(self, batch):
-    """Splits the leading (global batch) axis into (devices, per-device batch)."""
-    if self.mode == 'none':
-      return batch
-    return jax.tree.map(lambda x: x.reshape((self.num_devices, -1) + x.shape[1:]), batch)
+    """Splits the leading (global batch) axis over the devices."""
+    if self.mode == 'mesh':
+      return jax.device_put(batch, self._split)
+    if self.mode == 'pmap':
+      return jax.tree.map(lambda x: x.reshape((self.num_devices, -1) + x.shape[1:]), batch)
+    return batch

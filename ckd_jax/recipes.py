@@ -129,8 +129,9 @@ def base_config(data, teacher, distill, select=None, stages='teacher,select,dist
   config = ml_collections.ConfigDict()
   config.seed = 0
   config.stages = stages
-  config.parallel = 'none'  # or 'pmap': data parallel over all local devices
-  config.sync_batch_norm = True  # under pmap, BN statistics over the global batch
+  config.parallel = 'auto'  # 'mesh' (sharded jit over all local devices) if >1, else 'none'; 'pmap'
+  config.host_devices = 0  # CPU only: split it into this many devices (0: two per core, at most 8)
+  config.sync_batch_norm = True  # under pmap, BN statistics over the global batch (mesh: always)
   config.progress = True
   config.tensorboard = False  # True: also TensorBoard scalars (needs the `tensorboard` extra)
   config.data = ml_collections.ConfigDict(dict(

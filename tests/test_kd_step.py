@@ -109,8 +109,8 @@ def _reference_kd_step(model, teacher, members, state, batch):
 
 
 class StudentStepVariantsTest(chex.TestCase):
-  """The KD step with and without jit, and pmapped over 8 fake CPU devices (synchronised BN),
-  against an independently written step."""
+  """The KD step with and without jit, pmapped over 8 fake CPU devices (synchronised BN) and on a
+  mesh of them, against an independently written step."""
 
   @chex.variants(with_jit=True, without_jit=True, with_pmap=True)
   def test_student_step_agrees(self):
@@ -135,6 +135,11 @@ class StudentStepVariantsTest(chex.TestCase):
     else:
       step = self.variant(make_train_step(make_kd_loss_and_grads(model, forward, 0.5, 4.0)))
       new_state, metrics = step(state, batch, stacked)
+      if self.variant.type == chex.ChexVariantType.WITH_JIT:  # the same step on a device mesh
+        mesh = DataParallel('mesh')
+        on_mesh = mesh.unreplicate(mesh.compile(step, donate_state=True)(
+            mesh.replicate(state), mesh.shard(batch), mesh.replicate(stacked)))
+        chex.assert_trees_all_close(on_mesh, (new_state, metrics), rtol=1e-5, atol=1e-5)
     # 1e-5: the vmapped teacher forward and the device split sum in another order.
     tol = dict(rtol=1e-5, atol=1e-5)
     chex.assert_trees_all_close(new_state.params, want_params, **tol)

@@ -1,4 +1,8 @@
-"""Train/eval steps: they learn, they equal a numpy reference, and pmap equals one device."""
+"""Train/eval steps: they learn, they equal a numpy reference, and pmap and mesh equal one device."""
+import os
+import subprocess
+import sys
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -7,6 +11,7 @@ import optax
 import pytest
 
 from ckd_jax import losses
+from ckd_jax import parallel as parallel_module
 from ckd_jax.models import get_model
 from ckd_jax.parallel import AXIS_NAME, DataParallel
 from ckd_jax.training import (create_train_state, make_eval_step, make_loss_and_grads, model_predict,
@@ -118,8 +123,51 @@ def test_pmap_on_8_devices_equals_single_device_step(toy):
   assert abs(float(unsynced) - float(single_metrics['loss'])) > 1e-4
 
 
+def test_mesh_over_8_devices_equals_the_single_device_step(toy):
+  """The default with several devices: the same jitted step, batch split over a device mesh, no
+  axis_name anywhere (XLA inserts the reductions, BN included). Tolerance 1e-5 (reduction order)."""
+  model, state = _state()
+  step = make_train_step(make_loss_and_grads(model))
+  single_state, single_metrics = jax.jit(step)(state, toy)
+  parallel = DataParallel('auto')
+  assert parallel.mode == 'mesh' and parallel.num_devices == DEVICES and parallel.axis_name is None
+  batch = parallel.shard(toy)
+  assert len(batch['image'].sharding.device_set) == DEVICES
+  assert batch['image'].addressable_shards[0].data.shape == (GLOBAL_BATCH // DEVICES, 8, 8, 3)
+  new_state, metrics = parallel.compile(step, donate_state=True)(parallel.replicate(state), batch)
+  new_state, metrics = parallel.unreplicate((new_state, metrics))
+  tol = dict(rtol=1e-5, atol=1e-5)
+  chex.assert_trees_all_close(new_state.params, single_state.params, **tol)
+  chex.assert_trees_all_close(new_state.batch_stats, single_state.batch_stats, **tol)
+  chex.assert_trees_all_close(metrics, single_metrics, **tol)
+  # The check can fail: statistics of one device's 2 examples differ from the global batch's.
+  shard_only = jax.jit(step)(state, jax.tree.map(lambda x: x[:GLOBAL_BATCH // DEVICES], toy))
+  assert abs(float(shard_only[1]['loss']) - float(single_metrics['loss'])) > 1e-4
+
+
 def test_data_parallel_refuses_indivisible_batches():
   with pytest.raises(ValueError, match='not divisible'):
     DataParallel('pmap').check_batch_size(12)
+  with pytest.raises(ValueError, match="not divisible by the 8 devices of parallel='mesh'"):
+    DataParallel('auto').check_batch_size(12)
+  assert DataParallel('auto', num_devices=1).mode == 'none'
   with pytest.raises(ValueError, match='Unknown parallel mode'):
     DataParallel('fsdp')
+
+
+def test_the_cpu_is_split_into_host_devices_before_jax_starts():
+  """In a fresh process (the test process already has its 8 devices): the split takes effect,
+  an explicit XLA_FLAGS count wins, and once JAX has run it is left alone."""
+  script = ('import jax, jax.numpy as jnp; from ckd_jax import parallel; '
+            'first = parallel.use_host_devices(3); jnp.ones(1).block_until_ready(); '
+            'print(first, jax.device_count(), parallel.use_host_devices(5), jax.device_count())')
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  run = lambda env: subprocess.run([sys.executable, '-c', script], env=env, check=True,
+                                   capture_output=True, text=True).stdout.split()
+  assert run(env) == ['3', '3', 'None', '3']
+  assert run(dict(env, XLA_FLAGS='--xla_force_host_platform_device_count=2')) == [
+      'None', '2', 'None', '2']
+  assert parallel_module.host_device_count(0) == min(8, 2 * os.cpu_count())
+  assert parallel_module.host_device_count(5) == 5
+  with pytest.raises(ValueError, match='host_devices must be >= 0'):
+    parallel_module.host_device_count(-1)

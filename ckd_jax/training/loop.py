@@ -70,15 +70,22 @@ class LoopOptions:
 
 
 def make_evaluator(eval_step, split, batch_size, mean, std, parallel):
-  """variables -> {'test_loss', 'test_accuracy'} over the whole split (padded last batch)."""
-  compiled = parallel.compile(eval_step)
+  """variables -> {'test_loss', 'test_accuracy'} over the whole split (padded last batch).
 
-  def evaluate(variables):
-    replicated = parallel.replicate(variables)
+  `evaluate(variables, replicated=True)` takes variables already placed by `parallel.replicate`
+  (the training loop's own state), so nothing goes through the host but the three sums. The batch
+  is rounded up to a multiple of the devices: padding is masked, so the result is the same.
+  """
+  compiled = parallel.compile(eval_step)
+  batch_size = -(-batch_size // parallel.num_devices) * parallel.num_devices
+
+  def evaluate(variables, replicated=False):
+    if not replicated:
+      variables = parallel.replicate(variables)
     total = None
     for batch in eval_batches(split, batch_size, mean, std):
-      total = _add(total, parallel.unreplicate(compiled(replicated, parallel.shard(batch))))
-    total = jax.device_get(total)
+      total = _add(total, compiled(variables, parallel.shard(batch)))
+    total = parallel.unreplicate(total)
     return {'test_loss': float(total['loss'] / total['count']),
             'test_accuracy': float(total['correct'] / total['count'])}
   return evaluate
@@ -200,7 +207,7 @@ class _EpochLoop:
               'train_accuracy': float(sums['accuracy']) / spe,
               'img_per_sec': spe * batch_size / max(seconds, 1e-9),
               'epoch_time_s': seconds,
-              **evaluate(state.variables)}
+              **evaluate(self.replicated.variables, replicated=True)}
     if learning_rate_fn is not None:
       record['learning_rate'] = float(learning_rate_fn(step))
     if epoch in self.options.snapshot_epochs:

@@ -171,7 +171,7 @@ def estimate_over_snapshots(stacked_variables, model, dataset, method='variation
   `repeats=R` (passed on to `estimate_stacked`, like `subsample`).
 
   Evaluated on the first `num_samples` test images; 'variational' fits on the first `fit_samples`
-  training images. Features come from one vmapped forward; estimation is one compiled program.
+  training images. Features come from one compiled forward; estimation is one compiled program.
   """
   repeats = {k: settings.pop(k) for k in ('repeats', 'subsample') if k in settings}
   return compare_over_snapshots(stacked_variables, model, dataset, {method: settings},

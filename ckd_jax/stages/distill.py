@@ -1,7 +1,7 @@
 """The distill stage (Algorithm 1, step 4): students from each teacher choice, or CE alone.
 
 The frozen teacher snapshots of a choice are restored once as ONE stacked pytree and passed to the
-jitted (or pmapped) student step, which runs all teachers with a single vmapped forward.
+jitted student step, which runs all teachers in one compiled loop (`lax.map`).
 """
 import shutil
 

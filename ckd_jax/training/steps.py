@@ -28,10 +28,13 @@ def make_loss_and_grads(model, label_smoothing=0.0):
 
 
 def make_teacher_forward(teacher_model, train_mode_batch_norm=False):
-  """(stacked teacher variables, images) -> (M, B, K) logits: ONE vmapped forward, no gradient.
+  """(stacked teacher variables, images) -> (M, B, K) logits, no gradient, inside the step.
 
-  Teachers are frozen and use their running BN statistics. `train_mode_batch_norm=True` reproduces
-  the authors' code, which left the teacher in train mode (batch statistics, updates discarded).
+  The members run one after another in ONE compiled loop (`lax.map`): a `vmap` over stacked conv
+  kernels was 5.6× slower on the CPU for 3 ResNet-20 teachers (a batched-kernel convolution), and
+  the loop compiles once whatever M. Teachers are frozen and use their running BN statistics.
+  `train_mode_batch_norm=True` reproduces the authors' code, which left the teacher in train mode
+  (batch statistics, updates discarded).
   """
   def one_teacher(variables, images):
     if train_mode_batch_norm:
@@ -39,7 +42,7 @@ def make_teacher_forward(teacher_model, train_mode_batch_norm=False):
     return teacher_model.apply(variables, images, train=False)
 
   def forward(teacher_variables, images):
-    logits = jax.vmap(one_teacher, in_axes=(0, None))(teacher_variables, images)
+    logits = jax.lax.map(lambda variables: one_teacher(variables, images), teacher_variables)
     return jax.lax.stop_gradient(logits)
   return forward
 

@@ -1,0 +1,37 @@
+"""The benchmarks in CPU size, so that they cannot rot (their numbers are not asserted: speed is
+measured in benchmarks/, never in unit tests)."""
+import json
+import pathlib
+import sys
+
+import pytest
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / 'benchmarks'))
+import run as benchmark_run  # noqa: E402  (benchmarks/ is not a package)
+
+TINY = ['--models', 'resnet8', '--kd_pairs', 'resnet8-resnet8', '--batch', '16', '--image', '8',
+        '--classes', '10', '--steps', '1', '--warmup', '1']
+
+
+def test_the_jax_worker_measures_every_mode_on_a_mesh(capsys):
+  benchmark_run.main(['--worker', '--parallel', 'auto', '--modes', 'teacher,kd3'] + TINY)
+  rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+  assert [(r['model'], r['teacher'], r['mode']) for r in rows] == [
+      ('resnet8', '', 'teacher'), ('resnet8', 'resnet8', 'kd3')]
+  for row in rows:
+    assert row['parallel'] == 'mesh x8' and row['batch'] == 16
+    assert row['images_per_s'] == pytest.approx(16 / (row['ms_per_step'] / 1000))
+    assert row['compile_s'] > 0 and row['peak_mib'] > 0
+  benchmark_run.print_table(rows)
+  table = capsys.readouterr().out.splitlines()
+  assert table[0].startswith('| framework | model |') and len(table) == 4
+
+
+def test_the_torch_reference_has_the_same_models():
+  """Equal parameter counts: the PyTorch reference times the same architectures."""
+  torch_reference = pytest.importorskip('torch_reference')  # needs torch (benchmarks only)
+  from ckd_jax.models import get_model
+  from ckd_jax.training import count_params
+  for name in ('resnet8', 'resnet20', 'resnet32_b', 'wrn_16_2', 'wrn_40_2', 'wrn_40_1'):
+    torch_count = sum(p.numel() for p in torch_reference.get_model(name, 100).parameters())
+    assert torch_count == count_params(get_model(name, 100), (32, 32, 3)), name

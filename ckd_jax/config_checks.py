@@ -41,6 +41,8 @@ def validate(config):
     _validate_select(config)
   if 'distill' in stages:
     _validate_distill(config)
+  if config.steps_per_call < 1:
+    raise ValueError(f'steps_per_call must be >= 1, got {config.steps_per_call}')
   _validate_batch_split(config, stages)
 
 

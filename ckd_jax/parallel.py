@@ -12,6 +12,7 @@ program sharded over a mesh of devices.
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
@@ -110,3 +111,13 @@ class DataParallel:
     if self.mode == 'pmap':
       return jax.tree.map(lambda x: x.reshape((self.num_devices, -1) + x.shape[1:]), batch)
     return batch
+
+  def shard_steps(self, batches):
+    """Like `shard` for a block of batches stacked (steps, global batch, …): the batch axis is split,
+    the steps axis stays whole on every device."""
+    if self.mode == 'mesh':
+      return jax.device_put(batches, NamedSharding(self._split.mesh, PartitionSpec(None, AXIS_NAME)))
+    if self.mode == 'pmap':
+      return jax.tree.map(lambda x: jnp.swapaxes(
+          x.reshape((x.shape[0], self.num_devices, -1) + x.shape[2:]), 0, 1), batches)
+    return batches

@@ -132,6 +132,7 @@ def base_config(data, teacher, distill, select=None, stages='teacher,select,dist
   config.parallel = 'auto'  # 'mesh' (sharded jit over all local devices) if >1, else 'none'; 'pmap'
   config.host_devices = 0  # CPU only: split it into this many devices (0: two per core, at most 8)
   config.sync_batch_norm = True  # under pmap, BN statistics over the global batch (mesh: always)
+  config.steps_per_call = 1  # K > 1: K training steps per device call (one lax.scan; fast GPUs)
   config.progress = True
   config.tensorboard = False  # True: also TensorBoard scalars (needs the `tensorboard` extra)
   config.data = ml_collections.ConfigDict(dict(

@@ -164,6 +164,47 @@ def test_data_parallel_run_matches_single_device_run(tmp_path, unpadded_referenc
     assert meta['test_accuracy'] == ref_meta['test_accuracy']
 
 
+@pytest.fixture(scope='module')
+def blocks_of_4(tmp_path_factory):
+  """The unpadded run with 4 steps per call (blocks of 4, 2 and 2: cut at the rolling checkpoints
+  every 4 steps and at the epoch ends every 6)."""
+  workdir = tmp_path_factory.mktemp('blocks')
+  config = _unpadded_config('none')
+  config.steps_per_call = 4
+  pipeline.run(config, workdir)
+  return workdir, config
+
+
+def test_steps_per_call_runs_the_same_training(blocks_of_4, unpadded_reference):
+  workdir, _ = blocks_of_4
+  for epoch in (1, 3):
+    got, meta = _snapshot(workdir, epoch)
+    want, ref_meta = _snapshot(unpadded_reference, epoch)
+    # A scanned block equals its single steps to 1e-6 (test_steps.py), smooth trajectory as above.
+    chex.assert_trees_all_close(got, want, rtol=0, atol=1e-4)
+    assert meta['test_accuracy'] == ref_meta['test_accuracy']
+  for got, want in zip(_metrics(workdir), _metrics(unpadded_reference), strict=True):
+    assert got['train_loss'] == pytest.approx(want['train_loss'], rel=1e-5)
+
+
+def test_a_killed_run_with_blocks_resumes_exactly(tmp_path, monkeypatch, blocks_of_4):
+  reference, config = blocks_of_4
+  real_block = batching.TrainBatches.block
+
+  def killed_at_step_10(self, step, length):
+    if step == 10:  # the block 10-12 of epoch 2; the last rolling checkpoint is at step 8
+      raise RuntimeError('simulated kill')
+    return real_block(self, step, length)
+
+  monkeypatch.setattr(batching.TrainBatches, 'block', killed_at_step_10)
+  with pytest.raises(RuntimeError, match='simulated kill'):
+    pipeline.run(config, tmp_path)
+  assert (run_dir(tmp_path) / 'resume' / '8').exists()
+  monkeypatch.setattr(batching.TrainBatches, 'block', real_block)
+  pipeline.run(config, tmp_path)
+  _assert_ends_like_the_reference(tmp_path, reference)
+
+
 def test_evaluation_pads_a_batch_that_the_devices_do_not_divide(reference):
   """48 test images in batches of 20 over 8 devices: rounded up to 24, padding masked."""
   config = tiny_config()

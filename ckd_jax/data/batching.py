@@ -32,19 +32,35 @@ class TrainBatches:
     self.steps_per_epoch = steps_per_epoch(len(split), batch_size)
     self._perm_key, self._aug_key = jax.random.split(jax.random.key(seed))
     self._epoch, self._perm = None, None
-    self._cut = jax.jit(functools.partial(
-        _cut_batch, batch_size=batch_size, mean=tuple(mean), std=tuple(std), padding=padding,
-        flip=flip))
+    cut = functools.partial(_cut_batch, batch_size=batch_size, mean=tuple(mean), std=tuple(std),
+                            padding=padding, flip=flip)
+    self._cut = jax.jit(cut)
+    self._cut_block = jax.jit(jax.vmap(cut, in_axes=(None, None, None, 0, 0)))
 
   def batch(self, global_step):
     """The batch of `global_step` (0-based over the whole run)."""
+    step = self._step_in_epoch(global_step)
+    key = jax.random.fold_in(self._aug_key, global_step)
+    return self._cut(self.images, self.labels, self._perm, step, key)
+
+  def block(self, global_step, length):
+    """The batches of `length` steps from `global_step` on, stacked (length, batch, …); equal to
+    `batch` of each step. The block stays within one epoch."""
+    step = self._step_in_epoch(global_step)
+    if step + length > self.steps_per_epoch:
+      raise ValueError(f'a block of {length} steps from step {step} crosses the epoch end')
+    steps = jnp.arange(length) + step
+    keys = jax.vmap(jax.random.fold_in, (None, 0))(self._aug_key, steps + global_step - step)
+    return self._cut_block(self.images, self.labels, self._perm, steps, keys)
+
+  def _step_in_epoch(self, global_step):
+    """The step within its epoch; draws the epoch's permutation when the epoch changes."""
     epoch, step = divmod(global_step, self.steps_per_epoch)
     if epoch != self._epoch:
       self._epoch = epoch
       self._perm = jax.random.permutation(jax.random.fold_in(self._perm_key, epoch),
                                           self.labels.shape[0])
-    key = jax.random.fold_in(self._aug_key, global_step)
-    return self._cut(self.images, self.labels, self._perm, step, key)
+    return step
 
 
 def _cut_batch(images, labels, perm, step, key, *, batch_size, mean, std, padding, flip):

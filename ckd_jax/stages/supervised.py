@@ -21,6 +21,7 @@ class RunSpec:
   batch_size: int
   optimizer: Any  # a ConfigDict: learning_rate, momentum, nesterov, weight_decay, schedule, …
   checkpoint_every_steps: int
+  steps_per_call: int
   crop_padding: int
   flip: bool
   eval_batch_size: int
@@ -35,6 +36,7 @@ class RunSpec:
     """`recipe` is the config section with epochs, batch_size, optimizer (teacher or distill)."""
     return cls(arch=arch, seed=seed, epochs=recipe.epochs, batch_size=recipe.batch_size,
                optimizer=recipe.optimizer, checkpoint_every_steps=recipe.checkpoint_every_steps,
+               steps_per_call=config.steps_per_call,
                crop_padding=config.data.crop_padding, flip=config.data.flip,
                eval_batch_size=config.data.eval_batch_size,
                sync_batch_norm=config.sync_batch_norm, progress=config.progress,
@@ -61,6 +63,7 @@ def train_model(spec, dataset, run_dir, parallel, loss_and_grads_factory, *, ste
                             dataset.std, parallel)
   options = LoopOptions(num_epochs=spec.epochs, snapshot_epochs=spec.snapshot_epochs,
                         checkpoint_every_steps=spec.checkpoint_every_steps,
+                        steps_per_call=spec.steps_per_call,
                         progress=spec.progress, tensorboard=spec.tensorboard,
                         description=spec.description or f'{spec.arch} seed {spec.seed}')
   return train(run_dir, state, train_step, evaluate, batches, parallel, options,

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from ckd_jax.checkpoints import ResumeStore, SnapshotStore
 from ckd_jax.data.batching import eval_batches
+from ckd_jax.training.steps import make_multi_step
 from ckd_jax.training.writers import JsonlWriter, LoggingWriter, MultiWriter, TensorBoardWriter
 from ckd_jax.workdir.files import write_json
 from ckd_jax.workdir.layout import RunFiles
@@ -64,6 +65,7 @@ class LoopOptions:
   num_epochs: int
   snapshot_epochs: tuple = ()
   checkpoint_every_steps: int = 0  # 0: only at epoch ends (and on Ctrl-C / SIGTERM)
+  steps_per_call: int = 1  # K > 1: K steps per device call, one lax.scan (see `_block_end`)
   progress: bool = True
   tensorboard: bool = False
   description: str = 'train'
@@ -137,6 +139,7 @@ class _EpochLoop:
     state, meter = self._resume(state)
     start_step, total_steps = int(state.step), opts.num_epochs * spe
     step_fn = self.parallel.compile(train_step, donate_state=True)
+    multi_step_fn = self.parallel.compile(make_multi_step(train_step), donate_state=True)
     inputs = self.parallel.replicate(tuple(step_inputs))
     self.replicated = self.parallel.replicate(state)
     writer = MultiWriter([self.metrics_log, LoggingWriter(opts.description)] + (
@@ -145,14 +148,22 @@ class _EpochLoop:
                desc=opts.description, unit='step', dynamic_ncols=True)
     try:
       with _StopAtStepBoundary() as stop:
-        for step in range(start_step, total_steps):
+        step = start_step
+        while step < total_steps:
           if stop.requested:
             raise KeyboardInterrupt(stop.requested)
-          self.replicated, metrics = step_fn(
-              self.replicated, self.parallel.shard(self.batches.batch(step)), *inputs)
+          end = self._block_end(step)
+          if end - step == 1:
+            self.replicated, metrics = step_fn(
+                self.replicated, self.parallel.shard(self.batches.batch(step)), *inputs)
+          else:
+            self.replicated, metrics = multi_step_fn(
+                self.replicated, self.parallel.shard_steps(self.batches.block(step, end - step)),
+                *inputs)
           meter.add(metrics)
-          bar.update(1)
-          if (step + 1) % spe == 0:
+          bar.update(end - step)
+          step = end
+          if step % spe == 0:
             record = self._end_epoch(step, meter, evaluate, learning_rate_fn, snapshot_metadata)
             writer.write(record)
             bar.set_postfix(epoch=record['epoch'], loss=f"{record['train_loss']:.3f}",
@@ -161,7 +172,7 @@ class _EpochLoop:
             meter = _EpochMeter()
             if record['epoch'] < opts.num_epochs:
               self._checkpoint(meter)
-          elif opts.checkpoint_every_steps and (step + 1) % opts.checkpoint_every_steps == 0:
+          elif opts.checkpoint_every_steps and step % opts.checkpoint_every_steps == 0:
             self._checkpoint(meter)
     except KeyboardInterrupt:  # Ctrl-C / SIGTERM: keep the steps done so far, then stop
       try:
@@ -174,6 +185,18 @@ class _EpochLoop:
       bar.close()
       writer.close()
     return self._finish(final_info)
+
+  def _block_end(self, step):
+    """Where the call that starts at `step` ends: K steps, cut at the epoch end, at the next
+    rolling checkpoint and at multiples of K within the epoch. The cuts depend on the step alone,
+    so a run resumed at any checkpoint calls exactly the blocks an uninterrupted run calls."""
+    spe, k, every = self.batches.steps_per_epoch, self.options.steps_per_call, (
+        self.options.checkpoint_every_steps)
+    in_epoch = step % spe
+    ends = [step - in_epoch + spe, step - in_epoch + (in_epoch // k + 1) * k]
+    if every:
+      ends.append((step // every + 1) * every)
+    return min(ends)
 
   def _resume(self, state):
     """The state and the running epoch to continue from; forgets what followed the checkpoint."""
@@ -194,22 +217,22 @@ class _EpochLoop:
   def _state(self):
     return self.parallel.unreplicate(self.replicated)
 
-  def _end_epoch(self, step, meter, evaluate, learning_rate_fn, snapshot_metadata):
+  def _end_epoch(self, steps_done, meter, evaluate, learning_rate_fn, snapshot_metadata):
     """The epoch's record (train means, test metrics, speed); its snapshot if one is kept."""
     spe, batch_size = self.batches.steps_per_epoch, self.batches.batch_size
-    epoch = (step + 1) // spe
+    epoch = steps_done // spe
     sums = jax.device_get(self.parallel.unreplicate(meter.sums))  # the one sync per epoch
     seconds = meter.seconds()
     state = self._state()
-    self._check_finite(state, sums, step + 1)
-    record = {'epoch': epoch, 'step': step + 1,
+    self._check_finite(state, sums, steps_done)
+    record = {'epoch': epoch, 'step': steps_done,
               'train_loss': float(sums['loss']) / spe,
               'train_accuracy': float(sums['accuracy']) / spe,
               'img_per_sec': spe * batch_size / max(seconds, 1e-9),
               'epoch_time_s': seconds,
               **evaluate(self.replicated.variables, replicated=True)}
     if learning_rate_fn is not None:
-      record['learning_rate'] = float(learning_rate_fn(step))
+      record['learning_rate'] = float(learning_rate_fn(steps_done - 1))  # of the epoch's last step
     if epoch in self.options.snapshot_epochs:
       self.snapshots.save(epoch, state.variables, {**snapshot_metadata,
                                                    'test_accuracy': record['test_accuracy'],

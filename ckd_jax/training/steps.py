@@ -84,6 +84,15 @@ def make_train_step(loss_and_grads, axis_name=None):
   return train_step
 
 
+def make_multi_step(train_step):
+  """K steps as one call, a `lax.scan` over batches stacked (K, batch, …): (state, batches, *inputs)
+  -> (state, metrics summed over the K steps). One host round trip per K steps, not per step."""
+  def multi_step(state, batches, *inputs):
+    state, metrics = jax.lax.scan(lambda s, batch: train_step(s, batch, *inputs), state, batches)
+    return state, jax.tree.map(lambda m: jnp.sum(m, axis=0), metrics)
+  return multi_step
+
+
 def model_predict(model):
   """The eval-mode forward of a model: (variables, images) -> logits."""
   return lambda variables, images: model.apply(variables, images, train=False)

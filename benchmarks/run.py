@@ -49,13 +49,14 @@ def measure_jax(arch, mode, args, teacher_arch=None):
   state = create_train_state(model, tx, shape, seed=0)
   inputs = ()
   if mode == 'teacher':
-    loss_and_grads = make_loss_and_grads(model)
+    loss_and_grads = make_loss_and_grads(model, compute_dtype=args.dtype)
   else:
     teacher = get_model(teacher_arch, args.classes)
     members = [teacher.init(jax.random.key(k), jnp.zeros((1,) + shape), train=False)
                for k in range(int(mode[2:]))]
     inputs = (parallel.replicate(jax.tree.map(lambda *x: np.stack(x), *members)),)
-    loss_and_grads = make_kd_loss_and_grads(model, make_teacher_forward(teacher), 0.9, 4.0)
+    loss_and_grads = make_kd_loss_and_grads(model, make_teacher_forward(teacher), 0.9, 4.0,
+                                            compute_dtype=args.dtype)
   rng = np.random.default_rng(0)
   batch = parallel.shard({
       'image': rng.normal(size=(args.batch,) + shape).astype(np.float32),
@@ -77,7 +78,7 @@ def measure_jax(arch, mode, args, teacher_arch=None):
   jax.block_until_ready(metrics)
   seconds = (time.perf_counter() - start) / args.steps
   return {'framework': 'jax', 'model': arch, 'teacher': teacher_arch or '', 'mode': mode,
-          'parallel': f'{parallel.mode} x{parallel.num_devices}', 'dtype': 'float32',
+          'parallel': f'{parallel.mode} x{parallel.num_devices}', 'dtype': args.dtype,
           'device': jax.devices()[0].device_kind, 'batch': args.batch, 'images_per_s':
           args.batch / seconds, 'ms_per_step': 1000 * seconds, 'compile_s': compile_s,
           'peak_mib': None if peak is None else peak / 2**20}
@@ -141,6 +142,7 @@ def parse_args(argv=None):
   parser.add_argument('--parallel', default='none,auto', help='settings, each its own process')
   parser.add_argument('--host_devices', type=int, default=0, help='CPU split (0: two per core)')
   parser.add_argument('--batch', type=int, default=128)
+  parser.add_argument('--dtype', default='float32', help='ckd_jax compute dtype (bfloat16: GPUs)')
   parser.add_argument('--image', type=int, default=32)
   parser.add_argument('--classes', type=int, default=100)
   parser.add_argument('--steps', type=int, default=5)
@@ -159,10 +161,11 @@ def main(argv=None):
   common = ['--models', args.models, '--kd_pairs', args.kd_pairs, '--modes', args.modes,
             '--batch', str(args.batch), '--image', str(args.image), '--classes', str(args.classes),
             '--steps', str(args.steps), '--warmup', str(args.warmup)]
+  jax_only = ['--dtype', args.dtype]
   rows = []
   for setting in args.parallel.split(','):
     rows += run_rows([sys.executable, str(HERE / 'run.py'), '--worker', '--parallel', setting,
-                      '--host_devices', str(args.host_devices)] + common)
+                      '--host_devices', str(args.host_devices)] + common + jax_only)
   if args.torch:
     rows += run_rows([sys.executable, str(HERE / 'torch_reference.py'), '--threads',
                       str(args.torch_threads)] + common)

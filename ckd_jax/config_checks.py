@@ -5,6 +5,7 @@ from ckd_jax.models import get_model
 from ckd_jax.parallel import DataParallel
 from ckd_jax.stages import teacher_choices
 from ckd_jax.training.optim import validate_optimizer_config
+from ckd_jax.training.precision import check_dtype
 from ckd_jax.workdir.layout import selection_path
 
 STAGES = ('teacher', 'select', 'distill', 'report')  # in the order they run
@@ -41,6 +42,7 @@ def validate(config):
     _validate_select(config)
   if 'distill' in stages:
     _validate_distill(config)
+  check_dtype(config.dtype)
   if config.steps_per_call < 1:
     raise ValueError(f'steps_per_call must be >= 1, got {config.steps_per_call}')
   _validate_batch_split(config, stages)

@@ -133,6 +133,7 @@ def base_config(data, teacher, distill, select=None, stages='teacher,select,dist
   config.host_devices = 0  # CPU only: split it into this many devices (0: two per core, at most 8)
   config.sync_batch_norm = True  # under pmap, BN statistics over the global batch (mesh: always)
   config.steps_per_call = 1  # K > 1: K training steps per device call (one lax.scan; fast GPUs)
+  config.dtype = 'float32'  # or 'bfloat16': bf16 compute, float32 parameters, statistics, losses
   config.progress = True
   config.tensorboard = False  # True: also TensorBoard scalars (needs the `tensorboard` extra)
   config.data = ml_collections.ConfigDict(dict(

@@ -38,7 +38,7 @@ def test_ensemble_forward_equals_separate_forwards(setup):
   got = jax.jit(make_teacher_forward(teacher))(stacked, batch['image'])
   chex.assert_shape(got, (MEMBERS, 16, 5))
   for i, variables in enumerate(members):
-    # Tolerance 1e-5: vmapped convolutions may sum in another order.
+    # Tolerance 1e-5: the compiled loop may fuse convolutions differently.
     np.testing.assert_allclose(got[i], teacher.apply(variables, batch['image']), rtol=1e-5,
                                atol=1e-5)
 
@@ -145,3 +145,21 @@ class StudentStepVariantsTest(chex.TestCase):
     chex.assert_trees_all_close(new_state.params, want_params, **tol)
     chex.assert_trees_all_close(new_state.batch_stats, want_stats, **tol)
     np.testing.assert_allclose(metrics['loss'], want_loss, **tol)
+
+
+def test_bfloat16_kd_runs_student_and_teachers_in_bf16_with_a_float32_loss(setup):
+  teacher, _, stacked, batch = setup
+  model, state = _student()
+  forward = make_teacher_forward(teacher)
+  f32 = make_kd_loss_and_grads(model, forward, 0.5, 4.0)
+  bf16 = make_kd_loss_and_grads(model, forward, 0.5, 4.0, compute_dtype='bfloat16')
+  program = str(jax.make_jaxpr(bf16)(state, batch, stacked))
+  # The teachers' first conv (inside the loop over members) and the student's, both in bf16.
+  assert program.count('conv_general_dilated') > 2 and 'bf16[16,8,8,16]' in program
+  (loss16, _), grads16 = jax.jit(bf16)(state, batch, stacked)
+  (loss32, _), grads32 = jax.jit(f32)(state, batch, stacked)
+  assert loss16.dtype == jnp.float32 and {g.dtype for g in jax.tree.leaves(grads16)} == {
+      jnp.dtype(jnp.float32)}
+  # bf16 keeps ~3 significant digits; the loss sums many of its roundings: 2 % is ample.
+  np.testing.assert_allclose(loss16, loss32, rtol=2e-2)
+  assert float(loss16) != float(loss32)

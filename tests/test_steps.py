@@ -196,3 +196,29 @@ def test_a_scanned_block_equals_its_single_steps(toy):
   on_mesh = mesh.unreplicate(mesh.compile(make_multi_step(step), donate_state=True)(
       mesh.replicate(state), mesh.shard_steps(blocks)))
   chex.assert_trees_all_close(on_mesh[0].params, single.params, rtol=1e-5, atol=1e-5)
+
+
+def test_bfloat16_computes_in_bf16_and_keeps_float32_state(toy):
+  """bf16 passes, float32 parameters, optimizer state, BN statistics and loss; over 6 steps on a
+  fixed batch the loss stays within 3 % of float32's (bf16 has 8 bits of mantissa: ~0.4 % per
+  rounding, and the short run does not let the differences compound)."""
+  model, state = _state()
+  f32 = make_loss_and_grads(model)
+  bf16 = make_loss_and_grads(model, compute_dtype='bfloat16')
+  program = str(jax.make_jaxpr(bf16)(state, toy))
+  assert 'conv_general_dilated' in program and 'bf16[16,8,8,16]' in program
+  assert 'bf16' not in str(jax.make_jaxpr(f32)(state, toy))
+  runs = {}
+  for name, loss_and_grads in (('f32', f32), ('bf16', bf16)):
+    step, s, seen = jax.jit(make_train_step(loss_and_grads)), state, []
+    for _ in range(6):
+      s, metrics = step(s, toy)
+      seen.append(float(metrics['loss']))
+    runs[name] = (s, np.asarray(seen))
+  final, seen = runs['bf16']
+  for tree in (final.params, final.opt_state, final.batch_stats):
+    assert {x.dtype for x in jax.tree.leaves(tree)} == {jnp.dtype(jnp.float32)}
+  np.testing.assert_allclose(seen, runs['f32'][1], rtol=3e-2)
+  assert not np.array_equal(seen, runs['f32'][1])  # it did compute in bf16
+  with pytest.raises(ValueError, match='compute_dtype must be one of'):
+    make_loss_and_grads(model, compute_dtype='float16')

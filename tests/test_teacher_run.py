@@ -244,6 +244,9 @@ def _bad(**changes):
     (_bad(**{'parallel': 'pmap', 'teacher.batch_size': 36}), 'not divisible'),
     (_bad(**{'stages': 'teach'}), 'unknown stage'),
     (_bad(**{'teacher.optimizer.milestones': (5,)}), 'milestones'),
+    (_bad(**{'dtype': 'float16'}), "dtype must be one of \\('float32', 'bfloat16'\\)"),
+    (_bad(**{'steps_per_call': 0}), 'steps_per_call must be >= 1'),
+    (_bad(**{'parallel': 'mesh', 'sync_batch_norm': False}), "needs parallel='pmap'"),
 ])
 def test_bad_input_is_refused_before_any_compute(tmp_path, config, message):
   with pytest.raises(ValueError, match=message):

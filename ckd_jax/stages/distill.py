@@ -50,13 +50,14 @@ def train_student(config, dataset, choice, teacher, seed, run_dir, parallel):
   """Trains one student of `config.distill` from `teacher`, a FrozenTeacher (None: CE alone)."""
   dc = config.distill
   if teacher is None:
-    factory = lambda model: make_loss_and_grads(model, dc.label_smoothing)
+    factory = lambda model: make_loss_and_grads(model, dc.label_smoothing, config.dtype)
     inputs, info = (), {'teacher_choice': choice.spec}
   else:
     kd_until_step = (dc.kd_until_epoch * steps_per_epoch(len(dataset.train), dc.batch_size)
                      if dc.kd_until_epoch else None)
     factory = lambda model: make_kd_loss_and_grads(model, teacher.forward, dc.alpha,
-                                                   dc.temperature, dc.ensemble_mode, kd_until_step)
+                                                   dc.temperature, dc.ensemble_mode, kd_until_step,
+                                                   config.dtype)
     inputs, info = (teacher.variables,), teacher.info(choice)
   spec = RunSpec.from_config(config, dc, dc.student, seed,
                              f'{dc.student} from {choice.spec} seed {seed}')

@@ -20,7 +20,7 @@ def train_teacher(config, dataset, seed, run_dir, parallel):
   metadata = {'arch': tc.arch, 'num_classes': dataset.num_classes, 'seed': seed,
               'dataset': dataset.name, 'image_shape': list(dataset.image_shape)}
   return train_model(spec, dataset, run_dir, parallel,
-                     lambda model: make_loss_and_grads(model, tc.label_smoothing),
+                     lambda model: make_loss_and_grads(model, tc.label_smoothing, config.dtype),
                      snapshot_metadata=metadata)
 
 

@@ -8,19 +8,32 @@ import jax
 import jax.numpy as jnp
 
 from ckd_jax import losses
+from ckd_jax.training import precision
 
 
 def _mean_over_devices(tree, axis_name):
   return jax.lax.pmean(tree, axis_name) if axis_name else tree
 
 
-def make_loss_and_grads(model, label_smoothing=0.0):
-  """(state, batch) -> ((loss, (logits, new_batch_stats)), grads) on this device's shard."""
+def _forward_train(model, params, state, images, compute_dtype):
+  """The training-mode forward in `compute_dtype` -> (float32 logits, new batch statistics)."""
+  logits, updates = model.apply(
+      {'params': precision.cast_params(params, compute_dtype), 'batch_stats': state.batch_stats},
+      images.astype(compute_dtype), train=True, mutable=['batch_stats'])
+  return logits.astype(jnp.float32), updates['batch_stats']
+
+
+def make_loss_and_grads(model, label_smoothing=0.0, compute_dtype='float32'):
+  """(state, batch) -> ((loss, (logits, new_batch_stats)), grads) on this device's shard.
+
+  `compute_dtype='bfloat16'`: the passes in bf16, parameters, gradients and loss in float32.
+  """
+  dtype = precision.check_dtype(compute_dtype, 'compute_dtype')
+
   def loss_fn(params, state, batch):
-    logits, updates = model.apply({'params': params, 'batch_stats': state.batch_stats},
-                                  batch['image'], train=True, mutable=['batch_stats'])
+    logits, batch_stats = _forward_train(model, params, state, batch['image'], dtype)
     loss = losses.cross_entropy(logits, batch['label'], label_smoothing)
-    return loss, (logits, updates['batch_stats'])
+    return loss, (logits, batch_stats)
 
   def loss_and_grads(state, batch):
     return jax.value_and_grad(loss_fn, has_aux=True)(state.params, state, batch)
@@ -48,22 +61,24 @@ def make_teacher_forward(teacher_model, train_mode_batch_norm=False):
 
 
 def make_kd_loss_and_grads(model, teacher_forward, alpha, temperature, ensemble_mode='probs',
-                           kd_until_step=None):
+                           kd_until_step=None, compute_dtype='float32'):
   """Like `make_loss_and_grads`, with the KD loss against the (ensemble) teacher on the same batch.
 
   `kd_until_step` (ESKD, variant b): from that optimizer step on, α = 1 (cross-entropy only).
-  The returned function takes the stacked teacher variables as a third argument.
+  The returned function takes the stacked teacher variables as a third argument. The teachers run
+  in `compute_dtype` too; the KD loss is computed in float32.
   """
   losses.check_kd_hyperparameters(alpha, temperature)
+  dtype = precision.check_dtype(compute_dtype, 'compute_dtype')
 
   def loss_fn(params, state, batch, teacher_variables):
-    logits, updates = model.apply({'params': params, 'batch_stats': state.batch_stats},
-                                  batch['image'], train=True, mutable=['batch_stats'])
-    teacher_logits = teacher_forward(teacher_variables, batch['image'])
+    logits, batch_stats = _forward_train(model, params, state, batch['image'], dtype)
+    teacher_logits = teacher_forward(precision.compute_variables(teacher_variables, dtype),
+                                     batch['image'].astype(dtype)).astype(jnp.float32)
     weight = alpha if kd_until_step is None else jnp.where(state.step < kd_until_step, alpha, 1.0)
     loss = losses.ensemble_kd_loss(logits, teacher_logits, batch['label'], weight, temperature,
                                    mode=ensemble_mode)
-    return loss, (logits, updates['batch_stats'])
+    return loss, (logits, batch_stats)
 
   def loss_and_grads(state, batch, teacher_variables):
     return jax.value_and_grad(loss_fn, has_aux=True)(state.params, state, batch, teacher_variables)

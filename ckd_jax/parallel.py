@@ -58,9 +58,8 @@ class DataParallel:
       raise ValueError(f'{self.num_devices} devices requested, {jax.local_device_count()} present')
     self.devices = jax.local_devices()[:self.num_devices]
     if mode == 'mesh':
-      mesh = jax.sharding.Mesh(np.asarray(self.devices), (AXIS_NAME,))
-      self._replicated = NamedSharding(mesh, PartitionSpec())
-      self._split = NamedSharding(mesh, PartitionSpec(AXIS_NAME))
+      self._mesh = jax.sharding.Mesh(np.asarray(self.devices), (AXIS_NAME,))
+      self._replicated = NamedSharding(self._mesh, PartitionSpec())
 
   @property
   def axis_name(self):
@@ -104,20 +103,15 @@ class DataParallel:
       return np.array(x.addressable_data(0) if isinstance(x, jax.Array) else x)[index]
     return jax.tree.map(first, jax.block_until_ready(tree))
 
-  def shard(self, batch):
-    """Splits the leading (global batch) axis over the devices."""
+  def shard(self, batch, batch_axis=0):
+    """Splits the global-batch axis (`batch_axis`; the axes before it, e.g. stacked runs or steps,
+    stay whole on every device) over the devices; under pmap the device axis comes first."""
     if self.mode == 'mesh':
-      return jax.device_put(batch, self._split)
+      spec = PartitionSpec(*([None] * batch_axis), AXIS_NAME)
+      return jax.device_put(batch, NamedSharding(self._mesh, spec))
     if self.mode == 'pmap':
-      return jax.tree.map(lambda x: x.reshape((self.num_devices, -1) + x.shape[1:]), batch)
+      def split(x):
+        x = x.reshape(x.shape[:batch_axis] + (self.num_devices, -1) + x.shape[batch_axis + 1:])
+        return jnp.moveaxis(x, batch_axis, 0)
+      return jax.tree.map(split, batch)
     return batch
-
-  def shard_steps(self, batches):
-    """Like `shard` for a block of batches stacked (steps, global batch, …): the batch axis is split,
-    the steps axis stays whole on every device."""
-    if self.mode == 'mesh':
-      return jax.device_put(batches, NamedSharding(self._split.mesh, PartitionSpec(None, AXIS_NAME)))
-    if self.mode == 'pmap':
-      return jax.tree.map(lambda x: jnp.swapaxes(
-          x.reshape((x.shape[0], self.num_devices, -1) + x.shape[2:]), 0, 1), batches)
-    return batches

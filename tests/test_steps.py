@@ -194,7 +194,7 @@ def test_a_scanned_block_equals_its_single_steps(toy):
   # The same block split over 8 devices (batch axis split, step axis whole).
   mesh = DataParallel('mesh')
   on_mesh = mesh.unreplicate(mesh.compile(make_multi_step(step), donate_state=True)(
-      mesh.replicate(state), mesh.shard_steps(blocks)))
+      mesh.replicate(state), mesh.shard(blocks, batch_axis=1)))
   chex.assert_trees_all_close(on_mesh[0].params, single.params, rtol=1e-5, atol=1e-5)
 
 

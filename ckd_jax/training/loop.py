@@ -119,31 +119,129 @@ def train(run_dir, state, train_step, evaluate, batches, parallel, options, *, s
   `options.snapshot_epochs` (with `snapshot_metadata`) and final.json (with `final_info` merged in).
   Returns the final (unreplicated) state and the final record.
   """
-  loop = _EpochLoop(RunFiles(run_dir), batches, parallel, options)
-  return loop.run(state, train_step, evaluate, step_inputs, learning_rate_fn,
-                  snapshot_metadata or {}, final_info or {})
+  return train_many([run_dir], [state], train_step, evaluate, [batches], parallel, options,
+                    step_inputs=[tuple(step_inputs)], learning_rate_fn=learning_rate_fn,
+                    snapshot_metadata=[snapshot_metadata], final_info=[final_info])[0]
 
 
-class _EpochLoop:
+def train_many(run_dirs, states, train_step, evaluate, batches, parallel, options, *,
+               step_inputs=None, learning_rate_fn=None, snapshot_metadata=None, final_info=None,
+               descriptions=None):
+  """Trains several runs of one architecture as ONE program: their states stacked and the step
+  `vmap`ped over them, each run with its own batches (`batches[i]`, e.g. its seed's), step inputs
+  (e.g. its own teachers, same shapes for all) and files, exactly as `train` writes them.
 
-  def __init__(self, files, batches, parallel, options):
+  Runs whose resume checkpoints stand at different steps (a kill during the group's checkpoint)
+  are trained in groups of equal steps. Returns [(state, final record)] in the order of `run_dirs`.
+  """
+  count = len(run_dirs)
+  step_inputs = step_inputs or [()] * count
+  snapshot_metadata, final_info = snapshot_metadata or [None] * count, final_info or [None] * count
+  descriptions = descriptions or ([options.description] if count == 1 else
+                                  [f'{options.description} [{d}]' for d in run_dirs])
+  groups = {}
+  for i, run_dir in enumerate(run_dirs):
+    groups.setdefault(ResumeStore(run_dir).latest_step(), []).append(i)
+  results = [None] * count
+  for members in groups.values():
+    books = [_RunBook(RunFiles(run_dirs[i]), options, descriptions[i], snapshot_metadata[i] or {},
+                      final_info[i] or {}) for i in members]
+    loop = _EpochLoop(books, [batches[i] for i in members], parallel, options)
+    done = loop.run([states[i] for i in members], train_step, evaluate,
+                    [step_inputs[i] for i in members], learning_rate_fn)
+    for i, result in zip(members, done):
+      results[i] = result
+  return results
+
+
+class _RunBook:
+  """One run's files: metrics log, snapshots, resume checkpoint and final record."""
+
+  def __init__(self, files, options, description, snapshot_metadata, final_info):
     files.dir.mkdir(parents=True, exist_ok=True)
-    self.files, self.batches, self.parallel, self.options = files, batches, parallel, options
+    self.files, self.options, self.description = files, options, description
+    self.snapshot_metadata, self.final_info = snapshot_metadata, final_info
     self.resume_store = ResumeStore(files.dir)
     self.snapshots = SnapshotStore(files.dir) if options.snapshot_epochs else None
     self.metrics_log = JsonlWriter(files.metrics)
 
-  def run(self, state, train_step, evaluate, step_inputs, learning_rate_fn, snapshot_metadata,
-          final_info):
-    opts, spe = self.options, self.batches.steps_per_epoch
-    state, meter = self._resume(state)
-    start_step, total_steps = int(state.step), opts.num_epochs * spe
-    step_fn = self.parallel.compile(train_step, donate_state=True)
-    multi_step_fn = self.parallel.compile(make_multi_step(train_step), donate_state=True)
-    inputs = self.parallel.replicate(tuple(step_inputs))
-    self.replicated = self.parallel.replicate(state)
-    writer = MultiWriter([self.metrics_log, LoggingWriter(opts.description)] + (
-        [TensorBoardWriter(self.files.tensorboard)] if opts.tensorboard else []))
+  def open_writer(self):
+    self.writer = MultiWriter([self.metrics_log, LoggingWriter(self.description)] + (
+        [TensorBoardWriter(self.files.tensorboard)] if self.options.tensorboard else []))
+
+  def resume(self, state, steps_per_epoch):
+    """The state and the partial epoch (sums, seconds) to continue from; forgets what followed the
+    checkpoint."""
+    restored, extra = self.resume_store.restore(state)
+    if restored is not None:
+      state = restored
+      logging.info('%s: resuming from step %d', self.description, int(state.step))
+    epochs_done = int(state.step) // steps_per_epoch
+    self.metrics_log.truncate_after(epochs_done)
+    for epoch in (self.snapshots.epochs() if self.snapshots else []):
+      if epoch > epochs_done:
+        self.snapshots.delete(epoch)
+    extra = extra or {}
+    return state, extra.get('epoch_sums'), extra.get('epoch_time', 0.0)
+
+  def check_finite(self, state, sums, step):
+    """Raises DivergenceError, before anything of this state is saved, if it is not finite."""
+    bad = [name for name, ok in (('loss', sums is None or np.isfinite(sums['loss'])),
+                                 ('parameters', bool(_all_finite(state.variables)))) if not ok]
+    if bad:
+      last = self.resume_store.latest_step()
+      kept = f'the last good checkpoint (step {last}) is kept' if last is not None else (
+          'no checkpoint was saved before')
+      raise DivergenceError(
+          f'{self.description} diverged: non-finite {" and ".join(bad)} by step {step}; '
+          f'{kept} and no later snapshot is written. Lower the learning rate (in a new --workdir, '
+          'or with --allow_config_change to continue this one).')
+
+  def checkpoint(self, state, sums, seconds):
+    self.check_finite(state, sums, int(state.step))
+    self.resume_store.save(state, {
+        'epoch_sums': None if sums is None else {k: float(v) for k, v in sums.items()},
+        'epoch_time': seconds})
+
+  def end_epoch(self, record, state):
+    """Writes the epoch's record, and its snapshot if one is kept."""
+    epoch = record['epoch']
+    if epoch in self.options.snapshot_epochs:
+      self.snapshots.save(epoch, state.variables, {**self.snapshot_metadata,
+                                                   'test_accuracy': record['test_accuracy'],
+                                                   'test_loss': record['test_loss']})
+    self.writer.write(record)
+
+  def finish(self, state):
+    final = {**_final_record(self.metrics_log.read(), self.options.num_epochs), **self.final_info}
+    write_json(self.files.final, final)
+    self.resume_store.remove()
+    return state, final
+
+
+class _EpochLoop:
+  """The device side of S runs in lockstep: one state (S = 1) or S stacked states and a vmapped
+  step; `_RunBook`s keep each run's files."""
+
+  def __init__(self, books, batches, parallel, options):
+    if len({(b.steps_per_epoch, b.batch_size) for b in batches}) != 1:
+      raise ValueError('runs trained together need the same batch size and steps per epoch')
+    self.books, self.batches, self.parallel, self.options = books, batches, parallel, options
+    self.stacked = len(books) > 1
+
+  def run(self, states, train_step, evaluate, step_inputs, learning_rate_fn):
+    opts, spe = self.options, self.batches[0].steps_per_epoch
+    states, meter = self._resume(states)
+    start_step, total_steps = int(states[0].step), opts.num_epochs * spe
+    one_step, multi_step = train_step, make_multi_step(train_step)
+    if self.stacked:
+      one_step, multi_step = jax.vmap(one_step), jax.vmap(multi_step)
+    step_fn = self.parallel.compile(one_step, donate_state=True)
+    multi_step_fn = self.parallel.compile(multi_step, donate_state=True)
+    inputs = self.parallel.replicate(self._stack(step_inputs))
+    self.replicated = self.parallel.replicate(self._stack(states))
+    for book in self.books:
+      book.open_writer()
     bar = tqdm(total=total_steps, initial=start_step, disable=not opts.progress,
                desc=opts.description, unit='step', dynamic_ncols=True)
     try:
@@ -155,17 +253,16 @@ class _EpochLoop:
           end = self._block_end(step)
           if end - step == 1:
             self.replicated, metrics = step_fn(
-                self.replicated, self.parallel.shard(self.batches.batch(step)), *inputs)
+                self.replicated, self._shard(self._batch(step), 0), *inputs)
           else:
             self.replicated, metrics = multi_step_fn(
-                self.replicated, self.parallel.shard_steps(self.batches.block(step, end - step)),
-                *inputs)
+                self.replicated, self._shard(self._block(step, end - step), 1), *inputs)
           meter.add(metrics)
           bar.update(end - step)
           step = end
           if step % spe == 0:
-            record = self._end_epoch(step, meter, evaluate, learning_rate_fn, snapshot_metadata)
-            writer.write(record)
+            records = self._end_epoch(step, meter, evaluate, learning_rate_fn)
+            record = records[0]
             bar.set_postfix(epoch=record['epoch'], loss=f"{record['train_loss']:.3f}",
                             test_acc=f"{record['test_accuracy']:.4f}",
                             img_s=f"{record['img_per_sec']:.0f}")
@@ -183,14 +280,38 @@ class _EpochLoop:
       raise
     finally:
       bar.close()
-      writer.close()
-    return self._finish(final_info)
+      for book in self.books:
+        book.writer.close()
+    return [book.finish(state) for book, state in zip(self.books, self._states())]
+
+  def _stack(self, trees):
+    """One tree (S = 1) or the trees stacked on a new leading run axis."""
+    return jax.tree.map(lambda *x: np.stack([np.asarray(v) for v in x]), *trees) if (
+        self.stacked) else trees[0]
+
+  def _unstack(self, tree):
+    return [jax.tree.map(lambda x: x[i], tree) for i in range(len(self.books))] if (
+        self.stacked) else [tree]
+
+  def _batch(self, step):
+    if not self.stacked:
+      return self.batches[0].batch(step)
+    return jax.tree.map(lambda *x: jnp.stack(x), *[b.batch(step) for b in self.batches])
+
+  def _block(self, step, length):
+    if not self.stacked:
+      return self.batches[0].block(step, length)
+    return jax.tree.map(lambda *x: jnp.stack(x), *[b.block(step, length) for b in self.batches])
+
+  def _shard(self, batch, batch_axis):
+    """The global-batch axis follows the run axis (when stacked) and the steps axis (blocks)."""
+    return self.parallel.shard(batch, batch_axis + self.stacked)
 
   def _block_end(self, step):
     """Where the call that starts at `step` ends: K steps, cut at the epoch end, at the next
     rolling checkpoint and at multiples of K within the epoch. The cuts depend on the step alone,
     so a run resumed at any checkpoint calls exactly the blocks an uninterrupted run calls."""
-    spe, k, every = self.batches.steps_per_epoch, self.options.steps_per_call, (
+    spe, k, every = self.batches[0].steps_per_epoch, self.options.steps_per_call, (
         self.options.checkpoint_every_steps)
     in_epoch = step % spe
     ends = [step - in_epoch + spe, step - in_epoch + (in_epoch // k + 1) * k]
@@ -198,73 +319,53 @@ class _EpochLoop:
       ends.append((step // every + 1) * every)
     return min(ends)
 
-  def _resume(self, state):
-    """The state and the running epoch to continue from; forgets what followed the checkpoint."""
-    restored, extra = self.resume_store.restore(state)
-    if restored is not None:
-      state = restored
-      logging.info('%s: resuming from step %d', self.options.description, int(state.step))
-    epochs_done = int(state.step) // self.batches.steps_per_epoch
-    self.metrics_log.truncate_after(epochs_done)
-    for epoch in (self.snapshots.epochs() if self.snapshots else []):
-      if epoch > epochs_done:
-        self.snapshots.delete(epoch)
-    partial = (extra or {}).get('epoch_sums')  # metrics of this epoch's steps before the kill
-    sums = None if partial is None else self.parallel.replicate(
-        {k: np.float32(v) for k, v in partial.items()})
-    return state, _EpochMeter(sums, (extra or {}).get('epoch_time', 0.0))
+  def _resume(self, states):
+    """Every run's state and the running epoch to continue from (all at the same step)."""
+    spe = self.batches[0].steps_per_epoch
+    resumed = [book.resume(state, spe) for book, state in zip(self.books, states)]
+    if len({int(state.step) for state, _, _ in resumed}) != 1:
+      raise RuntimeError('runs trained together resumed at different steps')
+    partial = [sums for _, sums, _ in resumed]  # metrics of this epoch's steps before the kill
+    sums = None if partial[0] is None else self.parallel.replicate(self._stack(
+        [{k: np.float32(v) for k, v in p.items()} for p in partial]))
+    return [state for state, _, _ in resumed], _EpochMeter(sums, resumed[0][2])
 
-  def _state(self):
-    return self.parallel.unreplicate(self.replicated)
+  def _states(self):
+    return self._unstack(self.parallel.unreplicate(self.replicated))
 
-  def _end_epoch(self, steps_done, meter, evaluate, learning_rate_fn, snapshot_metadata):
-    """The epoch's record (train means, test metrics, speed); its snapshot if one is kept."""
-    spe, batch_size = self.batches.steps_per_epoch, self.batches.batch_size
-    epoch = steps_done // spe
-    sums = jax.device_get(self.parallel.unreplicate(meter.sums))  # the one sync per epoch
+  def _sums(self, meter):
+    if meter.sums is None:
+      return [None] * len(self.books)
+    return self._unstack(jax.device_get(self.parallel.unreplicate(meter.sums)))
+
+  def _end_epoch(self, steps_done, meter, evaluate, learning_rate_fn):
+    """Each run's record (train means, test metrics, speed), written with its snapshot."""
+    spe, batch_size = self.batches[0].steps_per_epoch, self.batches[0].batch_size
     seconds = meter.seconds()
-    state = self._state()
-    self._check_finite(state, sums, steps_done)
-    record = {'epoch': epoch, 'step': steps_done,
-              'train_loss': float(sums['loss']) / spe,
-              'train_accuracy': float(sums['accuracy']) / spe,
-              'img_per_sec': spe * batch_size / max(seconds, 1e-9),
-              'epoch_time_s': seconds,
-              **evaluate(self.replicated.variables, replicated=True)}
-    if learning_rate_fn is not None:
-      record['learning_rate'] = float(learning_rate_fn(steps_done - 1))  # of the epoch's last step
-    if epoch in self.options.snapshot_epochs:
-      self.snapshots.save(epoch, state.variables, {**snapshot_metadata,
-                                                   'test_accuracy': record['test_accuracy'],
-                                                   'test_loss': record['test_loss']})
-    return record
-
-  def _check_finite(self, state, sums, step):
-    """Raises DivergenceError, before anything of this state is saved, if it is not finite."""
-    bad = [name for name, ok in (('loss', sums is None or np.isfinite(sums['loss'])),
-                                 ('parameters', bool(_all_finite(state.variables)))) if not ok]
-    if bad:
-      last = self.resume_store.latest_step()
-      kept = f'the last good checkpoint (step {last}) is kept' if last is not None else (
-          'no checkpoint was saved before')
-      raise DivergenceError(
-          f'{self.options.description} diverged: non-finite {" and ".join(bad)} by step {step}; '
-          f'{kept} and no later snapshot is written. Lower the learning rate (in a new --workdir, '
-          'or with --allow_config_change to continue this one).')
+    states, sums = self._states(), self._sums(meter)  # the one sync per epoch
+    for book, state, run_sums in zip(self.books, states, sums):
+      book.check_finite(state, run_sums, steps_done)
+    records = []
+    for book, state, run_sums in zip(self.books, states, sums):
+      test = (evaluate(self.replicated.variables, replicated=True) if not self.stacked else
+              evaluate(state.variables))
+      record = {'epoch': steps_done // spe, 'step': steps_done,
+                'train_loss': float(run_sums['loss']) / spe,
+                'train_accuracy': float(run_sums['accuracy']) / spe,
+                'img_per_sec': spe * batch_size / max(seconds, 1e-9),  # this run's images
+                'epoch_time_s': seconds, **test}
+      if learning_rate_fn is not None:
+        record['learning_rate'] = float(learning_rate_fn(steps_done - 1))  # the epoch's last step
+      book.end_epoch(record, state)
+      records.append(record)
+    return records
 
   def _checkpoint(self, meter):
-    sums = None if meter.sums is None else jax.device_get(self.parallel.unreplicate(meter.sums))
-    state = self._state()
-    self._check_finite(state, sums, int(state.step))
-    self.resume_store.save(state, {
-        'epoch_sums': None if sums is None else {k: float(v) for k, v in sums.items()},
-        'epoch_time': meter.seconds()})
-
-  def _finish(self, final_info):
-    final = {**_final_record(self.metrics_log.read(), self.options.num_epochs), **final_info}
-    write_json(self.files.final, final)
-    self.resume_store.remove()
-    return self._state(), final
+    states, sums = self._states(), self._sums(meter)
+    for book, state, run_sums in zip(self.books, states, sums):
+      book.check_finite(state, run_sums, int(state.step))
+    for book, state, run_sums in zip(self.books, states, sums):
+      book.checkpoint(state, run_sums, meter.seconds())
 
 
 def _final_record(records, num_epochs):

@@ -6,9 +6,11 @@
       --steps 50 --torch                                                    # a GPU
 
 Modes: `teacher` (cross-entropy step of each of --models) and `kd1` / `kd3` (a KD step of each
---kd_pairs student against 1 or 3 frozen teachers, their forward inside the step). Every step is the
-library's own (`make_train_step` over `make_loss_and_grads` / `make_kd_loss_and_grads`, Nesterov SGD
-with weight decay and the BN update) on a batch already in device memory, so only the step is timed.
+--kd_pairs student against 1 or 3 frozen teachers, their forward inside the step); `--runs S`
+times S such runs vectorised into one step (`vmap`, as `teacher.vectorize` / `distill.vectorize`).
+Every step is the library's own (`make_train_step` over `make_loss_and_grads` /
+`make_kd_loss_and_grads`, Nesterov SGD with weight decay and the BN update) on a batch already in
+device memory, so only the step is timed.
 Each --parallel setting runs in its own process (on the CPU, `mesh` splits the CPU into
 --host_devices devices before JAX starts, which would slow down a single-device run). Per row:
 compile s (lowering + XLA compile), ms/step and images/s over --steps steps after a warm-up, and the
@@ -54,15 +56,24 @@ def measure_jax(arch, mode, args, teacher_arch=None):
     teacher = get_model(teacher_arch, args.classes)
     members = [teacher.init(jax.random.key(k), jnp.zeros((1,) + shape), train=False)
                for k in range(int(mode[2:]))]
-    inputs = (parallel.replicate(jax.tree.map(lambda *x: np.stack(x), *members)),)
+    inputs = (jax.tree.map(lambda *x: np.stack(x), *members),)
     loss_and_grads = make_kd_loss_and_grads(model, make_teacher_forward(teacher), 0.9, 4.0,
                                             compute_dtype=args.dtype)
   rng = np.random.default_rng(0)
+  runs = args.runs
+  lead = (runs,) if runs > 1 else ()  # S runs: stacked states, batches and inputs, a vmapped step
   batch = parallel.shard({
-      'image': rng.normal(size=(args.batch,) + shape).astype(np.float32),
-      'label': rng.integers(0, args.classes, args.batch).astype(np.int32)})
-  step = parallel.compile(make_train_step(loss_and_grads, parallel.axis_name), donate_state=True)
+      'image': rng.normal(size=lead + (args.batch,) + shape).astype(np.float32),
+      'label': rng.integers(0, args.classes, lead + (args.batch,)).astype(np.int32)},
+      batch_axis=len(lead))
+  step = make_train_step(loss_and_grads, parallel.axis_name)
+  if runs > 1:
+    step = jax.vmap(step)
+    stack = lambda tree: jax.tree.map(lambda x: np.stack([np.asarray(x)] * runs), tree)
+    state, inputs = stack(state), tuple(stack(x) for x in inputs)
+  step = parallel.compile(step, donate_state=True)
   state = parallel.replicate(state)
+  inputs = tuple(parallel.replicate(x) for x in inputs)
   start = time.perf_counter()
   compiled = step.lower(state, batch, *inputs).compile()
   compile_s = time.perf_counter() - start
@@ -79,8 +90,9 @@ def measure_jax(arch, mode, args, teacher_arch=None):
   seconds = (time.perf_counter() - start) / args.steps
   return {'framework': 'jax', 'model': arch, 'teacher': teacher_arch or '', 'mode': mode,
           'parallel': f'{parallel.mode} x{parallel.num_devices}', 'dtype': args.dtype,
-          'device': jax.devices()[0].device_kind, 'batch': args.batch, 'images_per_s':
-          args.batch / seconds, 'ms_per_step': 1000 * seconds, 'compile_s': compile_s,
+          'device': jax.devices()[0].device_kind, 'batch': args.batch, 'runs': runs,
+          'images_per_s': runs * args.batch / seconds, 'ms_per_step': 1000 * seconds,
+          'compile_s': compile_s,
           'peak_mib': None if peak is None else peak / 2**20}
 
 
@@ -122,9 +134,10 @@ def run_rows(command):
 
 
 def print_table(rows):
-  header = ('framework', 'model', 'teacher', 'mode', 'parallel', 'dtype', 'img/s', 'ms/step',
-            'compile s', 'peak MiB')
-  cells = [(r['framework'], r['model'], r['teacher'] or '–', r['mode'], r['parallel'], r['dtype'],
+  header = ('framework', 'model', 'teacher', 'mode', 'runs', 'parallel', 'dtype', 'img/s',
+            'ms/step', 'compile s', 'peak MiB')
+  cells = [(r['framework'], r['model'], r['teacher'] or '–', r['mode'], str(r.get('runs', 1)),
+            r['parallel'], r['dtype'],
             f'{r["images_per_s"]:.0f}', f'{r["ms_per_step"]:.1f}',
             '–' if r['compile_s'] is None else f'{r["compile_s"]:.1f}',
             '–' if r['peak_mib'] is None else f'{r["peak_mib"]:.0f}') for r in rows]
@@ -143,6 +156,8 @@ def parse_args(argv=None):
   parser.add_argument('--host_devices', type=int, default=0, help='CPU split (0: two per core)')
   parser.add_argument('--batch', type=int, default=128)
   parser.add_argument('--dtype', default='float32', help='ckd_jax compute dtype (bfloat16: GPUs)')
+  parser.add_argument('--runs', type=int, default=1,
+                      help='ckd_jax only: S runs vectorised into one step (img/s counts all S)')
   parser.add_argument('--image', type=int, default=32)
   parser.add_argument('--classes', type=int, default=100)
   parser.add_argument('--steps', type=int, default=5)
@@ -161,7 +176,7 @@ def main(argv=None):
   common = ['--models', args.models, '--kd_pairs', args.kd_pairs, '--modes', args.modes,
             '--batch', str(args.batch), '--image', str(args.image), '--classes', str(args.classes),
             '--steps', str(args.steps), '--warmup', str(args.warmup)]
-  jax_only = ['--dtype', args.dtype]
+  jax_only = ['--dtype', args.dtype, '--runs', str(args.runs)]
   rows = []
   for setting in args.parallel.split(','):
     rows += run_rows([sys.executable, str(HERE / 'run.py'), '--worker', '--parallel', setting,

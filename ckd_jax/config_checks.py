@@ -43,6 +43,8 @@ def validate(config):
   if 'distill' in stages:
     _validate_distill(config)
   check_dtype(config.dtype)
+  if config.vectorize_max_runs < 0:
+    raise ValueError(f'vectorize_max_runs must be >= 0 (0: no limit), got {config.vectorize_max_runs}')
   if config.steps_per_call < 1:
     raise ValueError(f'steps_per_call must be >= 1, got {config.steps_per_call}')
   _validate_batch_split(config, stages)

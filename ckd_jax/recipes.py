@@ -140,8 +140,11 @@ def base_config(data, teacher, distill, select=None, stages='teacher,select,dist
       source='tfds', name='', data_dir='', download=False, root='', cache_dir='', image_size=0,
       train_examples=0, test_examples=0, crop_padding=4, flip=True, eval_batch_size=500))
   config.data.update(data)
-  config.teacher = ml_collections.ConfigDict(teacher)
-  config.distill = ml_collections.ConfigDict(distill)
+  config.vectorize_max_runs = 0  # runs per vectorised program (0: all); fewer when memory is short
+  # vectorize=True: the seeds of the teacher stage, and the students whose teachers have as many
+  # members, train as one vmapped program each (a GPU's way to run many small models at once).
+  config.teacher = ml_collections.ConfigDict({'vectorize': False, **teacher})
+  config.distill = ml_collections.ConfigDict({'vectorize': False, **distill})
   config.select = select_config(**(select or {}))
   return config
 

@@ -27,6 +27,13 @@ def test_the_jax_worker_measures_every_mode_on_a_mesh(capsys):
   assert table[0].startswith('| framework | model |') and len(table) == 4
 
 
+def test_the_jax_worker_measures_vectorised_runs(capsys):
+  benchmark_run.main(['--worker', '--parallel', 'none', '--modes', 'kd1', '--runs', '3'] + TINY)
+  [row] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+  assert row['runs'] == 3 and row['parallel'] == 'none x1'
+  assert row['images_per_s'] == pytest.approx(3 * 16 / (row['ms_per_step'] / 1000))
+
+
 def test_the_torch_reference_has_the_same_models():
   """Equal parameter counts: the PyTorch reference times the same architectures."""
   torch_reference = pytest.importorskip('torch_reference')  # needs torch (benchmarks only)

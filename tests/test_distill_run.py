@@ -140,3 +140,28 @@ def test_the_report_alone_ignores_distill_choices_it_cannot_parse(workdir, tmp_p
   config.stages = 'report'
   pipeline.run(config, copy, allow_config_change=True)
   assert '| snapshot_ensemble:1,2 |' in (copy / 'report.md').read_text()
+
+
+def test_vectorised_students_train_as_when_alone(workdir, tmp_path):
+  """Students in 2 vmapped programs (teachers of 1 and of 2 members), against the same students
+  one at a time. Without crop padding the trajectories are smooth (see test_teacher_run.py), so the
+  records agree to float rounding."""
+  choices = ('epoch:1', 'final', 'snapshot_ensemble:1,2', 'full_ensemble:2')
+  records = {}
+  for vectorize in (False, True):
+    copy = tmp_path / str(vectorize)
+    shutil.copytree(workdir, copy)
+    shutil.rmtree(copy / 'students')
+    config = tiny_config(choices)
+    config.stages, config.data.crop_padding, config.distill.vectorize = 'distill', 0, vectorize
+    pipeline.run(config, copy, allow_config_change=True)
+    records[vectorize] = {spec: [json.loads(line) for line in (student_run_dir(
+        copy, 'resnet8_b', parse(spec, config.teacher).slug, 0) / 'metrics.jsonl').read_text()
+        .splitlines()] for spec in choices}
+  for spec in choices:
+    for got, want in zip(records[True][spec], records[False][spec], strict=True):
+      assert got['train_loss'] == pytest.approx(want['train_loss'], rel=1e-5), spec
+      assert got['test_accuracy'] == want['test_accuracy'], spec
+  # The check can fail: each student learnt from its own teachers.
+  losses = {spec: records[True][spec][-1]['train_loss'] for spec in choices}
+  assert len({round(v, 4) for v in losses.values()}) == len(choices)

@@ -205,6 +205,62 @@ def test_a_killed_run_with_blocks_resumes_exactly(tmp_path, monkeypatch, blocks_
   _assert_ends_like_the_reference(tmp_path, reference)
 
 
+def _vectorised_config():
+  config = _unpadded_config('none')
+  config.teacher.num_seeds, config.teacher.vectorize = 2, True
+  return config
+
+
+@pytest.fixture(scope='module')
+def vectorised(tmp_path_factory):
+  """Teacher seeds 0 and 1 trained as one vmapped program."""
+  workdir = tmp_path_factory.mktemp('vectorised')
+  pipeline.run(_vectorised_config(), workdir)
+  return workdir
+
+
+def test_vectorised_seeds_train_as_when_alone(vectorised, unpadded_reference, tmp_path):
+  alone = _unpadded_config('none')
+  alone.seed = 1
+  pipeline.run(alone, tmp_path)
+  for seed, reference in ((0, unpadded_reference), (1, tmp_path)):
+    got = SnapshotStore(teacher_run_dir(vectorised, 'resnet8_b', seed))
+    want = SnapshotStore(teacher_run_dir(reference, 'resnet8_b', seed))
+    for epoch in (1, 3):
+      # vmap turns the convolutions into batched ones, which sum in another order; on this smooth
+      # trajectory that stays at float rounding (as the device split, above).
+      chex.assert_trees_all_close(got.restore(epoch)[0], want.restore(epoch)[0], rtol=0,
+                                  atol=1e-4)
+      assert got.metadata(epoch)['test_accuracy'] == want.metadata(epoch)['test_accuracy']
+    records = read_jsonl(teacher_run_dir(vectorised, 'resnet8_b', seed) / 'metrics.jsonl')
+    assert [r['epoch'] for r in records] == [1, 2, 3]
+
+
+def test_a_killed_vectorised_run_resumes_exactly(vectorised, tmp_path, monkeypatch):
+  real_batch = batching.TrainBatches.batch
+  calls = []
+
+  def killed_at_step_11(self, step):
+    calls.append(step)
+    if step == 11:
+      raise RuntimeError('simulated kill')
+    return real_batch(self, step)
+
+  monkeypatch.setattr(batching.TrainBatches, 'batch', killed_at_step_11)
+  with pytest.raises(RuntimeError, match='simulated kill'):
+    pipeline.run(_vectorised_config(), tmp_path)
+  assert calls.count(10) == 2  # one batch per run and step: both seeds in one program
+  for seed in (0, 1):
+    assert (teacher_run_dir(tmp_path, 'resnet8_b', seed) / 'resume' / '8').exists()
+  monkeypatch.setattr(batching.TrainBatches, 'batch', real_batch)
+  pipeline.run(_vectorised_config(), tmp_path)
+  for seed in (0, 1):
+    got = SnapshotStore(teacher_run_dir(tmp_path, 'resnet8_b', seed))
+    want = SnapshotStore(teacher_run_dir(vectorised, 'resnet8_b', seed))
+    for epoch in (2, 3):
+      chex.assert_trees_all_equal(got.restore(epoch)[0], want.restore(epoch)[0])
+
+
 def test_evaluation_pads_a_batch_that_the_devices_do_not_divide(reference):
   """48 test images in batches of 20 over 8 devices: rounded up to 24, padding masked."""
   config = tiny_config()

@@ -10,7 +10,7 @@ from ckd_jax.data import load_dataset, steps_per_epoch
 from ckd_jax.models import get_model
 from ckd_jax.parallel import DataParallel
 from ckd_jax.stages import report, select, teacher_choices
-from ckd_jax.stages.supervised import RunSpec, train_model
+from ckd_jax.stages.supervised import RunSpec, train_models, vectorised_groups
 from ckd_jax.training import (ensemble_predict, make_eval_step, make_evaluator,
                               make_kd_loss_and_grads, make_loss_and_grads, make_teacher_forward)
 from ckd_jax.workdir.files import read_json
@@ -46,23 +46,37 @@ class FrozenTeacher:
                                 for m in self.metadata]}
 
 
-def train_student(config, dataset, choice, teacher, seed, run_dir, parallel):
-  """Trains one student of `config.distill` from `teacher`, a FrozenTeacher (None: CE alone)."""
+def train_students(config, dataset, runs, parallel):
+  """Trains students of `config.distill`: `runs` = [(choice, FrozenTeacher or None, seed, run_dir)],
+  all with the same number of teacher members (several: one vectorised program, each student with
+  its own teachers)."""
   dc = config.distill
-  if teacher is None:
+  teachers = [teacher for _, teacher, _, _ in runs]
+  if teachers[0] is None:
     factory = lambda model: make_loss_and_grads(model, dc.label_smoothing, config.dtype)
-    inputs, info = (), {'teacher_choice': choice.spec}
+    inputs = [()] * len(runs)
+    infos = [{'teacher_choice': choice.spec} for choice, _, _, _ in runs]
   else:
     kd_until_step = (dc.kd_until_epoch * steps_per_epoch(len(dataset.train), dc.batch_size)
                      if dc.kd_until_epoch else None)
-    factory = lambda model: make_kd_loss_and_grads(model, teacher.forward, dc.alpha,
+    factory = lambda model: make_kd_loss_and_grads(model, teachers[0].forward, dc.alpha,
                                                    dc.temperature, dc.ensemble_mode, kd_until_step,
                                                    config.dtype)
-    inputs, info = (teacher.variables,), teacher.info(choice)
-  spec = RunSpec.from_config(config, dc, dc.student, seed,
-                             f'{dc.student} from {choice.spec} seed {seed}')
-  return train_model(spec, dataset, run_dir, parallel, factory, step_inputs=inputs,
-                     final_info={**info, 'student': dc.student, 'seed': seed})
+    inputs = [(teacher.variables,) for teacher in teachers]
+    infos = [teacher.info(choice) for choice, teacher, _, _ in runs]
+  specs = [RunSpec.from_config(config, dc, dc.student, seed,
+                               f'{dc.student} from {choice.spec} seed {seed}')
+           for choice, _, seed, _ in runs]
+  return train_models(specs, dataset, [run_dir for _, _, _, run_dir in runs], parallel, factory,
+                      step_inputs=inputs,
+                      final_info=[{**info, 'student': dc.student, 'seed': seed}
+                                  for info, (_, _, seed, _) in zip(infos, runs)])
+
+
+def _member_count(run):
+  """Students stack only with students whose teachers have as many members (0: no teacher)."""
+  teacher = run[1]
+  return 0 if teacher is None else len(teacher.metadata)
 
 
 def _learnt_from(files):
@@ -99,11 +113,14 @@ def run(config, workdir):
       dataset = dataset or load_dataset(config.data)
       check_members(choice, members, config.teacher.arch, dataset.num_classes)
     plan.append((choice, members, pending))
+  runs = []
   for choice, members, pending in plan:
-    if not pending:
-      continue
-    teacher = FrozenTeacher(config, dataset, members, parallel) if members else None
-    for seed in pending:
-      train_student(config, dataset, choice, teacher, seed,
-                    student_run_dir(workdir, dc.student, choice.slug, seed), parallel)
+    teacher = FrozenTeacher(config, dataset, members, parallel) if members and pending else None
+    runs += [(choice, teacher, seed, student_run_dir(workdir, dc.student, choice.slug, seed))
+             for seed in pending]
+  if dc.vectorize:  # students whose teachers have as many members stack together
+    runs.sort(key=_member_count)
+  for group in vectorised_groups(runs, dc.vectorize, config.vectorize_max_runs):
+    for members in sorted({_member_count(run) for run in group}):
+      train_students(config, dataset, [r for r in group if _member_count(r) == members], parallel)
   print(report.students_console_table(workdir))

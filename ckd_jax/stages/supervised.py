@@ -6,10 +6,14 @@ built from a `loss_and_grads` factory (cross-entropy or KD), and an evaluator on
 import dataclasses
 from typing import Any
 
+import jax
+from absl import logging
+
 from ckd_jax.data import TrainBatches
 from ckd_jax.models import get_model
 from ckd_jax.training import (LoopOptions, create_train_state, make_eval_step, make_evaluator,
-                              make_optimizer, make_schedule, make_train_step, model_predict, train)
+                              make_optimizer, make_schedule, make_train_step, model_predict,
+                              train_many)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,23 +54,51 @@ def train_model(spec, dataset, run_dir, parallel, loss_and_grads_factory, *, ste
 
   Returns (final state, final record).
   """
+  return train_models([spec], dataset, [run_dir], parallel, loss_and_grads_factory,
+                      step_inputs=[step_inputs], snapshot_metadata=[snapshot_metadata],
+                      final_info=[final_info])[0]
+
+
+def train_models(specs, dataset, run_dirs, parallel, loss_and_grads_factory, *, step_inputs=None,
+                 snapshot_metadata=None, final_info=None):
+  """Trains runs that differ only in their seed (and step inputs, e.g. their teachers), several of
+  them as ONE vmapped program (`training.train_many`); lists in, [(state, final record)] out."""
+  spec = specs[0]
+  if len(specs) > 1 and jax.default_backend() == 'cpu':
+    logging.warning('%d runs vectorised on the CPU: XLA runs their stacked convolutions ~4x slower '
+                    'than one run after another (benchmarks/RESULTS.md); vectorize is for GPUs',
+                    len(specs))
+  if any(dataclasses.replace(s, seed=spec.seed, description='') !=
+         dataclasses.replace(spec, description='') for s in specs):
+    raise ValueError('runs trained together must differ only in their seed')
   bn_axis = parallel.axis_name if spec.sync_batch_norm else None
   model = get_model(spec.arch, dataset.num_classes, axis_name=bn_axis)
-  batches = TrainBatches(dataset.train, spec.batch_size, dataset.mean, dataset.std,
-                         spec.crop_padding, spec.flip, spec.seed)
-  tx = make_optimizer(spec.optimizer, batches.steps_per_epoch, spec.epochs)
-  state = create_train_state(model, tx, dataset.image_shape, spec.seed)
+  batches = [TrainBatches(dataset.train, spec.batch_size, dataset.mean, dataset.std,
+                          spec.crop_padding, spec.flip, s.seed) for s in specs]
+  steps_per_epoch = batches[0].steps_per_epoch
+  tx = make_optimizer(spec.optimizer, steps_per_epoch, spec.epochs)
+  states = [create_train_state(model, tx, dataset.image_shape, s.seed) for s in specs]
   train_step = make_train_step(loss_and_grads_factory(model), parallel.axis_name)
   eval_step = make_eval_step(model_predict(get_model(spec.arch, dataset.num_classes)),
                              parallel.axis_name)
   evaluate = make_evaluator(eval_step, dataset.test, spec.eval_batch_size, dataset.mean,
                             dataset.std, parallel)
+  descriptions = [s.description or f'{s.arch} seed {s.seed}' for s in specs]
   options = LoopOptions(num_epochs=spec.epochs, snapshot_epochs=spec.snapshot_epochs,
                         checkpoint_every_steps=spec.checkpoint_every_steps,
                         steps_per_call=spec.steps_per_call,
                         progress=spec.progress, tensorboard=spec.tensorboard,
-                        description=spec.description or f'{spec.arch} seed {spec.seed}')
-  return train(run_dir, state, train_step, evaluate, batches, parallel, options,
-               step_inputs=step_inputs,
-               learning_rate_fn=make_schedule(spec.optimizer, batches.steps_per_epoch, spec.epochs),
-               snapshot_metadata=snapshot_metadata, final_info=final_info)
+                        description=descriptions[0] if len(specs) == 1 else
+                        f'{len(specs)} runs of {spec.arch} (vectorised)')
+  return train_many(run_dirs, states, train_step, evaluate, batches, parallel, options,
+                    step_inputs=step_inputs,
+                    learning_rate_fn=make_schedule(spec.optimizer, steps_per_epoch, spec.epochs),
+                    snapshot_metadata=snapshot_metadata, final_info=final_info,
+                    descriptions=descriptions)
+
+
+def vectorised_groups(runs, vectorize, max_runs=0):
+  """The runs to train together: all (chunks of `max_runs`; 0: no limit) when `vectorize`, else
+  one at a time."""
+  size = (max_runs or len(runs)) if vectorize else 1
+  return [runs[i:i + size] for i in range(0, len(runs), size)]

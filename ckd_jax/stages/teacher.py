@@ -7,21 +7,22 @@ from absl import logging
 
 from ckd_jax.data import load_dataset
 from ckd_jax.parallel import DataParallel
-from ckd_jax.stages.supervised import RunSpec, train_model
+from ckd_jax.stages.supervised import RunSpec, train_models, vectorised_groups
 from ckd_jax.training import make_loss_and_grads
 from ckd_jax.workdir.layout import RunFiles, teacher_run_dir
 
 
-def train_teacher(config, dataset, seed, run_dir, parallel):
-  """Trains one teacher of `config.teacher` with `seed`; returns (state, final record)."""
+def train_teachers(config, dataset, seeds, run_dirs, parallel):
+  """Trains teachers of `config.teacher` with `seeds` (several: one vectorised program); returns
+  [(state, final record)]."""
   tc = config.teacher
-  spec = RunSpec.from_config(config, tc, tc.arch, seed, f'teacher {tc.arch} seed {seed}',
-                             snapshot_epochs=tc.snapshot_epochs)
-  metadata = {'arch': tc.arch, 'num_classes': dataset.num_classes, 'seed': seed,
-              'dataset': dataset.name, 'image_shape': list(dataset.image_shape)}
-  return train_model(spec, dataset, run_dir, parallel,
-                     lambda model: make_loss_and_grads(model, tc.label_smoothing, config.dtype),
-                     snapshot_metadata=metadata)
+  specs = [RunSpec.from_config(config, tc, tc.arch, seed, f'teacher {tc.arch} seed {seed}',
+                               snapshot_epochs=tc.snapshot_epochs) for seed in seeds]
+  metadata = [{'arch': tc.arch, 'num_classes': dataset.num_classes, 'seed': seed,
+               'dataset': dataset.name, 'image_shape': list(dataset.image_shape)} for seed in seeds]
+  return train_models(specs, dataset, run_dirs, parallel,
+                      lambda model: make_loss_and_grads(model, tc.label_smoothing, config.dtype),
+                      snapshot_metadata=metadata)
 
 
 def _missing_snapshots(run_dir, epochs):
@@ -35,7 +36,7 @@ def run(config, workdir):
   same snapshots, so results computed from the others stay current.
   """
   parallel = DataParallel(config.parallel)
-  dataset = None
+  pending = []
   for k in range(config.teacher.num_seeds):
     seed = config.seed + k
     run_dir = teacher_run_dir(workdir, config.teacher.arch, seed)
@@ -48,7 +49,13 @@ def run(config, workdir):
       print(f'teacher {run_dir}: the snapshots of epochs {missing} are missing; training it again '
             'from scratch to recreate them')
       files.final.unlink()
-    dataset = dataset or load_dataset(config.data)
-    _, final = train_teacher(config, dataset, seed, run_dir, parallel)
-    print(f'teacher {run_dir}: last test accuracy {final["last_test_accuracy"]:.4f} '
-          f'(best {final["best_test_accuracy"]:.4f} at epoch {final["best_epoch"]})')
+    pending.append((seed, run_dir))
+  if not pending:
+    return
+  dataset = load_dataset(config.data)
+  for group in vectorised_groups(pending, config.teacher.vectorize, config.vectorize_max_runs):
+    results = train_teachers(config, dataset, [seed for seed, _ in group],
+                             [run_dir for _, run_dir in group], parallel)
+    for (_, run_dir), (_, final) in zip(group, results):
+      print(f'teacher {run_dir}: last test accuracy {final["last_test_accuracy"]:.4f} '
+            f'(best {final["best_test_accuracy"]:.4f} at epoch {final["best_epoch"]})')

@@ -1,0 +1,96 @@
+"""launch/: the local launcher and the sweep (local mode, gather, the SLURM submission rendered)."""
+import csv
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+LAUNCH = pathlib.Path(__file__).resolve().parents[1] / 'launch'
+sys.path.insert(0, str(LAUNCH))
+import sweep  # noqa: E402  (launch/ is scripts, not a package)
+
+TESTS = pathlib.Path(__file__).resolve().parent
+TINY_CONFIG = f'''
+import sys
+sys.path.insert(0, {str(TESTS)!r})
+import pipeline_configs
+
+def get_config():
+  return pipeline_configs.tiny_config(train=64, test=32, eval_batch=32, epochs=1,
+                                      milestones=(), stages='teacher')
+'''
+
+
+def _env():
+  return {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+
+
+def test_grid_expands_into_one_job_per_point_with_its_overrides(tmp_path):
+  jobs = sweep.jobs_of('configs/quickstart.py', tmp_path,
+                       sweep.parse_grid(['seed=0,1', 'distill.alpha=0.5,0.9']),
+                       ['--config.progress=False'])
+  assert [j['name'] for j in jobs] == ['seed-0_distill.alpha-0.5', 'seed-0_distill.alpha-0.9',
+                                       'seed-1_distill.alpha-0.5', 'seed-1_distill.alpha-0.9']
+  assert jobs[1]['command'][1:] == [
+      '-m', 'ckd_jax.main', '--config=configs/quickstart.py',
+      f'--workdir={tmp_path / "seed-0_distill.alpha-0.9"}', '--config.seed=0',
+      '--config.distill.alpha=0.9', '--config.progress=False']
+  for bad in (['seed'], ['seed='], ['seed=0', 'seed=1']):
+    with pytest.raises(SystemExit):
+      sweep.parse_grid(bad)
+
+
+def test_local_sweep_runs_every_job_and_gathers_one_table(tmp_path):
+  """A 2-job grid of a tiny teacher-only config (a 2×2 grid of the quick-start takes minutes)."""
+  config = tmp_path / 'tiny.py'
+  config.write_text(TINY_CONFIG)
+  root = tmp_path / 'sweep'
+  result = subprocess.run(
+      [sys.executable, str(LAUNCH / 'sweep.py'), f'--config={config}', f'--root={root}',
+       '--grid=seed=0,1', '--local', '--', '--config.progress=False',
+       f'--compilation_cache_dir={tmp_path / "xla_cache"}'],  # the second job compiles nothing
+      capture_output=True, text=True, env=_env(), cwd=TESTS.parent)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert '2 of 2 jobs done' in result.stdout
+  assert sweep.main([f'--root={root}', '--gather']) == 0
+  rows = list(csv.DictReader(open(root / 'sweep_results.csv')))
+  assert [(r['job'], r['seed'], r['kind']) for r in rows] == [('seed-0', '0', 'teacher'),
+                                                             ('seed-1', '1', 'teacher')]
+  accuracies = [float(r['last_test_accuracy']) for r in rows]
+  for job, accuracy in zip(('seed-0', 'seed-1'), accuracies):
+    final = json.loads(next((root / job / 'teachers').glob('*/final.json')).read_text())
+    assert final['last_test_accuracy'] == accuracy
+  mean = 100 * sum(accuracies) / 2
+  table = (root / 'sweep_report.md').read_text()
+  assert f'| teacher | resnet8_b |  | {mean:.2f} ± ' in table and table.rstrip().endswith('| 2 |')
+
+
+def test_slurm_submission_is_one_array_task_per_job(tmp_path, monkeypatch):
+  """Rendered by submitit without a cluster (a stand-in `srun` on the PATH): the sbatch header."""
+  fake_bin = tmp_path / 'bin'
+  fake_bin.mkdir()
+  (fake_bin / 'srun').write_text('#!/bin/sh\nexit 0\n')
+  (fake_bin / 'srun').chmod(0o755)
+  monkeypatch.setenv('PATH', f'{fake_bin}{os.pathsep}{os.environ["PATH"]}')
+  args, _ = sweep.parse_args(['--root', str(tmp_path), '--config=configs/quickstart.py',
+                              '--grid=seed=0,1,2', '--slurm', '--partition=gpu', '--gpus=2',
+                              '--hours=1.5', '--parallel_jobs=2'])
+  executor = sweep.slurm_executor(tmp_path, args)
+  text = executor._executor._make_submission_file_text('python -m job', 'uid')
+  for line in ('#SBATCH --partition=gpu', '#SBATCH --gpus-per-node=2', '#SBATCH --time=90',
+               '#SBATCH --cpus-per-task=8'):
+    assert line in text, text
+  assert executor._executor.parameters['array_parallelism'] == 2
+
+
+def test_local_launcher_passes_config_workdir_and_overrides(tmp_path):
+  result = subprocess.run([str(LAUNCH / 'local.sh'), 'configs/quickstart.py', str(tmp_path),
+                           '--config.teacher.epochs=3', '--show_config'],
+                          capture_output=True, text=True, env=_env(), cwd=TESTS.parent)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert 'epochs: 3' in result.stdout
+  usage = subprocess.run([str(LAUNCH / 'local.sh')], capture_output=True, text=True)
+  assert usage.returncode == 2 and 'usage:' in usage.stderr

@@ -198,7 +198,7 @@ class _RunBook:
           'or with --allow_config_change to continue this one).')
 
   def checkpoint(self, state, sums, seconds):
-    self.check_finite(state, sums, int(state.step))
+    """The resume checkpoint (after `check_finite`: the loop checks every run before any saves)."""
     self.resume_store.save(state, {
         'epoch_sums': None if sums is None else {k: float(v) for k, v in sums.items()},
         'epoch_time': seconds})
@@ -253,10 +253,10 @@ class _EpochLoop:
           end = self._block_end(step)
           if end - step == 1:
             self.replicated, metrics = step_fn(
-                self.replicated, self._shard(self._batch(step), 0), *inputs)
+                self.replicated, self._shard(self._data(lambda b: b.batch(step)), 0), *inputs)
           else:
-            self.replicated, metrics = multi_step_fn(
-                self.replicated, self._shard(self._block(step, end - step), 1), *inputs)
+            block = self._data(lambda b: b.block(step, end - step))
+            self.replicated, metrics = multi_step_fn(self.replicated, self._shard(block, 1), *inputs)
           meter.add(metrics)
           bar.update(end - step)
           step = end
@@ -293,15 +293,10 @@ class _EpochLoop:
     return [jax.tree.map(lambda x: x[i], tree) for i in range(len(self.books))] if (
         self.stacked) else [tree]
 
-  def _batch(self, step):
-    if not self.stacked:
-      return self.batches[0].batch(step)
-    return jax.tree.map(lambda *x: jnp.stack(x), *[b.batch(step) for b in self.batches])
-
-  def _block(self, step, length):
-    if not self.stacked:
-      return self.batches[0].block(step, length)
-    return jax.tree.map(lambda *x: jnp.stack(x), *[b.block(step, length) for b in self.batches])
+  def _data(self, get):
+    """`get(batches)` of every run: one batch (S = 1), or the runs' batches stacked."""
+    data = [get(b) for b in self.batches]
+    return jax.tree.map(lambda *x: jnp.stack(x), *data) if self.stacked else data[0]
 
   def _shard(self, batch, batch_axis):
     """The global-batch axis follows the run axis (when stacked) and the steps axis (blocks)."""

@@ -24,10 +24,10 @@ _HOST_DEVICE_FLAG = '--xla_force_host_platform_device_count'
 def use_host_devices(count):
   """Splits the CPU into `count` host devices (0: leave JAX's default of one), before JAX starts.
 
-  One XLA CPU device runs a step's convolutions on few threads; a batch split over several host
-  devices keeps every core busy (benchmarks/RESULTS.md). Returns the count in effect, or None when
-  it was not ours to set: an explicit XLA_FLAGS count wins, and once JAX has run anything its
-  devices are fixed.
+  A training step on one XLA CPU device leaves cores idle: the same batch split over 4 host
+  devices ran 1.2–1.5× faster on 2 cores (benchmarks/RESULTS.md). Returns the count in effect, or
+  None when it was not ours to set: an explicit XLA_FLAGS count wins, and once JAX has run
+  anything its devices are fixed.
   """
   if not count or _HOST_DEVICE_FLAG in os.environ.get('XLA_FLAGS', ''):
     return None

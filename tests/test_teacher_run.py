@@ -147,8 +147,11 @@ def unpadded_reference(tmp_path_factory):
 
 
 def _unpadded_config(mode):
+  """No crop padding, and learning rate 0.02 rather than 0.05: at 0.05 a seed-1 run still met a
+  kink once (6e-3 apart after 18 steps, 1e-7 after 6), at 0.02 every split stays within 6e-6."""
   config = tiny_config()
   config.data.crop_padding, config.parallel = 0, mode
+  config.teacher.optimizer.learning_rate = 0.02
   return config
 
 
@@ -159,7 +162,7 @@ def test_data_parallel_run_matches_single_device_run(tmp_path, unpadded_referenc
     got, meta = _snapshot(tmp_path, epoch)
     want, ref_meta = _snapshot(unpadded_reference, epoch)
     # One split step equals the single-device step to 1e-5 (test_steps.py); over these 18 smooth
-    # steps the difference stays at float rounding (≤ 1e-6 seen); a wrong sync differs by > 1e-2.
+    # steps the difference stays at float rounding (≤ 6e-6 seen); a wrong sync differs by > 1e-2.
     chex.assert_trees_all_close(got, want, rtol=0, atol=1e-4)
     assert meta['test_accuracy'] == ref_meta['test_accuracy']
 

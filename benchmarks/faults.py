@@ -36,8 +36,7 @@ class Run:
 
   def __init__(self, workdir, extra=(), cache=None):
     args = [sys.executable, '-m', 'ckd_jax.main', f'--workdir={workdir}', *SHORT, *extra]
-    if cache:
-      args.append(f'--compilation_cache_dir={cache}')
+    args.append(f'--compilation_cache_dir={cache or "off"}')  # off: nothing extra in workdir
     self.process = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, text=True)
 

@@ -12,7 +12,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from ckd_jax import parallel, pipeline
-from ckd_jax.workdir import WorkdirLockedError
+from ckd_jax.workdir import WorkdirLockedError, layout
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'A configs/*.py file (optionally :key=value,… after it). Override any field '
@@ -26,8 +26,9 @@ _SHOW_CONFIG = flags.DEFINE_bool('show_config', False,
 _ALLOW_CHANGE = flags.DEFINE_bool('allow_config_change', False,
                                   'Continue in a workdir that a different config wrote.')
 _COMPILATION_CACHE = flags.DEFINE_string(
-    'compilation_cache_dir', None,
-    'Persistent XLA compilation cache: reruns and runs with identical steps skip compilation.')
+    'compilation_cache_dir', '',
+    "Persistent XLA compilation cache, so that reruns and runs with identical steps (teacher "
+    "seeds, students) skip compilation. Default: WORKDIR/xla_cache; 'off' disables it.")
 flags.mark_flags_as_required(['config'])
 
 
@@ -87,9 +88,10 @@ def main(argv):
   signal.signal(signal.SIGTERM, _stop_gracefully)
   sys.unraisablehook = _drop_closed_event_loop_noise
   logging.get_absl_logger().addFilter(_OrbaxThreadErrors())
-  if _COMPILATION_CACHE.value:
+  if _COMPILATION_CACHE.value != 'off':
     import jax
-    jax.config.update('jax_compilation_cache_dir', _COMPILATION_CACHE.value)
+    jax.config.update('jax_compilation_cache_dir',
+                      _COMPILATION_CACHE.value or str(layout.xla_cache_dir(_WORKDIR.value)))
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
   try:
     pipeline.run(_CONFIG.value, _WORKDIR.value, _ALLOW_CHANGE.value)

@@ -39,6 +39,7 @@ def test_quickstart_teacher_run_from_the_command_line(tmp_path):
   final = json.loads((run / 'final.json').read_text())
   assert final['last_test_accuracy'] > 0.3  # 10 classes: well above chance after two epochs
   assert json.loads((tmp_path / 'config.json').read_text())['teacher']['epochs'] == 2
+  assert any((tmp_path / 'xla_cache').iterdir())  # the default compilation cache of the workdir
 
 
 @pytest.mark.parametrize('override,message', [

@@ -3,6 +3,7 @@
     <workdir>/config.json                              the resolved config of the run
     <workdir>/manifest.json                            when each stage finished, durations, versions
     <workdir>/.lock                                    held by the process that uses the workdir
+    <workdir>/xla_cache/                               compiled XLA programs (the CLI's default cache)
     <workdir>/teachers/<arch>_seed<k>/                 one teacher run (see RunFiles)
     <workdir>/selection/mi.json, mi.png                the select stage
     <workdir>/students/<student>_from_<choice>_seed<k>/ one student run (see RunFiles)
@@ -15,6 +16,7 @@ import pathlib
 CONFIG = 'config.json'
 MANIFEST = 'manifest.json'
 LOCK = '.lock'
+XLA_CACHE = 'xla_cache'
 REPORT = 'report.md'
 RESULTS_CSV = 'results.csv'
 TEACHER_PLOT = 'teacher_accuracy.png'
@@ -100,3 +102,7 @@ def manifest_path(workdir):
 
 def lock_path(workdir):
   return pathlib.Path(workdir) / LOCK
+
+
+def xla_cache_dir(workdir):
+  return pathlib.Path(workdir) / XLA_CACHE

@@ -94,6 +94,9 @@ def submit_slurm(jobs, root, args):
 def gather(root):
   """Every finished run of every job, with the job's grid values, and the table over seeds."""
   root = pathlib.Path(root)
+  if not (root / SWEEP_FILE).exists():
+    raise SystemExit(f'error: {root / SWEEP_FILE} does not exist: start the sweep first (its '
+                     '--local, --slurm or --dry_run writes it)')
   sweep = json.loads((root / SWEEP_FILE).read_text())
   keys = [k for k, _ in sweep['grid']]
   rows, missing = [], []

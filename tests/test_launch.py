@@ -41,6 +41,8 @@ def test_grid_expands_into_one_job_per_point_with_its_overrides(tmp_path):
   for bad in (['seed'], ['seed='], ['seed=0', 'seed=1']):
     with pytest.raises(SystemExit):
       sweep.parse_grid(bad)
+  with pytest.raises(SystemExit, match='start the sweep first'):
+    sweep.gather(tmp_path / 'never_started')
 
 
 def test_local_sweep_runs_every_job_and_gathers_one_table(tmp_path):

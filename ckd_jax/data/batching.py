@@ -49,9 +49,9 @@ class TrainBatches:
     step = self._step_in_epoch(global_step)
     if step + length > self.steps_per_epoch:
       raise ValueError(f'a block of {length} steps from step {step} crosses the epoch end')
-    steps = jnp.arange(length) + step
-    keys = jax.vmap(jax.random.fold_in, (None, 0))(self._aug_key, steps + global_step - step)
-    return self._cut_block(self.images, self.labels, self._perm, steps, keys)
+    keys = jax.vmap(jax.random.fold_in, (None, 0))(self._aug_key,
+                                                    jnp.arange(length) + global_step)
+    return self._cut_block(self.images, self.labels, self._perm, jnp.arange(length) + step, keys)
 
   def _step_in_epoch(self, global_step):
     """The step within its epoch; draws the epoch's permutation when the epoch changes."""

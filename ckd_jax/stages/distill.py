@@ -118,9 +118,13 @@ def run(config, workdir):
     teacher = FrozenTeacher(config, dataset, members, parallel) if members and pending else None
     runs += [(choice, teacher, seed, student_run_dir(workdir, dc.student, choice.slug, seed))
              for seed in pending]
+  groups = [[run] for run in runs]  # one at a time, in the config's order
   if dc.vectorize:  # students whose teachers have as many members stack together
-    runs.sort(key=_member_count)
-  for group in vectorised_groups(runs, dc.vectorize, config.vectorize_max_runs):
-    for members in sorted({_member_count(run) for run in group}):
-      train_students(config, dataset, [r for r in group if _member_count(r) == members], parallel)
+    same_count = {}
+    for run in runs:
+      same_count.setdefault(_member_count(run), []).append(run)
+    groups = [group for same in same_count.values()
+              for group in vectorised_groups(same, True, config.vectorize_max_runs)]
+  for group in groups:
+    train_students(config, dataset, group, parallel)
   print(report.students_console_table(workdir))

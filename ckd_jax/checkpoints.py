@@ -15,6 +15,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from ckd_jax.distributed import primary_only
 from ckd_jax.workdir.layout import RunFiles
 
 
@@ -51,9 +52,17 @@ def metadata_digest(metadata):
 
 
 def _manager(directory, max_to_keep=None):
-  options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                         enable_async_checkpointing=False)
-  return ocp.CheckpointManager(pathlib.Path(directory).absolute(), options=options)
+  """A manager private to this process: only process 0 saves (the arrays are replicated host
+  copies), and Orbax's own multi-process coordination would wait for the others at every call."""
+  directory = pathlib.Path(directory).absolute()
+  if jax.process_index() == 0:
+    directory.mkdir(parents=True, exist_ok=True)
+  process = jax.process_index()
+  options = ocp.CheckpointManagerOptions(
+      max_to_keep=max_to_keep, create=False, enable_async_checkpointing=False,
+      multiprocessing_options=ocp.options.MultiprocessingOptions(
+          primary_host=process, active_processes={process}))
+  return ocp.CheckpointManager(directory, options=options)
 
 
 def _write(manager, step, directory, args):
@@ -84,6 +93,7 @@ class SnapshotStore:
   def epochs(self):
     return sorted(self._manager.all_steps())
 
+  @primary_only
   def save(self, epoch, variables, metadata):
     """Saves (replacing a snapshot of the same epoch left by an interrupted run)."""
     variables = jax.device_get(variables)
@@ -94,6 +104,7 @@ class SnapshotStore:
     _write(self._manager, epoch, self.directory, ocp.args.Composite(
         variables=ocp.args.StandardSave(variables), metadata=ocp.args.JsonSave(meta)))
 
+  @primary_only
   def delete(self, epoch):
     self._manager.delete(epoch)
 
@@ -195,6 +206,7 @@ class ResumeStore:
   def latest_step(self):
     return self._manager.latest_step()
 
+  @primary_only
   def save(self, state, extra=None):
     """Saves `state` and a small JSON-able `extra` (e.g. the running epoch metrics)."""
     state_dict = jax.device_get(flax.serialization.to_state_dict(state))
@@ -224,6 +236,7 @@ class ResumeStore:
     return (flax.serialization.from_state_dict(template, restored['state']),
             restored['extra']['extra'])
 
+  @primary_only
   def remove(self):
     self._manager.close()
     shutil.rmtree(self.directory, ignore_errors=True)

@@ -2,16 +2,20 @@
 
 Every field of the config can be overridden, e.g. --config.teacher.epochs=50; --show_config prints
 them all (with the overrides applied) and exits.
+
+Several processes (hosts) run one job when started with --coordinator_address, --num_processes and
+--process_id, or as the tasks of one SLURM step (launch/slurm.py); each runs this same command.
 """
 import errno
 import logging as std_logging
+import os
 import signal
 import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from ckd_jax import parallel, pipeline
+from ckd_jax import distributed, parallel, pipeline
 from ckd_jax.workdir import WorkdirLockedError, layout
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -29,6 +33,14 @@ _COMPILATION_CACHE = flags.DEFINE_string(
     'compilation_cache_dir', '',
     "Persistent XLA compilation cache, so that reruns and runs with identical steps (teacher "
     "seeds, students) skip compilation. Default: WORKDIR/xla_cache; 'off' disables it.")
+_COORDINATOR = flags.DEFINE_string(
+    'coordinator_address', '', 'Several processes: HOST:PORT of process 0, which every process '
+    'reaches (with --num_processes and --process_id; under SLURM all three come from its '
+    'environment).')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', 0, 'Several processes: how many.')
+_PROCESS_ID = flags.DEFINE_integer('process_id', -1, 'Several processes: this one (0 writes).')
+_DISTRIBUTED_TIMEOUT = flags.DEFINE_integer(
+    'distributed_timeout', 300, 'Seconds to wait for the coordinator and the other processes.')
 flags.mark_flags_as_required(['config'])
 
 
@@ -85,6 +97,17 @@ def main(argv):
     raise app.UsageError('--workdir is required: the folder where every stage reads and writes')
   if _CONFIG.value.parallel != 'none':  # a split CPU is slower for one device's work
     parallel.use_host_devices(parallel.host_device_count(_CONFIG.value.host_devices))
+  try:
+    processes = distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value,
+                                       _PROCESS_ID.value, _DISTRIBUTED_TIMEOUT.value)
+    if processes > 1:
+      distributed.check_same_everywhere(f'{_CONFIG.value.to_json()}\n{_WORKDIR.value}',
+                                        'config or --workdir')
+  except (ValueError, ConnectionError) as e:
+    raise SystemExit(f'error: {e}') from None
+  if not distributed.is_primary():  # process 0 speaks for all; the others only say what fails
+    sys.stdout = open(os.devnull, 'w')
+    logging.set_verbosity(logging.ERROR)
   signal.signal(signal.SIGTERM, _stop_gracefully)
   sys.unraisablehook = _drop_closed_event_loop_noise
   logging.get_absl_logger().addFilter(_OrbaxThreadErrors())

@@ -47,16 +47,28 @@ def host_device_count(setting):
 
 
 class DataParallel:
+  """`num_devices` counts the devices of every process: with several processes (`distributed`),
+  only 'mesh' spans them, and each process feeds its own rows of every global batch
+  (`process_rows`)."""
+
   def __init__(self, mode='auto', num_devices=None):
     if mode not in MODES:
       raise ValueError(f'Unknown parallel mode {mode!r}; choose one of {MODES}')
+    processes = jax.process_count()
     if mode == 'auto':
-      mode = 'mesh' if (num_devices or jax.local_device_count()) > 1 else 'none'
+      mode = 'mesh' if (num_devices or jax.device_count()) > 1 else 'none'
+    if processes > 1 and mode != 'mesh':
+      raise ValueError(f"parallel={mode!r} runs on one process's devices, and this run has "
+                       f"{processes} processes: use parallel='mesh' (or 'auto')")
     self.mode = mode
-    self.num_devices = (num_devices or jax.local_device_count()) if mode != 'none' else 1
-    if self.num_devices > jax.local_device_count():
-      raise ValueError(f'{self.num_devices} devices requested, {jax.local_device_count()} present')
-    self.devices = jax.local_devices()[:self.num_devices]
+    self.num_devices = (num_devices or jax.device_count()) if mode != 'none' else 1
+    if self.num_devices > jax.device_count():
+      raise ValueError(f'{self.num_devices} devices requested, {jax.device_count()} present')
+    if processes > 1 and self.num_devices != jax.device_count():
+      raise ValueError('a run of several processes uses all of their devices')
+    # process by process, so that each process's devices hold one contiguous block of the batch
+    self.devices = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))[:self.num_devices]
+    self.num_processes, self.process_index = processes, jax.process_index()
     if mode == 'mesh':
       self._mesh = jax.sharding.Mesh(np.asarray(self.devices), (AXIS_NAME,))
       self._replicated = NamedSharding(self._mesh, PartitionSpec())
@@ -68,8 +80,15 @@ class DataParallel:
 
   def check_batch_size(self, batch_size, what='batch size'):
     if batch_size % self.num_devices:
-      raise ValueError(f'{what} {batch_size} is not divisible by the {self.num_devices} devices of '
-                       f"parallel={self.mode!r}: change it, or set --config.parallel=none")
+      where = f' over {self.num_processes} processes' if self.num_processes > 1 else ''
+      fix = 'change it' + ('' if self.num_processes > 1 else ', or set --config.parallel=none')
+      raise ValueError(f'{what} {batch_size} is not divisible by the {self.num_devices} devices'
+                       f'{where} of parallel={self.mode!r}: {fix}')
+
+  def process_rows(self, batch_size):
+    """The rows of a global batch that this process feeds (all of them with one process)."""
+    rows = batch_size // self.num_processes
+    return slice(self.process_index * rows, (self.process_index + 1) * rows)
 
   def compile(self, step, donate_state=False):
     donate = (0,) if donate_state else ()
@@ -105,13 +124,29 @@ class DataParallel:
 
   def shard(self, batch, batch_axis=0):
     """Splits the global-batch axis (`batch_axis`; the axes before it, e.g. stacked runs or steps,
-    stay whole on every device) over the devices; under pmap the device axis comes first."""
+    stay whole on every device) over the devices; under pmap the device axis comes first.
+
+    With several processes, `batch` holds this process's rows only (`process_rows`), and the
+    result is the global batch that the processes' rows make together.
+    """
     if self.mode == 'mesh':
-      spec = PartitionSpec(*([None] * batch_axis), AXIS_NAME)
-      return jax.device_put(batch, NamedSharding(self._mesh, spec))
+      sharding = NamedSharding(self._mesh, PartitionSpec(*([None] * batch_axis), AXIS_NAME))
+      if self.num_processes == 1:
+        return jax.device_put(batch, sharding)
+      return jax.tree.map(lambda x: self._global_array(x, batch_axis, sharding), batch)
     if self.mode == 'pmap':
       def split(x):
         x = x.reshape(x.shape[:batch_axis] + (self.num_devices, -1) + x.shape[batch_axis + 1:])
         return jnp.moveaxis(x, batch_axis, 0)
       return jax.tree.map(split, batch)
     return batch
+
+  def _global_array(self, rows, batch_axis, sharding):
+    """This process's rows, one block per local device (no trip through the host), joined with
+    the other processes' rows into one global array."""
+    local = [d for d in self.devices if d.process_index == self.process_index]
+    pieces = jnp.split(rows, len(local), axis=batch_axis)
+    global_shape = list(rows.shape)
+    global_shape[batch_axis] *= self.num_processes
+    return jax.make_array_from_single_device_arrays(
+        tuple(global_shape), sharding, [jax.device_put(p, d) for p, d in zip(pieces, local)])

@@ -6,6 +6,7 @@ rerunning the same command after a kill continues where it stopped.
 import time
 
 from ckd_jax import config_checks
+from ckd_jax.distributed import sync
 from ckd_jax.stages import distill, report, select, teacher
 from ckd_jax.workdir import check_workdir, record_stage, workdir_lock
 
@@ -20,7 +21,9 @@ def run(config, workdir, allow_config_change=False):
   with workdir_lock(workdir):
     config_checks.check_inputs(config, workdir)
     check_workdir(config, workdir, allow_config_change)
+    sync('workdir checked')
     for stage in config_checks.parse_stages(config.stages):
       start = time.time()
       STAGES[stage](config, workdir)
       record_stage(workdir, stage, start)
+      sync(f'{stage} done')  # a later stage reads what process 0 wrote

@@ -2,8 +2,8 @@
 
 The stream is a pure function of (seed, epoch, step): a permutation per epoch and an augmentation
 key per step, so a run resumed mid-epoch sees exactly the batches an uninterrupted run sees. The
-global batch is augmented before it is split across devices, so the data does not depend on the
-device count.
+augmentation is drawn for the whole global batch, so the data depends neither on the device count
+nor on the process count: a process that feeds only some rows (`rows`) cuts just those.
 """
 import functools
 
@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ckd_jax.data.augment import augment, normalize
+from ckd_jax.data.augment import crop_and_flip, normalize, sample_crop_flip
 
 
 def steps_per_epoch(num_examples, batch_size):
@@ -25,15 +25,18 @@ def steps_per_epoch(num_examples, batch_size):
 class TrainBatches:
   """Produces normalised, augmented training batches on the device."""
 
-  def __init__(self, split, batch_size, mean, std, padding, flip, seed):
+  def __init__(self, split, batch_size, mean, std, padding, flip, seed, rows=None):
+    """`rows`: the slice of every global batch to cut (this process's, `DataParallel.process_rows`);
+    None: all of it."""
     self.images = jnp.asarray(split.images)
     self.labels = jnp.asarray(split.labels)
     self.batch_size = batch_size
     self.steps_per_epoch = steps_per_epoch(len(split), batch_size)
     self._perm_key, self._aug_key = jax.random.split(jax.random.key(seed))
     self._epoch, self._perm = None, None
-    cut = functools.partial(_cut_batch, batch_size=batch_size, mean=tuple(mean), std=tuple(std),
-                            padding=padding, flip=flip)
+    rows = rows or slice(0, batch_size)
+    cut = functools.partial(_cut_batch, batch_size=batch_size, rows=(rows.start, rows.stop),
+                            mean=tuple(mean), std=tuple(std), padding=padding, flip=flip)
     self._cut = jax.jit(cut)
     self._cut_block = jax.jit(jax.vmap(cut, in_axes=(None, None, None, 0, 0)))
 
@@ -63,17 +66,21 @@ class TrainBatches:
     return step
 
 
-def _cut_batch(images, labels, perm, step, key, *, batch_size, mean, std, padding, flip):
-  idx = jax.lax.dynamic_slice(perm, (step * batch_size,), (batch_size,))
+def _cut_batch(images, labels, perm, step, key, *, batch_size, rows, mean, std, padding, flip):
+  idx = jax.lax.dynamic_slice(perm, (step * batch_size,), (batch_size,))[rows[0]:rows[1]]
   batch_images = images[idx]
   if padding or flip:
-    batch_images = augment(key, batch_images, padding, flip)
+    dy, dx, flips = sample_crop_flip(key, batch_size, padding, flip)  # the global batch's draws
+    batch_images = crop_and_flip(batch_images, dy[rows[0]:rows[1]], dx[rows[0]:rows[1]],
+                                 flips[rows[0]:rows[1]], padding)
   return {'image': normalize(batch_images, mean, std), 'label': labels[idx]}
 
 
-def eval_batches(split, batch_size, mean, std):
-  """Every example once, the last batch padded; `mask` marks the real examples."""
+def eval_batches(split, batch_size, mean, std, rows=None):
+  """Every example once, the last batch padded; `mask` marks the real examples. `rows`: the slice
+  of every batch to yield (this process's); None: all of it."""
   n = len(split)
+  rows = rows or slice(0, batch_size)
   for start in range(0, n, batch_size):
     images = split.images[start:start + batch_size]
     labels = split.labels[start:start + batch_size]
@@ -81,8 +88,8 @@ def eval_batches(split, batch_size, mean, std):
     if real < batch_size:
       images = np.concatenate([images, np.zeros((batch_size - real,) + images.shape[1:], np.uint8)])
       labels = np.concatenate([labels, np.zeros(batch_size - real, np.int32)])
-    yield {'image': _normalize_jit(images, tuple(mean), tuple(std)), 'label': jnp.asarray(labels),
-           'mask': jnp.arange(batch_size) < real}
+    yield {'image': _normalize_jit(images[rows], tuple(mean), tuple(std)),
+           'label': jnp.asarray(labels[rows]), 'mask': (np.arange(batch_size) < real)[rows]}
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2))

@@ -12,6 +12,7 @@ import pathlib
 import numpy as np
 
 from ckd_jax.data.dataset import Dataset, Split, channel_stats
+from ckd_jax.distributed import is_primary
 
 # Published normalisation constants; other datasets use statistics of their training split.
 NORMALIZATION = {
@@ -144,7 +145,7 @@ def _load_folder_split(split_dir, classes, image_size, cache_dir):
     if cache.exists():
       return Split(np.load(cache), labels)
   images = _decode(files, image_size)
-  if cache:
+  if cache and is_primary():  # (several processes would write the same file)
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix('.tmp.npy')
     np.save(tmp, images)

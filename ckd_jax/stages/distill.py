@@ -7,6 +7,7 @@ import shutil
 
 from ckd_jax.checkpoints import SnapshotStore, restore_stacked, snapshot_digests
 from ckd_jax.data import load_dataset, steps_per_epoch
+from ckd_jax.distributed import is_primary
 from ckd_jax.models import get_model
 from ckd_jax.parallel import DataParallel
 from ckd_jax.stages import report, select, teacher_choices
@@ -104,10 +105,13 @@ def run(config, workdir):
     for seed in seeds:
       files = RunFiles(student_run_dir(workdir, dc.student, choice.slug, seed))
       # (a missing snapshot makes no finished student stale: the teacher stage recreates it)
-      if files.is_finished() and None not in digests and _learnt_from(files) != digests:
+      finished = files.is_finished()
+      if finished and None not in digests and _learnt_from(files) != digests:
         print(f'student {files.dir} is stale (its teacher snapshots changed): training it again')
-        shutil.rmtree(files.dir)
-      if not files.is_finished():
+        if is_primary():  # (the others decide from what they read before, not after, this)
+          shutil.rmtree(files.dir)
+        finished = False
+      if not finished:
         pending.append(seed)
     if pending:
       dataset = dataset or load_dataset(config.data)

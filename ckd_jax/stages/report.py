@@ -13,6 +13,7 @@ import csv
 import pathlib
 import statistics
 
+from ckd_jax.distributed import primary_only
 from ckd_jax.stages.teacher_choices import slug
 from ckd_jax.workdir import layout
 from ckd_jax.workdir.files import read_json, read_jsonl, write_text
@@ -372,6 +373,7 @@ def students_console_table(workdir):
   return '\n'.join(lines)
 
 
+@primary_only
 def run(config, workdir):
   """Rebuilds the report from the workdir (cheap: always redone)."""
   del config  # the report describes the workdir, whose config.json is the config of its runs

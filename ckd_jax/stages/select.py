@@ -13,6 +13,7 @@ from absl import logging
 from ckd_jax import mi
 from ckd_jax.checkpoints import SnapshotStore, restore_snapshots, snapshot_digests
 from ckd_jax.data import load_dataset
+from ckd_jax.distributed import primary_only
 from ckd_jax.models import get_model
 from ckd_jax.stages import report
 from ckd_jax.workdir.files import read_json, write_json
@@ -154,6 +155,7 @@ def plot_selection(result, path):
   plt.close(fig)
 
 
+@primary_only
 def write_selection(result, workdir):
   path = selection_path(workdir)
   path.parent.mkdir(parents=True, exist_ok=True)
@@ -185,11 +187,12 @@ def run(config, workdir):
   recorded, current, teacher = _recorded_and_current_inputs(config, workdir)
   if recorded == current:
     logging.info('selection %s is current; skipping', path)
+    result = read_json(path)
   else:
     if path.exists():
       print(f'selection {path} is stale (its snapshots or settings changed): recomputing it')
-    write_selection(run_selection(config, load_dataset(config.data), teacher, current), workdir)
-  result = read_json(path)
+    result = run_selection(config, load_dataset(config.data), teacher, current)
+    write_selection(result, workdir)  # (process 0 only: the others go on with `result`)
   print(report.selection_console_table(result))
   if 'comparison' in result:
     print(report.estimators_console_table(result))

@@ -74,7 +74,8 @@ def train_models(specs, dataset, run_dirs, parallel, loss_and_grads_factory, *, 
   bn_axis = parallel.axis_name if spec.sync_batch_norm else None
   model = get_model(spec.arch, dataset.num_classes, axis_name=bn_axis)
   batches = [TrainBatches(dataset.train, spec.batch_size, dataset.mean, dataset.std,
-                          spec.crop_padding, spec.flip, s.seed) for s in specs]
+                          spec.crop_padding, spec.flip, s.seed,
+                          rows=parallel.process_rows(spec.batch_size)) for s in specs]
   steps_per_epoch = batches[0].steps_per_epoch
   tx = make_optimizer(spec.optimizer, steps_per_epoch, spec.epochs)
   states = [create_train_state(model, tx, dataset.image_shape, s.seed) for s in specs]

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from ckd_jax.checkpoints import ResumeStore, SnapshotStore
 from ckd_jax.data.batching import eval_batches
+from ckd_jax.distributed import is_primary, sync
 from ckd_jax.training.steps import make_multi_step
 from ckd_jax.training.writers import JsonlWriter, LoggingWriter, MultiWriter, TensorBoardWriter
 from ckd_jax.workdir.files import write_json
@@ -85,7 +86,7 @@ def make_evaluator(eval_step, split, batch_size, mean, std, parallel):
     if not replicated:
       variables = parallel.replicate(variables)
     total = None
-    for batch in eval_batches(split, batch_size, mean, std):
+    for batch in eval_batches(split, batch_size, mean, std, parallel.process_rows(batch_size)):
       total = _add(total, compiled(variables, parallel.shard(batch)))
     total = parallel.unreplicate(total)
     return {'test_loss': float(total['loss'] / total['count']),
@@ -166,8 +167,9 @@ class _RunBook:
     self.metrics_log = JsonlWriter(files.metrics)
 
   def open_writer(self):
+    tensorboard = self.options.tensorboard and is_primary()
     self.writer = MultiWriter([self.metrics_log, LoggingWriter(self.description)] + (
-        [TensorBoardWriter(self.files.tensorboard)] if self.options.tensorboard else []))
+        [TensorBoardWriter(self.files.tensorboard)] if tensorboard else []))
 
   def resume(self, state, steps_per_epoch):
     """The state and the partial epoch (sums, seconds) to continue from; forgets what followed the
@@ -213,6 +215,7 @@ class _RunBook:
     self.writer.write(record)
 
   def finish(self, state):
+    sync(f'finish {self.files.dir}')  # process 0 has written the last epoch record
     final = {**_final_record(self.metrics_log.read(), self.options.num_epochs), **self.final_info}
     write_json(self.files.final, final)
     self.resume_store.remove()
@@ -242,7 +245,7 @@ class _EpochLoop:
     self.replicated = self.parallel.replicate(self._stack(states))
     for book in self.books:
       book.open_writer()
-    bar = tqdm(total=total_steps, initial=start_step, disable=not opts.progress,
+    bar = tqdm(total=total_steps, initial=start_step, disable=not (opts.progress and is_primary()),
                desc=opts.description, unit='step', dynamic_ncols=True)
     try:
       with _StopAtStepBoundary() as stop:

@@ -3,9 +3,13 @@ half a file, since a reader sees either the old or the new content."""
 import json
 import pathlib
 
+from ckd_jax.distributed import primary_only
 
+
+@primary_only
 def write_text(path, text):
-  """Writes `text` to a temporary file beside `path`, then renames it over `path`."""
+  """Writes `text` to a temporary file beside `path`, then renames it over `path` (process 0
+  only, as every write)."""
   path = pathlib.Path(path)
   tmp = path.with_name(path.name + '.tmp')
   tmp.write_text(text)
@@ -32,6 +36,7 @@ def write_jsonl(path, records):
   write_text(path, ''.join(json.dumps(r, sort_keys=True) + '\n' for r in records))
 
 
+@primary_only
 def append_jsonl(path, record):
   with pathlib.Path(path).open('a') as f:
     f.write(json.dumps(record, sort_keys=True) + '\n')

@@ -1,8 +1,10 @@
-"""One process per workdir: an advisory lock that the OS releases when the process dies."""
+"""One run per workdir: an advisory lock that the OS releases when the process dies. In a run of
+several processes, process 0 holds it for all of them (it is the one that writes)."""
 import contextlib
 import fcntl
 import os
 
+from ckd_jax.distributed import is_primary
 from ckd_jax.workdir import layout
 
 
@@ -12,6 +14,9 @@ class WorkdirLockedError(RuntimeError):
 
 @contextlib.contextmanager
 def workdir_lock(workdir):
+  if not is_primary():
+    yield
+    return
   path = layout.lock_path(workdir)
   path.parent.mkdir(parents=True, exist_ok=True)
   with open(path, 'a+') as handle:

@@ -64,25 +64,28 @@ def initialize(coordinator_address='', num_processes=0, process_id=-1, timeout_s
   jax.distributed.initialize(coordinator_address or None, num_processes or None,
                              None if process_id < 0 else process_id,
                              initialization_timeout=timeout_s)
-  if num_processes and jax.process_count() != num_processes:
-    raise ValueError(f'this process was started with --num_processes={num_processes}, but the '
-                     f'coordinator runs {jax.process_count()} processes: start every process '
-                     'with the same --num_processes')
   return jax.process_count()
 
 
-def check_same_everywhere(text, what):
-  """Raises on every process whose `text` (e.g. its config) differs from process 0's."""
+def check_same_everywhere(settings):
+  """Raises, on every process alike, when some process was started with settings (a dict of
+  name -> text, e.g. the config) other than process 0's: one process failing alone would leave
+  the others waiting for it in their first collective."""
   import jax
   import numpy as np
   from jax.experimental import multihost_utils
   if jax.process_count() == 1:
     return
-  mine = np.frombuffer(hashlib.sha256(text.encode()).digest(), np.uint8)
+  mine = np.stack([np.frombuffer(hashlib.sha256(str(v).encode()).digest(), np.uint8)
+                   for v in settings.values()])
   primary = np.asarray(multihost_utils.broadcast_one_to_all(mine))
-  if not np.array_equal(mine, primary):
-    raise ValueError(f'process {jax.process_index()} was started with a different {what} than '
-                     'process 0: start every process with the same command line')
+  same = np.asarray(multihost_utils.process_allgather(np.all(mine == primary, axis=1)))
+  if not same.all():
+    names = [name for name, ok in zip(settings, same.all(axis=0)) if not ok]
+    processes = [int(i) for i in np.flatnonzero(~same.all(axis=1))]
+    raise ValueError(f'process(es) {processes} were started with another {" and ".join(names)} '
+                     'than process 0: start every process with the same command line (but its '
+                     '--process_id)')
 
 
 def is_primary():

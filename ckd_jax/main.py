@@ -100,9 +100,10 @@ def main(argv):
   try:
     processes = distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value,
                                        _PROCESS_ID.value, _DISTRIBUTED_TIMEOUT.value)
-    if processes > 1:
-      distributed.check_same_everywhere(f'{_CONFIG.value.to_json()}\n{_WORKDIR.value}',
-                                        'config or --workdir')
+    if processes > 1:  # (the coordinator's process count wins over a differing --num_processes)
+      distributed.check_same_everywhere({'--num_processes': _NUM_PROCESSES.value,
+                                         '--config': _CONFIG.value.to_json(),
+                                         '--workdir': _WORKDIR.value})
   except (ValueError, ConnectionError) as e:
     raise SystemExit(f'error: {e}') from None
   if not distributed.is_primary():  # process 0 speaks for all; the others only say what fails

@@ -8,8 +8,10 @@ I(X;T) → log N); kept as a reference. Units: nats.
 """
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-_MULTIPLIERS = (jnp.uint32(0x9E3779B1), jnp.uint32(0x85EBCA77))
+# numpy, not jnp: a jnp constant at import would start JAX's backends before jax.distributed
+_MULTIPLIERS = (np.uint32(0x9E3779B1), np.uint32(0x85EBCA77))
 
 
 def _bin(features, num_bins):

@@ -38,7 +38,7 @@ setup(
         # Reading TFDS datasets prepared as TFRecord (the default of `tfds build`) needs TensorFlow.
         'tfds': ['tensorflow-cpu>=2.16'],
         'tensorboard': ['tensorboardX>=2.6'],
-        'launch': ['submitit>=1.5'],  # launch/sweep.py --slurm
+        'launch': ['submitit>=1.5'],  # launch/slurm.py, launch/sweep.py --slurm
         'test': ['pytest>=8', 'pytest-xdist>=3.5', 'tensorboardX>=2.6', 'submitit>=1.5'],
     },
 )

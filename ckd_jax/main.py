@@ -80,7 +80,8 @@ class _OrbaxThreadErrors(std_logging.Filter):
 
 
 def _stop_gracefully(signum, frame):
-  """SIGTERM (e.g. a cluster preemption) saves a resume checkpoint, like Ctrl-C."""
+  """SIGTERM (e.g. a cluster preemption) and SIGUSR2 (SLURM's warning before the time limit, as
+  launch/ asks for it) save a resume checkpoint, like Ctrl-C."""
   del signum, frame
   raise KeyboardInterrupt
 
@@ -109,7 +110,8 @@ def main(argv):
   if not distributed.is_primary():  # process 0 speaks for all; the others only say what fails
     sys.stdout = open(os.devnull, 'w')
     logging.set_verbosity(logging.ERROR)
-  signal.signal(signal.SIGTERM, _stop_gracefully)
+  for stop_signal in (signal.SIGTERM, signal.SIGUSR2):
+    signal.signal(stop_signal, _stop_gracefully)
   sys.unraisablehook = _drop_closed_event_loop_noise
   logging.get_absl_logger().addFilter(_OrbaxThreadErrors())
   if _COMPILATION_CACHE.value != 'off':

@@ -24,6 +24,7 @@ import statistics
 import subprocess
 import sys
 
+import slurm  # launch/slurm.py, beside this file
 from ckd_jax.stages import report
 from ckd_jax.workdir import layout
 from ckd_jax.workdir.record import read_config
@@ -51,9 +52,8 @@ def jobs_of(config, root, grid, extra):
   jobs = []
   for point in itertools.product(*[[(k, v) for v in values] for k, values in grid]):
     name = '_'.join(f'{k}-{v}' for k, v in point) or 'run'
-    command = [sys.executable, '-m', 'ckd_jax.main', f'--config={config}',
-               f'--workdir={pathlib.Path(root) / name}'] + [
-                   f'--config.{k}={v}' for k, v in point] + list(extra)
+    command = slurm.main_command(config, pathlib.Path(root) / name,
+                                 [f'--config.{k}={v}' for k, v in point] + list(extra))
     jobs.append({'name': name, 'values': dict(point), 'command': command})
   return jobs
 
@@ -69,25 +69,17 @@ def run_local(jobs):
   return failed
 
 
-def _run_command(command):
-  """A SLURM task: one job's command line (a module-level function, so that submitit can pickle
-  it)."""
-  subprocess.run(command, check=True)
-
-
 def slurm_executor(root, args):
-  import submitit  # only the SLURM mode needs it
-  executor = submitit.AutoExecutor(folder=pathlib.Path(root) / 'slurm' / '%j', cluster='slurm')
-  executor.update_parameters(
-      slurm_partition=args.partition, timeout_min=int(args.hours * 60), gpus_per_node=args.gpus,
-      cpus_per_task=args.cpus, slurm_array_parallelism=args.parallel_jobs,
-      name=pathlib.Path(root).name)
-  return executor
+  return slurm.executor(pathlib.Path(root) / 'slurm', pathlib.Path(root).name,
+                        partition=args.partition, hours=args.hours,
+                        gpus_per_node=args.gpus_per_node, cpus=args.cpus,
+                        array_parallelism=args.parallel_jobs)
 
 
 def submit_slurm(jobs, root, args):
   """One SLURM array task per job; returns the SLURM job ids."""
-  submitted = slurm_executor(root, args).map_array(_run_command, [j['command'] for j in jobs])
+  submitted = slurm_executor(root, args).map_array(slurm.run_command,
+                                                   [j['command'] for j in jobs])
   return [job.job_id for job in submitted]
 
 
@@ -148,17 +140,10 @@ def parse_args(argv=None):
   mode.add_argument('--slurm', action='store_true', help='submit a SLURM array (submitit)')
   mode.add_argument('--dry_run', action='store_true', help='write sweep.json, print the commands')
   mode.add_argument('--gather', action='store_true', help='the table over all jobs')
-  parser.add_argument('--partition', help='SLURM partition')
-  parser.add_argument('--gpus', type=int, default=1, help='GPUs per job (SLURM)')
-  parser.add_argument('--cpus', type=int, default=8, help='CPUs per job (SLURM)')
-  parser.add_argument('--hours', type=float, default=24, help='time limit per job (SLURM)')
+  slurm.add_cluster_flags(parser)  # per job (SLURM)
   parser.add_argument('--parallel_jobs', type=int, default=64, help='array tasks at once (SLURM)')
-  argv = sys.argv[1:] if argv is None else list(argv)
-  extra = argv[argv.index('--') + 1:] if '--' in argv else []
-  args = parser.parse_args(argv[:argv.index('--')] if '--' in argv else argv)
-  if not all(e.startswith('--') for e in extra):
-    parser.error(f'only flags of ckd_jax.main may follow --, got {extra}')
-  return args, extra
+  ours, extra = slurm.split_extra(sys.argv[1:] if argv is None else argv)
+  return parser.parse_args(ours), extra
 
 
 def main(argv=None):

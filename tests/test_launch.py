@@ -10,7 +10,8 @@ import pytest
 
 LAUNCH = pathlib.Path(__file__).resolve().parents[1] / 'launch'
 sys.path.insert(0, str(LAUNCH))
-import sweep  # noqa: E402  (launch/ is scripts, not a package)
+import slurm  # noqa: E402  (launch/ is scripts, not a package)
+import sweep  # noqa: E402
 
 TESTS = pathlib.Path(__file__).resolve().parent
 TINY_CONFIG = f'''
@@ -70,13 +71,17 @@ def test_local_sweep_runs_every_job_and_gathers_one_table(tmp_path):
   assert f'| teacher | resnet8_b |  | {mean:.2f} ± ' in table and table.rstrip().endswith('| 2 |')
 
 
-def test_slurm_submission_is_one_array_task_per_job(tmp_path, monkeypatch):
-  """Rendered by submitit without a cluster (a stand-in `srun` on the PATH): the sbatch header."""
+@pytest.fixture
+def fake_srun(tmp_path, monkeypatch):
+  """submitit renders sbatch scripts without a cluster once an `srun` is on the PATH."""
   fake_bin = tmp_path / 'bin'
   fake_bin.mkdir()
   (fake_bin / 'srun').write_text('#!/bin/sh\nexit 0\n')
   (fake_bin / 'srun').chmod(0o755)
   monkeypatch.setenv('PATH', f'{fake_bin}{os.pathsep}{os.environ["PATH"]}')
+
+
+def test_slurm_submission_is_one_array_task_per_job(tmp_path, fake_srun):
   args, _ = sweep.parse_args(['--root', str(tmp_path), '--config=configs/quickstart.py',
                               '--grid=seed=0,1,2', '--slurm', '--partition=gpu', '--gpus=2',
                               '--hours=1.5', '--parallel_jobs=2'])
@@ -96,3 +101,32 @@ def test_local_launcher_passes_config_workdir_and_overrides(tmp_path):
   assert 'epochs: 3' in result.stdout
   usage = subprocess.run([str(LAUNCH / 'local.sh')], capture_output=True, text=True)
   assert usage.returncode == 2 and 'usage:' in usage.stderr
+
+
+def test_slurm_run_is_one_task_per_node_with_all_its_gpus(tmp_path, fake_srun, capsys):
+  workdir = tmp_path / 'imagenet'
+  assert slurm.main(['--config=configs/cifar100.py', f'--workdir={workdir}', '--nodes=2',
+                     '--gpus_per_node=8', '--partition=gpu', '--hours=48', '--dry_run', '--',
+                     '--config.teacher.epochs=90']) == 0
+  script = capsys.readouterr().out
+  for line in ('#SBATCH --nodes=2', '#SBATCH --ntasks-per-node=1', '#SBATCH --gpus-per-node=8',
+               '#SBATCH --partition=gpu', '#SBATCH --time=2880', '#SBATCH --job-name=imagenet'):
+    assert line in script, script
+  assert script.rstrip().endswith(
+      f'# every task runs: {sys.executable} -m ckd_jax.main --config=configs/cifar100.py '
+      f'--workdir={workdir} --config.teacher.epochs=90')
+  with pytest.raises(SystemExit, match='only flags of ckd_jax.main'):
+    slurm.main(['--config=c.py', f'--workdir={workdir}', '--', 'stray'])
+
+
+def test_slurm_tasks_start_jax_distributed_from_their_environment(monkeypatch):
+  """What each task of such a job sees: SLURM's task count, so ckd_jax.main starts
+  jax.distributed (JAX reads the coordinator and the task's rank from the same environment)."""
+  from ckd_jax import distributed
+  monkeypatch.delenv('SLURM_STEP_NUM_TASKS', raising=False)
+  monkeypatch.setenv('SLURM_NTASKS', '2')
+  calls = []
+  monkeypatch.setattr('jax.distributed.initialize', lambda *a, **k: calls.append((a, k)))
+  monkeypatch.setattr('jax.config.update', lambda *a: None)
+  distributed.initialize(timeout_s=7)
+  assert calls == [((None, None, None), {'initialization_timeout': 7})]

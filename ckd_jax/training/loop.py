@@ -35,7 +35,7 @@ def _all_finite(tree):
 
 
 class _StopAtStepBoundary:
-  """Ctrl-C and SIGTERM stop the loop between two steps, where the state and the running metrics
+  """Ctrl-C, SIGTERM and SIGUSR2 (SLURM's time-limit warning) stop the loop between two steps, where the state and the running metrics
   agree and no donated buffer is in flight, so the interrupt checkpoint is always exact.
 
   A second Ctrl-C stops at once. Only the main thread may set signal handlers; elsewhere the
@@ -45,7 +45,7 @@ class _StopAtStepBoundary:
   def __enter__(self):
     self.requested, self._previous = None, {}
     if threading.current_thread() is threading.main_thread():
-      for sig in (signal.SIGINT, signal.SIGTERM):
+      for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2):
         self._previous[sig] = signal.signal(sig, self._request)
     return self
 

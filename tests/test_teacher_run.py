@@ -341,9 +341,10 @@ def test_divergence_stops_the_run_and_saves_nothing_non_finite(tmp_path):
 @pytest.mark.parametrize('signum', [signal.SIGINT, signal.SIGTERM, signal.SIGUSR2])
 def test_an_interrupt_stops_between_two_steps_with_an_exact_checkpoint(tmp_path, monkeypatch,
                                                                       reference, signum):
-  """SIGINT / SIGTERM / SIGUSR2 arriving inside a step (here: right after step 9's computation, before the
-  loop sees its result) stop the loop at the next step boundary with a checkpoint of exactly the
-  steps done, their metrics included; the rerun ends exactly like an uninterrupted run."""
+  """SIGINT / SIGTERM / SIGUSR2 arriving inside a step (here: right after step 9's computation,
+  before the loop sees its result) stop the loop at the next step boundary with a checkpoint of
+  exactly the steps done, their metrics included; the rerun ends exactly like an uninterrupted
+  run."""
   real_compile = DataParallel.compile
   calls = {'n': 0}
 

@@ -35,8 +35,9 @@ def _all_finite(tree):
 
 
 class _StopAtStepBoundary:
-  """Ctrl-C, SIGTERM and SIGUSR2 (SLURM's time-limit warning) stop the loop between two steps, where the state and the running metrics
-  agree and no donated buffer is in flight, so the interrupt checkpoint is always exact.
+  """Ctrl-C, SIGTERM and SIGUSR2 (SLURM's time-limit warning) stop the loop between two steps,
+  where the state and the running metrics agree and no donated buffer is in flight, so the
+  interrupt checkpoint is always exact.
 
   A second Ctrl-C stops at once. Only the main thread may set signal handlers; elsewhere the
   process's own handlers stay.

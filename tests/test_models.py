@@ -25,6 +25,26 @@ def test_parameter_count_matches_pytorch(name, expected):
   assert count_params(get_model(name, 100), (32, 32, 3)) == expected
 
 
+@pytest.mark.parametrize('name,expected', [('imagenet_resnet18', 11_689_512),
+                                           ('imagenet_resnet34', 21_797_672)])
+def test_imagenet_parameter_count_matches_torchvision(name, expected):
+  """torchvision.models.resnet18() / resnet34(), 1000 classes (no compilation: eval_shape)."""
+  assert count_params(get_model(name, 1000), (224, 224, 3)) == expected
+
+
+def test_imagenet_resnet_shapes():
+  """The 7×7 stem, 512 pooled features and the logits; only 18 and 34 layers are built."""
+  model = get_model('imagenet_resnet18', 1000)
+  x = jnp.zeros((2, 224, 224, 3))
+  variables = jax.eval_shape(lambda: model.init(jax.random.key(0), x))
+  stem = variables['params']['Conv_0']['kernel']
+  assert stem.shape == (7, 7, 3, 64)
+  logits, features = jax.eval_shape(lambda v: model.apply(v, x, return_features=True), variables)
+  assert logits.shape == (2, 1000) and features.shape == (2, 512)
+  with pytest.raises(ValueError, match='one of \\[18, 34\\]'):
+    get_model('imagenet_resnet50', 1000)
+
+
 @pytest.mark.parametrize('name,dim', [('wrn_40_2', 128), ('resnet110', 64), ('resnet32', 64),
                                       ('mobilenetv2_075', 1280), ('shufflenetv2', 1024)])
 def test_features_are_pooled_penultimate(name, dim):

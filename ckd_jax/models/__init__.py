@@ -7,6 +7,7 @@ return_features=False)` on NHWC float images; with `return_features=True` it ret
 import functools
 import re
 
+from ckd_jax.models.imagenet_resnet import ImageNetResNet
 from ckd_jax.models.mobilenetv2 import MobileNetV2
 from ckd_jax.models.resnet import CifarResNet
 from ckd_jax.models.shufflenetv2 import ShuffleNetV2
@@ -24,6 +25,10 @@ def _parse_resnet(match):
   return functools.partial(CifarResNet, depth=int(match[1]), width=width, shortcut=shortcut)
 
 
+def _parse_imagenet_resnet(match):
+  return functools.partial(ImageNetResNet, depth=int(match[1]))
+
+
 def _parse_mobilenet(match):
   return functools.partial(MobileNetV2, width_mult=int(match[1]) / 100 if match[1] else 1.0)
 
@@ -35,13 +40,15 @@ def _parse_shufflenet(match):
 _PATTERNS = (
     (re.compile(r'wrn_(\d+)_(\d+)'), _parse_wrn),
     (re.compile(r'resnet(\d+)(?:x(\d+))?(_b)?'), _parse_resnet),
+    (re.compile(r'imagenet_resnet(\d+)'), _parse_imagenet_resnet),
     (re.compile(r'mobilenetv2(?:_(\d{3}))?'), _parse_mobilenet),
     (re.compile(r'shufflenetv2(?:_(\d{2}))?'), _parse_shufflenet),
 )
 
 EXAMPLE_NAMES = ('wrn_40_2', 'wrn_40_1', 'wrn_16_2', 'resnet110', 'resnet32', 'resnet20', 'resnet8',
                  'resnet32_b', 'resnet8x4', 'resnet32x4', 'mobilenetv2', 'mobilenetv2_075',
-                 'mobilenetv2_050', 'shufflenetv2', 'shufflenetv2_05')
+                 'mobilenetv2_050', 'shufflenetv2', 'shufflenetv2_05', 'imagenet_resnet18',
+                 'imagenet_resnet34')
 
 
 def get_model(name, num_classes, axis_name=None, **kwargs):
@@ -49,8 +56,8 @@ def get_model(name, num_classes, axis_name=None, **kwargs):
 
   Names: `wrn_<depth>_<k>`, `resnet<depth>` (option-A shortcut, the authors'), `resnet<depth>_b`
   (option B, RepDistiller's), `resnet<depth>x<width>` (RepDistiller's wide ResNets, option B),
-  `mobilenetv2[_<100·w>]`, `shufflenetv2[_<10·ratio>]`. `axis_name` turns BatchNorm into a
-  synchronised BN over that pmap axis.
+  `mobilenetv2[_<100·w>]`, `shufflenetv2[_<10·ratio>]`, `imagenet_resnet{18,34}` (torchvision's).
+  `axis_name` turns BatchNorm into a synchronised BN over that pmap axis.
   """
   if not isinstance(num_classes, int) or num_classes < 2:
     raise ValueError(f'num_classes must be an integer >= 2, got {num_classes!r}')

@@ -30,6 +30,7 @@ setup(
         'scipy>=1.11',  # Spearman's rank correlation between MI estimators (jax needs scipy too)
         'scikit-learn>=1.3',  # the bundled digits dataset of the offline quick-start
         'pillow>=10.0',  # the image_folder source
+        'grain>=0.2.10',  # data.stream: training images read ahead in threads (imported lazily)
         'tqdm>=4.66',
         'matplotlib>=3.7',  # the selection plot (Agg backend, no display needed)
     ],

@@ -28,6 +28,7 @@ def validate(config):
   stages = parse_stages(config.stages)
   if config.data.crop_padding < 0:
     raise ValueError('config.data.crop_padding must be >= 0')
+  _validate_stream(config.data)
   tc = config.teacher
   get_model(tc.arch, 10)  # raises for an unknown name
   _check_recipe(tc, 'teacher')
@@ -60,6 +61,17 @@ def check_inputs(config, workdir):
       and not selection_path(workdir).exists()):
     raise ValueError(f"teacher choice 'selected' needs {selection_path(workdir)}: run the select "
                      'stage first (add it to --config.stages)')
+
+
+def _validate_stream(data):
+  if not data.get('stream', False):
+    return
+  if data.source != 'image_folder':
+    raise ValueError(f"data.stream=True reads image files: it needs data.source='image_folder', "
+                     f'not {data.source!r} (streaming TFDS is not built yet)')
+  if data.image_size < 1 or data.stream_threads < 1:
+    raise ValueError('data.stream=True needs data.image_size (every image is resized to it as it '
+                     'is read) and data.stream_threads >= 1')
 
 
 def _check_recipe(section, name):

@@ -138,7 +138,9 @@ def base_config(data, teacher, distill, select=None, stages='teacher,select,dist
   config.tensorboard = False  # True: also TensorBoard scalars (needs the `tensorboard` extra)
   config.data = ml_collections.ConfigDict(dict(
       source='tfds', name='', data_dir='', download=False, root='', cache_dir='', image_size=0,
-      train_examples=0, test_examples=0, crop_padding=4, flip=True, eval_batch_size=500))
+      train_examples=0, test_examples=0, crop_padding=4, flip=True, eval_batch_size=500,
+      # image_folder only: read the training images as they are needed (larger than memory)
+      stream=False, stream_threads=16))
   config.data.update(data)
   config.vectorize_max_runs = 0  # runs per vectorised program (0: all); fewer when memory is short
   # vectorize=True: the seeds of the teacher stage, and the students whose teachers have as many

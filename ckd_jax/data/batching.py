@@ -22,20 +22,42 @@ def steps_per_epoch(num_examples, batch_size):
   return steps
 
 
+class TrainStream:
+  """What defines the stream of a run: its keys, the permutation of each epoch and the step keys.
+
+  `rows`: the slice of every global batch that this process feeds (`DataParallel.process_rows`);
+  None: all of it.
+  """
+
+  def __init__(self, num_examples, batch_size, seed, rows=None):
+    self.num_examples, self.batch_size = num_examples, batch_size
+    self.steps_per_epoch = steps_per_epoch(num_examples, batch_size)
+    rows = rows or slice(0, batch_size)
+    self.rows = (rows.start, rows.stop)
+    self._perm_key, self.aug_key = jax.random.split(jax.random.key(seed))
+
+  def permutation(self, epoch):
+    return jax.random.permutation(jax.random.fold_in(self._perm_key, epoch), self.num_examples)
+
+  def step_keys(self, global_step, length):
+    return jax.vmap(jax.random.fold_in, (None, 0))(self.aug_key, jnp.arange(length) + global_step)
+
+  def check_block(self, global_step, length):
+    step = global_step % self.steps_per_epoch
+    if step + length > self.steps_per_epoch:
+      raise ValueError(f'a block of {length} steps from step {step} crosses the epoch end')
+
+
 class TrainBatches:
-  """Produces normalised, augmented training batches on the device."""
+  """Produces normalised, augmented training batches on the device, from a split held there."""
 
   def __init__(self, split, batch_size, mean, std, padding, flip, seed, rows=None):
-    """`rows`: the slice of every global batch to cut (this process's, `DataParallel.process_rows`);
-    None: all of it."""
     self.images = jnp.asarray(split.images)
     self.labels = jnp.asarray(split.labels)
-    self.batch_size = batch_size
-    self.steps_per_epoch = steps_per_epoch(len(split), batch_size)
-    self._perm_key, self._aug_key = jax.random.split(jax.random.key(seed))
+    self.stream = TrainStream(len(split), batch_size, seed, rows)
+    self.batch_size, self.steps_per_epoch = batch_size, self.stream.steps_per_epoch
     self._epoch, self._perm = None, None
-    rows = rows or slice(0, batch_size)
-    cut = functools.partial(_cut_batch, batch_size=batch_size, rows=(rows.start, rows.stop),
+    cut = functools.partial(_cut_batch, batch_size=batch_size, rows=self.stream.rows,
                             mean=tuple(mean), std=tuple(std), padding=padding, flip=flip)
     self._cut = jax.jit(cut)
     self._cut_block = jax.jit(jax.vmap(cut, in_axes=(None, None, None, 0, 0)))
@@ -43,17 +65,15 @@ class TrainBatches:
   def batch(self, global_step):
     """The batch of `global_step` (0-based over the whole run)."""
     step = self._step_in_epoch(global_step)
-    key = jax.random.fold_in(self._aug_key, global_step)
+    key = jax.random.fold_in(self.stream.aug_key, global_step)
     return self._cut(self.images, self.labels, self._perm, step, key)
 
   def block(self, global_step, length):
     """The batches of `length` steps from `global_step` on, stacked (length, batch, …); equal to
     `batch` of each step. The block stays within one epoch."""
+    self.stream.check_block(global_step, length)
     step = self._step_in_epoch(global_step)
-    if step + length > self.steps_per_epoch:
-      raise ValueError(f'a block of {length} steps from step {step} crosses the epoch end')
-    keys = jax.vmap(jax.random.fold_in, (None, 0))(self._aug_key,
-                                                    jnp.arange(length) + global_step)
+    keys = self.stream.step_keys(global_step, length)
     return self._cut_block(self.images, self.labels, self._perm, jnp.arange(length) + step, keys)
 
   def _step_in_epoch(self, global_step):
@@ -61,19 +81,24 @@ class TrainBatches:
     epoch, step = divmod(global_step, self.steps_per_epoch)
     if epoch != self._epoch:
       self._epoch = epoch
-      self._perm = jax.random.permutation(jax.random.fold_in(self._perm_key, epoch),
-                                          self.labels.shape[0])
+      self._perm = self.stream.permutation(epoch)
     return step
 
 
-def _cut_batch(images, labels, perm, step, key, *, batch_size, rows, mean, std, padding, flip):
+def _cut_batch(images, labels, perm, step, key, *, batch_size, rows, **augmentation):
   idx = jax.lax.dynamic_slice(perm, (step * batch_size,), (batch_size,))[rows[0]:rows[1]]
-  batch_images = images[idx]
+  return augment_rows(images[idx], labels[idx], key, batch_size=batch_size, rows=rows,
+                      **augmentation)
+
+
+def augment_rows(images, labels, key, *, batch_size, rows, mean, std, padding, flip):
+  """The `rows` of a global batch of `batch_size`, augmented with the draws of the whole batch
+  (so the result does not depend on which process holds which rows), normalised."""
   if padding or flip:
-    dy, dx, flips = sample_crop_flip(key, batch_size, padding, flip)  # the global batch's draws
-    batch_images = crop_and_flip(batch_images, dy[rows[0]:rows[1]], dx[rows[0]:rows[1]],
-                                 flips[rows[0]:rows[1]], padding)
-  return {'image': normalize(batch_images, mean, std), 'label': labels[idx]}
+    dy, dx, flips = sample_crop_flip(key, batch_size, padding, flip)
+    images = crop_and_flip(images, dy[rows[0]:rows[1]], dx[rows[0]:rows[1]],
+                           flips[rows[0]:rows[1]], padding)
+  return {'image': normalize(images, mean, std), 'label': labels}
 
 
 def eval_batches(split, batch_size, mean, std, rows=None):

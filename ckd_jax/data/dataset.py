@@ -1,4 +1,5 @@
-"""The in-memory dataset every source produces: uint8 NHWC images, int32 labels, per split."""
+"""The dataset every source produces: uint8 NHWC images and int32 labels per split, in memory
+(`Split`) or, for a streamed training split, as files read on demand (`FileSplit`)."""
 import dataclasses
 
 import numpy as np
@@ -22,6 +23,48 @@ class Split:
     """The first n examples (sources are shuffled once, so this is a fixed random subset)."""
     return Split(self.images[:n], self.labels[:n]) if n else self
 
+  def in_memory(self):
+    return self
+
+
+def decode_image(path, image_size):
+  """One image file → uint8 (H, W, 3), resized to image_size² when image_size is set."""
+  from PIL import Image
+  try:
+    with Image.open(path) as im:
+      im = im.convert('RGB')
+      if image_size:
+        im = im.resize((image_size, image_size), Image.BILINEAR)
+      return np.asarray(im, dtype=np.uint8)
+  except OSError as e:  # PIL's UnidentifiedImageError and truncated files are OSErrors
+    raise ValueError(f'image_folder: {path} cannot be decoded ({e}); remove or replace it') from None
+
+
+class FileSplit:
+  """A split kept as files (decoded on demand, all at `image_size`²), in a fixed order."""
+
+  def __init__(self, files, labels, image_size, threads=16):
+    if not image_size:
+      raise ValueError('a streamed split needs config.data.image_size (every image is resized '
+                       'to it as it is read)')
+    self.files, self.labels = list(files), np.asarray(labels, np.int32)
+    self.image_size, self.threads = image_size, threads
+
+  def __len__(self):
+    return len(self.files)
+
+  def load(self, indices):
+    """uint8 (len(indices), H, W, 3)."""
+    return np.stack([decode_image(self.files[i], self.image_size) for i in indices])
+
+  def take(self, n):
+    """The first n examples (0: all), still as files."""
+    return FileSplit(self.files[:n], self.labels[:n], self.image_size, self.threads) if n else self
+
+  def in_memory(self):
+    """Decoded (e.g. the variational estimator's fit set, after `take`)."""
+    return Split(self.load(range(len(self))), self.labels)
+
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
@@ -34,7 +77,7 @@ class Dataset:
 
   @property
   def image_shape(self):
-    return self.train.images.shape[1:]
+    return self.test.images.shape[1:]  # (the test split is always in memory)
 
 
 def channel_stats(images):

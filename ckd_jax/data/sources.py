@@ -11,14 +11,17 @@ import pathlib
 
 import numpy as np
 
-from ckd_jax.data.dataset import Dataset, Split, channel_stats
+from ckd_jax.data.dataset import Dataset, FileSplit, Split, channel_stats, decode_image
 from ckd_jax.distributed import is_primary
 
-# Published normalisation constants; other datasets use statistics of their training split.
+# Published normalisation constants; other datasets use statistics of their training split (of
+# its first STATS_SAMPLE images when it is streamed).
 NORMALIZATION = {
     'cifar100': ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)),
     'cifar10': ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    'imagenet2012': ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),  # torchvision's
 }
+STATS_SAMPLE = 1000
 
 FASHION_MNIST_DIR = '/usr/share/datasets/fashion-mnist'
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp')
@@ -29,7 +32,8 @@ class DataUnavailableError(FileNotFoundError):
 
 
 def _make_dataset(name, train, test, num_classes):
-  mean, std = NORMALIZATION.get(name) or channel_stats(train.images)
+  sample = train.take(STATS_SAMPLE) if isinstance(train, FileSplit) else train
+  mean, std = NORMALIZATION.get(name) or channel_stats(sample.in_memory().images)
   return Dataset(name, train, test, num_classes, mean, std)
 
 
@@ -109,17 +113,9 @@ def _list_images(split_dir, classes):
 
 
 def _decode(files, image_size):
-  from PIL import Image
   images = []
   for path in files:
-    try:
-      with Image.open(path) as im:
-        im = im.convert('RGB')
-        if image_size:
-          im = im.resize((image_size, image_size), Image.BILINEAR)
-        array = np.asarray(im, dtype=np.uint8)
-    except OSError as e:  # PIL's UnidentifiedImageError and truncated files are OSErrors
-      raise ValueError(f'image_folder: {path} cannot be decoded ({e}); remove or replace it') from None
+    array = decode_image(path, image_size)
     if images and array.shape != images[0].shape:
       raise ValueError(f'{path} is {array.shape[:2]} but {files[0]} is {images[0].shape[:2]}: '
                        'set config.data.image_size to resize all images')
@@ -154,15 +150,22 @@ def _load_folder_split(split_dir, classes, image_size, cache_dir):
 
 
 def load_image_folder(root, train_split='train', test_split='test', image_size=None,
-                      cache_dir=None, name='image_folder'):
+                      cache_dir=None, name='image_folder', stream=False, stream_threads=16):
   """Reads `<root>/<split>/<class>/*.{jpg,png}`; classes are the sorted train sub-folders.
 
   Decoding is slow, so the decoded arrays are cached as .npy in `cache_dir` (keyed on the file
-  list, sizes and modification times, so a changed folder is decoded again).
+  list, sizes and modification times, so a changed folder is decoded again). With `stream`, the
+  training split stays files (`FileSplit`), read as it trains, in the order the in-memory split
+  would have.
   """
   root = pathlib.Path(root) if root else None
   classes = _image_folder_classes(root, train_split, test_split)
-  train = _shuffle_once(_load_folder_split(root / train_split, classes, image_size, cache_dir))
+  if stream:
+    files, labels = _list_images(root / train_split, classes)
+    order = _shuffle_order(len(files))
+    train = FileSplit([files[i] for i in order], labels[order], image_size, stream_threads)
+  else:
+    train = _shuffle_once(_load_folder_split(root / train_split, classes, image_size, cache_dir))
   test = _shuffle_once(_load_folder_split(root / test_split, classes, image_size, cache_dir))
   return _make_dataset(name, train, test, len(classes))
 
@@ -243,8 +246,12 @@ def load_tfds(name, data_dir=None, download=False, train_split='train', test_spl
 def _shuffle_once(split, seed=0):
   """A fixed permutation, so that `Split.take(n)` (train_examples / test_examples) is a random
   subset and not, e.g., the first classes of a folder read class by class."""
-  order = np.random.default_rng(seed).permutation(len(split))
+  order = _shuffle_order(len(split), seed)
   return Split(split.images[order], split.labels[order])
+
+
+def _shuffle_order(n, seed=0):
+  return np.random.default_rng(seed).permutation(n)
 
 
 # ------------------------------------------------------------------------------------- dispatcher
@@ -282,7 +289,9 @@ def load_dataset(data_config):
   elif source == 'image_folder':
     dataset = load_image_folder(data_config.get('root'), image_size=data_config.get('image_size'),
                                 cache_dir=data_config.get('cache_dir') or None,
-                                name=data_config.get('name') or 'image_folder')
+                                name=data_config.get('name') or 'image_folder',
+                                stream=data_config.get('stream', False),
+                                stream_threads=data_config.get('stream_threads', 16))
   elif source == 'digits':
     dataset = load_digits()
   elif source == 'fashion_mnist':

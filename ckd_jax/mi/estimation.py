@@ -190,7 +190,7 @@ def compare_over_snapshots(stacked_variables, model, dataset, methods, feature='
   features = extract(test.images)
   fit = {}
   if 'variational' in methods:
-    train = dataset.train.take(fit_samples)
+    train = dataset.train.take(fit_samples).in_memory()  # (a streamed split is files)
     fit = dict(fit_features=extract(train.images), fit_labels=train.labels,
                fit_images=train.images.astype(np.float32) / 255.0,
                images=test.images.astype(np.float32) / 255.0)

@@ -9,7 +9,7 @@ from typing import Any
 import jax
 from absl import logging
 
-from ckd_jax.data import TrainBatches
+from ckd_jax.data import make_train_batches
 from ckd_jax.models import get_model
 from ckd_jax.training import (LoopOptions, create_train_state, make_eval_step, make_evaluator,
                               make_optimizer, make_schedule, make_train_step, model_predict,
@@ -73,9 +73,9 @@ def train_models(specs, dataset, run_dirs, parallel, loss_and_grads_factory, *, 
     raise ValueError('runs trained together must differ only in their seed')
   bn_axis = parallel.axis_name if spec.sync_batch_norm else None
   model = get_model(spec.arch, dataset.num_classes, axis_name=bn_axis)
-  batches = [TrainBatches(dataset.train, spec.batch_size, dataset.mean, dataset.std,
-                          spec.crop_padding, spec.flip, s.seed,
-                          rows=parallel.process_rows(spec.batch_size)) for s in specs]
+  batches = [make_train_batches(dataset.train, spec.batch_size, dataset.mean, dataset.std,
+                                spec.crop_padding, spec.flip, s.seed,
+                                rows=parallel.process_rows(spec.batch_size)) for s in specs]
   steps_per_epoch = batches[0].steps_per_epoch
   tx = make_optimizer(spec.optimizer, steps_per_epoch, spec.epochs)
   states = [create_train_state(model, tx, dataset.image_shape, s.seed) for s in specs]

@@ -56,11 +56,11 @@ def initialize(coordinator_address='', num_processes=0, process_id=-1, timeout_s
                      f'(--num_processes={num_processes})')
   if num_processes == 1:
     return 1
+  if coordinator_address and process_id > 0:
+    _wait_for_coordinator(coordinator_address, timeout_s)
   import jax
   # CPU hosts exchange their collectives through gloo (a no-op setting on GPUs).
   jax.config.update('jax_cpu_collectives_implementation', 'gloo')
-  if coordinator_address and process_id > 0:
-    _wait_for_coordinator(coordinator_address, timeout_s)
   jax.distributed.initialize(coordinator_address or None, num_processes or None,
                              None if process_id < 0 else process_id,
                              initialization_timeout=timeout_s)

@@ -23,3 +23,12 @@ def tiny_config(*, train=128, test=64, eval_batch=64, teacher_seeds=1, student_s
   config.progress = False
   config.parallel = 'none'  # tiny 8×8 steps are fastest on one device; mesh and pmap: own tests
   return config
+
+
+def smooth_two_stage_config():
+  """Teacher and KD under parallel='mesh', without crop padding and at learning rate 0.02: a
+  trajectory smooth enough that device splits can be compared (see test_teacher_run.py)."""
+  config = tiny_config(stages='teacher,distill')
+  config.data.crop_padding, config.parallel = 0, 'mesh'
+  config.teacher.optimizer.learning_rate = config.distill.optimizer.learning_rate = 0.02
+  return config

@@ -65,6 +65,15 @@ def test_streamed_batches_equal_in_memory_batches(folder, rows):
     streamed.block(7, 3)
 
 
+def test_a_process_rows_are_its_rows_of_the_global_batch(folder):
+  """Rows 4..8 of every batch, augmented with the draws of the whole batch (crop and flip)."""
+  split = load_image_folder(folder, image_size=12).train
+  args = (16, MEAN, STD, 2, True, 7)
+  whole, rows = TrainBatches(split, *args), TrainBatches(split, *args, rows=slice(4, 8))
+  for step in (0, 4):
+    chex_equal(rows.batch(step), jax.tree.map(lambda x: x[4:8], whole.batch(step)))
+
+
 def chex_equal(a, b):
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))

@@ -16,9 +16,16 @@ class TrainState(train_state.TrainState):
 
 
 def create_train_state(model, tx, image_shape, seed):
-  """Initialises parameters on a zero batch; deterministic in `seed`."""
-  variables = jax.jit(model.init, static_argnames=('train',))(
-      jax.random.key(seed), jnp.zeros((1,) + tuple(image_shape), jnp.float32), train=False)
+  """Initialises parameters on a zero batch; deterministic in `seed`.
+
+  Compiled without XLA's backend optimisations: it runs once, and optimising its unrolled random
+  number code took 5.2 of the 5.5 s that a ResNet-8's init took to compile on the CPU (1.1 s
+  without; the values differ from optimised code's in the last bit at most).
+  """
+  key, images = jax.random.key(seed), jnp.zeros((1,) + tuple(image_shape), jnp.float32)
+  init = jax.jit(model.init, static_argnames=('train',)).lower(key, images, train=False).compile(
+      {'xla_backend_optimization_level': 0})
+  variables = init(key, images)
   state = TrainState.create(apply_fn=model.apply, params=variables['params'], tx=tx,
                             batch_stats=variables.get('batch_stats', {}))
   # An array step (not a Python int) keeps its dtype through checkpoints and pmap.

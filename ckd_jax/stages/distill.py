@@ -131,4 +131,5 @@ def run(config, workdir):
               for group in vectorised_groups(same, True, config.vectorize_max_runs)]
   for group in groups:
     train_students(config, dataset, group, parallel)
-  print(report.students_console_table(workdir))
+  if is_primary():  # (it reads the students' final.json, which process 0 writes)
+    print(report.students_console_table(workdir))

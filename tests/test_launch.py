@@ -47,28 +47,33 @@ def test_grid_expands_into_one_job_per_point_with_its_overrides(tmp_path):
 
 
 def test_local_sweep_runs_every_job_and_gathers_one_table(tmp_path):
-  """A 2-job grid of a tiny teacher-only config (a 2×2 grid of the quick-start takes minutes)."""
+  """A 2×2 grid (seeds × KD α, the README's) of a tiny teacher-only config (the quick-start's
+  would take minutes): α leaves a teacher unchanged, so the later jobs compile nothing, and the
+  table's two α rows must agree (a job depends on its seed alone: determinism across jobs)."""
   config = tmp_path / 'tiny.py'
   config.write_text(TINY_CONFIG)
   root = tmp_path / 'sweep'
   result = subprocess.run(
       [sys.executable, str(LAUNCH / 'sweep.py'), f'--config={config}', f'--root={root}',
-       '--grid=seed=0,1', '--local', '--', '--config.progress=False',
-       f'--compilation_cache_dir={tmp_path / "xla_cache"}'],  # the second job compiles nothing
+       '--grid=seed=0,1', '--grid=distill.alpha=0.5,0.9', '--local', '--',
+       '--config.progress=False',
+       f'--compilation_cache_dir={tmp_path / "xla_cache"}'],
       capture_output=True, text=True, env=_env(), cwd=TESTS.parent)
   assert result.returncode == 0, result.stderr[-3000:]
-  assert '2 of 2 jobs done' in result.stdout
+  assert '4 of 4 jobs done' in result.stdout
   assert sweep.main([f'--root={root}', '--gather']) == 0
   rows = list(csv.DictReader(open(root / 'sweep_results.csv')))
-  assert [(r['job'], r['seed'], r['kind']) for r in rows] == [('seed-0', '0', 'teacher'),
-                                                             ('seed-1', '1', 'teacher')]
-  accuracies = [float(r['last_test_accuracy']) for r in rows]
-  for job, accuracy in zip(('seed-0', 'seed-1'), accuracies):
-    final = json.loads(next((root / job / 'teachers').glob('*/final.json')).read_text())
-    assert final['last_test_accuracy'] == accuracy
-  mean = 100 * sum(accuracies) / 2
+  jobs = [f'seed-{s}_distill.alpha-{a}' for s in (0, 1) for a in ('0.5', '0.9')]
+  assert [(r['job'], r['kind']) for r in rows] == [(job, 'teacher') for job in jobs]
+  accuracy = {}
+  for row in rows:
+    final = json.loads(next((root / row['job'] / 'teachers').glob('*/final.json')).read_text())
+    assert final['last_test_accuracy'] == float(row['last_test_accuracy'])
+    accuracy.setdefault(row['distill.alpha'], []).append(final['last_test_accuracy'])
+  assert accuracy['0.5'] == accuracy['0.9'] and len(accuracy['0.5']) == 2
   table = (root / 'sweep_report.md').read_text()
-  assert f'| teacher | resnet8_b |  | {mean:.2f} ± ' in table and table.rstrip().endswith('| 2 |')
+  for alpha, values in accuracy.items():
+    assert f'| {alpha} | teacher | resnet8_b |  | {50 * sum(values):.2f} ± ' in table, table
 
 
 @pytest.fixture

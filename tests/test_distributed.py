@@ -156,3 +156,21 @@ def test_slurm_task_count(monkeypatch):
   assert distributed.slurm_num_processes() == 4
   monkeypatch.setenv('SLURM_STEP_NUM_TASKS', '2')  # the step's own count wins over the job's
   assert distributed.slurm_num_processes() == 2
+
+
+def test_importing_the_library_and_its_configs_starts_no_jax_backend():
+  """jax.distributed must start before JAX makes its devices: a module-level jnp constant (once in
+  mi/binning.py) starts them at import, and every multi-process run then fails."""
+  script = ('import importlib.util, pathlib, jax\n'
+            'import ckd_jax.main, ckd_jax.pipeline\n'
+            "for path in sorted(pathlib.Path('configs').glob('*.py')):\n"
+            '  spec = importlib.util.spec_from_file_location(path.stem, path)\n'
+            '  module = importlib.util.module_from_spec(spec)\n'
+            '  spec.loader.exec_module(module)\n'
+            '  module.get_config()\n'
+            "jax.config.update('jax_num_cpu_devices', 3)  # raises once the backends exist\n"
+            'print(jax.device_count())\n')
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  result = subprocess.run([sys.executable, '-c', script], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+  assert result.returncode == 0 and result.stdout.strip() == '3', result.stderr[-2000:]

@@ -54,10 +54,9 @@ def metadata_digest(metadata):
 def _manager(directory, max_to_keep=None):
   """A manager private to this process: only process 0 saves (the arrays are replicated host
   copies), and Orbax's own multi-process coordination would wait for the others at every call."""
-  directory = pathlib.Path(directory).absolute()
-  if jax.process_index() == 0:
+  directory, process = pathlib.Path(directory).absolute(), jax.process_index()
+  if process == 0:
     directory.mkdir(parents=True, exist_ok=True)
-  process = jax.process_index()
   options = ocp.CheckpointManagerOptions(
       max_to_keep=max_to_keep, create=False, enable_async_checkpointing=False,
       multiprocessing_options=ocp.options.MultiprocessingOptions(

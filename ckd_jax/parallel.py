@@ -64,8 +64,10 @@ class DataParallel:
     self.num_devices = (num_devices or jax.device_count()) if mode != 'none' else 1
     if self.num_devices > jax.device_count():
       raise ValueError(f'{self.num_devices} devices requested, {jax.device_count()} present')
-    if processes > 1 and self.num_devices != jax.device_count():
-      raise ValueError('a run of several processes uses all of their devices')
+    if processes > 1 and (self.num_devices != jax.device_count() or
+                          jax.local_device_count() * processes != jax.device_count()):
+      raise ValueError(f'a run of several processes uses all of their devices, as many on each: '
+                       f'this process has {jax.local_device_count()} of {jax.device_count()}')
     # process by process, so that each process's devices hold one contiguous block of the batch
     self.devices = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))[:self.num_devices]
     self.num_processes, self.process_index = processes, jax.process_index()

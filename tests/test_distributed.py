@@ -118,8 +118,9 @@ def test_processes_started_differently_all_stop_with_one_line(tmp_path):
 
 def test_with_several_processes_only_the_mesh_spans_them_and_the_batch_splits_over_all(
     monkeypatch):
-  """This process's 8 devices as if they were 2 processes' (the checks read only the counts)."""
+  """This process's 8 devices as if they were 2 processes' 4 (the checks read only the counts)."""
   monkeypatch.setattr(jax, 'process_count', lambda: 2)
+  monkeypatch.setattr(jax, 'local_device_count', lambda: 4)
   parallel = DataParallel('auto')
   assert parallel.mode == 'mesh' and parallel.num_devices == 8
   assert parallel.process_rows(64) == slice(0, 32)
@@ -129,6 +130,9 @@ def test_with_several_processes_only_the_mesh_spans_them_and_the_batch_splits_ov
   for mode in ('pmap', 'none'):
     with pytest.raises(ValueError, match=f"parallel='{mode}' runs on one process's devices"):
       DataParallel(mode)
+  monkeypatch.setattr(jax, 'local_device_count', lambda: 3)  # 3 here, 5 on the other
+  with pytest.raises(ValueError, match='as many on each: this process has 3 of 8'):
+    DataParallel('mesh')
 
 
 def test_unreachable_coordinator_is_a_bounded_wait_and_a_clear_error():

@@ -8,7 +8,6 @@ one included (`digest`): reading the metadata verifies the second, restoring ver
 import hashlib
 import json
 import pathlib
-import shutil
 
 import flax
 import jax
@@ -16,6 +15,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from ckd_jax.distributed import primary_only
+from ckd_jax.workdir.files import remove_tree
 from ckd_jax.workdir.layout import RunFiles
 
 
@@ -235,8 +235,7 @@ class ResumeStore:
     return (flax.serialization.from_state_dict(template, restored['state']),
             restored['extra']['extra'])
 
-  @primary_only
   def remove(self):
     self._manager.close()
-    shutil.rmtree(self.directory, ignore_errors=True)
+    remove_tree(self.directory)
 

@@ -3,8 +3,6 @@
 The frozen teacher snapshots of a choice are restored once as ONE stacked pytree and passed to the
 jitted student step, which runs all teachers in one compiled loop (`lax.map`).
 """
-import shutil
-
 from ckd_jax.checkpoints import SnapshotStore, restore_stacked, snapshot_digests
 from ckd_jax.data import load_dataset, steps_per_epoch
 from ckd_jax.distributed import is_primary
@@ -14,7 +12,7 @@ from ckd_jax.stages import report, select, teacher_choices
 from ckd_jax.stages.supervised import RunSpec, train_models, vectorised_groups
 from ckd_jax.training import (ensemble_predict, make_eval_step, make_evaluator,
                               make_kd_loss_and_grads, make_loss_and_grads, make_teacher_forward)
-from ckd_jax.workdir.files import read_json
+from ckd_jax.workdir.files import read_json, remove_tree
 from ckd_jax.workdir.layout import RunFiles, student_run_dir
 
 
@@ -108,8 +106,7 @@ def run(config, workdir):
       finished = files.is_finished()
       if finished and None not in digests and _learnt_from(files) != digests:
         print(f'student {files.dir} is stale (its teacher snapshots changed): training it again')
-        if is_primary():  # (the others decide from what they read before, not after, this)
-          shutil.rmtree(files.dir)
+        remove_tree(files.dir)  # (every process decides from what it read before this)
         finished = False
       if not finished:
         pending.append(seed)

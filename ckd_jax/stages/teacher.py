@@ -6,10 +6,10 @@ run give the snapshot ensemble and the candidates of the select stage.
 from absl import logging
 
 from ckd_jax.data import load_dataset
-from ckd_jax.distributed import is_primary
 from ckd_jax.parallel import DataParallel
 from ckd_jax.stages.supervised import RunSpec, train_models, vectorised_groups
 from ckd_jax.training import make_loss_and_grads
+from ckd_jax.workdir.files import remove_file
 from ckd_jax.workdir.layout import RunFiles, teacher_run_dir
 
 
@@ -49,8 +49,7 @@ def run(config, workdir):
         continue
       print(f'teacher {run_dir}: the snapshots of epochs {missing} are missing; training it again '
             'from scratch to recreate them')
-      if is_primary():
-        files.final.unlink()
+      remove_file(files.final)
     pending.append((seed, run_dir))
   if not pending:
     return

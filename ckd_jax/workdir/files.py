@@ -1,7 +1,9 @@
-"""Reading and writing the workdir's JSON files. Writes are atomic: a kill mid-write never leaves
-half a file, since a reader sees either the old or the new content."""
+"""Reading, writing and removing the workdir's files. Writes are atomic: a kill mid-write never
+leaves half a file, since a reader sees either the old or the new content. With several processes
+only process 0 writes or removes (`distributed.primary_only`)."""
 import json
 import pathlib
+import shutil
 
 from ckd_jax.distributed import primary_only
 
@@ -40,3 +42,13 @@ def write_jsonl(path, records):
 def append_jsonl(path, record):
   with pathlib.Path(path).open('a') as f:
     f.write(json.dumps(record, sort_keys=True) + '\n')
+
+
+@primary_only
+def remove_file(path):
+  pathlib.Path(path).unlink()
+
+
+@primary_only
+def remove_tree(path):
+  shutil.rmtree(path, ignore_errors=True)

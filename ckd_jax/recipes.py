@@ -151,6 +151,33 @@ def base_config(data, teacher, distill, select=None, stages='teacher,select,dist
   return config
 
 
+def cpu_study_config(data, teacher_arch, student_arch, train_examples, test_examples=2000,
+                     epochs=30, batch_size=64):
+  """A whole study (EXPERIMENTS.md) sized for a 2-core CPU: the paper's schedule shrunk to `epochs`
+  (lr ×0.1 at 0.3/0.6/0.9 of training, 10 snapshots), 3 teacher seeds, 3 student seeds per choice,
+  T* by `variational` with `kde` alongside, on `train_examples` images seen many times over.
+
+  Few images for many epochs: each run then lasts minutes and the teacher reaches the fitted regime
+  whose late snapshots the paper finds worse teachers; 2,000 test images keep the evaluation noise
+  (a binomial std of ~0.9 % at 80 % accuracy) below the differences being measured.
+  """
+  milestones = tuple(round(f * epochs) for f in (0.3, 0.6, 0.9))
+  teacher = paper_teacher(teacher_arch)
+  teacher.update(dict(num_seeds=3, epochs=epochs, batch_size=batch_size,
+                      snapshot_epochs=tuple(range(epochs // 10, epochs + 1, epochs // 10)),
+                      optimizer=optimizer(0.1 * batch_size / 128, milestones)))
+  distill = student_recipe('paper', student_arch, paper_teacher_choices(teacher, teacher.num_seeds))
+  distill.update(dict(num_seeds=3, epochs=epochs, batch_size=batch_size,
+                      optimizer=optimizer(0.1 * batch_size / 128, milestones)))
+  data = dict(data, train_examples=train_examples, test_examples=test_examples)
+  select = dict(method='variational,kde', num_samples=0, fit_samples=train_examples,
+                repeats=5, variational=dict(
+                    seed=0, probe=dict(steps=500, batch_size=256, learning_rate=1e-2),
+                    decoder=dict(hidden=256, steps=500, batch_size=256, learning_rate=1e-3,
+                                 pixel_noise_std=0.1)))
+  return base_config(data, teacher, distill, select)
+
+
 def paper_study_config(arg, dataset, source='tfds'):
   """The paper's CIFAR study (configs/cifar100.py, configs/cifar10.py); `arg` is the text after
   ':' in --config: pair=, teacher=, student=, recipe=, teacher_schedule=, source=."""

@@ -72,6 +72,7 @@ def test_show_config_lists_every_field_with_the_overrides(tmp_path):
     ('configs/cifar10.py:source=image_folder', 'wrn_40_2', 200),
     ('configs/cifar100.py:teacher_schedule=early_stop', 'wrn_40_2', 50),
     ('configs/fashion_mnist.py', 'resnet20', 30),
+    ('configs/cifar10_jpeg.py', 'resnet20', 30),
     ('configs/cifar100.py:pair=resnet110-mobilenetv2_075,recipe=repdistiller', 'resnet110', 240),
 ])
 def test_config_files_are_valid(spec, arch, epochs):

@@ -1,0 +1,25 @@
+"""CIFAR-10 JPEG study (EXPERIMENTS.md): the lossy JPEG copy of CIFAR-10, about 50 minutes on 2 CPU cores.
+
+  mkdir -p ~/.cache/ckd_jax/cifar10-jpeg
+  tar -xzf ../shared/data/cifar10-jpeg/cifar10-jpeg.tar.gz -C ~/.cache/ckd_jax/cifar10-jpeg
+  python -m ckd_jax.main --config=configs/cifar10_jpeg.py --workdir=runs/cifar10_jpeg
+
+The images are re-encoded JPEG (quality ~75), so accuracies are not comparable with published
+CIFAR-10 numbers. ResNet-20 → ResNet-8 (option B), the recipe of configs/fashion_mnist.py on 1,000
+training images, 2,000 test images. Arguments after ':' (key=value, comma-separated): root= (the
+unpacked folder), teacher=, student=, train_examples= (0: all 50,000), epochs=. For a GPU:
+`teacher=wrn_40_2,student=wrn_40_1,train_examples=0,epochs=60` (see EXPERIMENTS.md).
+"""
+import os
+
+from ckd_jax import recipes
+
+
+def get_config(arg=None):
+  args = recipes.parse_config_arg(arg, {
+      'root': os.path.expanduser('~/.cache/ckd_jax/cifar10-jpeg'), 'teacher': 'resnet20',
+      'student': 'resnet8_b', 'train_examples': '1000', 'epochs': '30'})
+  data = dict(source='image_folder', name='cifar10_jpeg', root=args['root'],
+              cache_dir=os.path.join(args['root'], 'decoded'), crop_padding=4, flip=True)
+  return recipes.cpu_study_config(data, args['teacher'], args['student'],
+                                  int(args['train_examples']), epochs=int(args['epochs']))

@@ -6,9 +6,7 @@ from ckd_jax.parallel import DataParallel
 from ckd_jax.stages import teacher_choices
 from ckd_jax.training.optim import validate_optimizer_config
 from ckd_jax.training.precision import check_dtype
-from ckd_jax.workdir.layout import selection_path
-
-STAGES = ('teacher', 'select', 'distill', 'report')  # in the order they run
+from ckd_jax.workdir.layout import STAGES, selection_path
 
 
 def parse_stages(stages):

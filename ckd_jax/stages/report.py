@@ -14,6 +14,7 @@ import pathlib
 import statistics
 
 from ckd_jax.distributed import primary_only
+from ckd_jax.stages import claims
 from ckd_jax.stages.teacher_choices import slug
 from ckd_jax.workdir import layout
 from ckd_jax.workdir.files import read_json, read_jsonl, write_text
@@ -238,6 +239,12 @@ def _ensemble_section(rows, config):
   return lines
 
 
+def _claims_section(workdir, rows, config):
+  path = layout.selection_path(workdir)
+  return claims.section(student_summary(rows), [r for r in rows if r['kind'] == 'teacher'],
+                        config['teacher']['epochs'], read_json(path) if path.exists() else None)
+
+
 def _paper_section(rows, config):
   key = (config['teacher']['arch'], config['distill']['student'])
   if config['data']['name'] != 'cifar100' or key not in PAPER_TABLE3:
@@ -252,6 +259,23 @@ def _paper_section(rows, config):
     theirs = paper['student'] if choice == 'none' else paper[choice]
     lines.append(f'| {choice} | {theirs:.2f} | {ours} |')
   return lines
+
+
+def _cost_section(workdir):
+  """Each stage's wall time and the software, from manifest.json (a resumed stage: its last leg)."""
+  path = layout.manifest_path(workdir)
+  if not path.exists():
+    return ['## Wall time', '', 'No stage has finished yet.']
+  manifest = read_json(path)
+  stages = [(stage, manifest['stages'][stage]) for stage in layout.STAGES
+            if stage in manifest['stages'] and stage != 'report']
+  total = sum(entry['duration_s'] for _, entry in stages)
+  software = manifest.get('software', {})
+  return (['## Wall time', ''] + _markdown_table(
+      ('stage', 'wall time', 'finished at'),
+      [(stage, f'{entry["duration_s"] / 60:.1f} min', entry['finished_at'])
+       for stage, entry in stages] + [('all', f'**{total / 60:.1f} min**', '')])
+      + ['', 'Software: ' + ', '.join(f'{k} {v}' for k, v in sorted(software.items())) + '.'])
 
 
 def _plot_students_vs_teacher_epoch(rows, config, path):
@@ -327,7 +351,8 @@ def build_report(workdir):
               _students_section(rows, config) + (
                   ['', f'![students vs teacher epoch]({layout.STUDENTS_PLOT})']
                   if has_student_plot else []),
-              _ensemble_section(rows, config), _paper_section(rows, config)]
+              _ensemble_section(rows, config), _claims_section(workdir, rows, config),
+              _paper_section(rows, config), _cost_section(workdir)]
   path = workdir / layout.REPORT
   write_text(path, '\n\n'.join('\n'.join(s) for s in sections) + '\n')
   return path

@@ -13,6 +13,7 @@ Pure path arithmetic: nothing here touches the disk, so it can be imported anywh
 """
 import pathlib
 
+STAGES = ('teacher', 'select', 'distill', 'report')  # in the order they run
 CONFIG = 'config.json'
 MANIFEST = 'manifest.json'
 LOCK = '.lock'

@@ -170,7 +170,7 @@ def cpu_study_config(data, teacher_arch, student_arch, train_examples, test_exam
   distill.update(dict(num_seeds=3, epochs=epochs, batch_size=batch_size,
                       optimizer=optimizer(0.1 * batch_size / 128, milestones)))
   data = dict(data, train_examples=train_examples, test_examples=test_examples)
-  select = dict(method='variational,kde', num_samples=0, fit_samples=train_examples,
+  select = dict(method='variational,kde', num_samples=0, fit_samples=train_examples or 10000,
                 repeats=5, variational=dict(
                     seed=0, probe=dict(steps=500, batch_size=256, learning_rate=1e-2),
                     decoder=dict(hidden=256, steps=500, batch_size=256, learning_rate=1e-3,

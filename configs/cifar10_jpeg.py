@@ -7,8 +7,9 @@
 The images are re-encoded JPEG (quality ~75), so accuracies are not comparable with published
 CIFAR-10 numbers. ResNet-20 → ResNet-8 (option B), the recipe of configs/fashion_mnist.py on 1,000
 training images, 2,000 test images. Arguments after ':' (key=value, comma-separated): root= (the
-unpacked folder), teacher=, student=, train_examples= (0: all 50,000), epochs=. For a GPU:
-`teacher=wrn_40_2,student=wrn_40_1,train_examples=0,epochs=60` (see EXPERIMENTS.md).
+unpacked folder), teacher=, student=, train_examples= (0: all 50,000), epochs=, batch_size= (the learning rate follows it:
+0.1 per 128). For a GPU: `teacher=wrn_40_2,student=wrn_40_1,train_examples=0,epochs=60,batch_size=128`
+(see EXPERIMENTS.md).
 """
 import os
 
@@ -18,8 +19,9 @@ from ckd_jax import recipes
 def get_config(arg=None):
   args = recipes.parse_config_arg(arg, {
       'root': os.path.expanduser('~/.cache/ckd_jax/cifar10-jpeg'), 'teacher': 'resnet20',
-      'student': 'resnet8_b', 'train_examples': '1000', 'epochs': '30'})
+      'student': 'resnet8_b', 'train_examples': '1000', 'epochs': '30', 'batch_size': '64'})
   data = dict(source='image_folder', name='cifar10_jpeg', root=args['root'],
               cache_dir=os.path.join(args['root'], 'decoded'), crop_padding=4, flip=True)
   return recipes.cpu_study_config(data, args['teacher'], args['student'],
-                                  int(args['train_examples']), epochs=int(args['epochs']))
+                                  int(args['train_examples']), epochs=int(args['epochs']),
+                                  batch_size=int(args['batch_size']))

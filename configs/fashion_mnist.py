@@ -7,14 +7,16 @@ ResNet-20 → ResNet-8 (option B), 3 teacher seeds × 30 epochs on 1,000 trainin
 0.05, ×0.1 at 9/18/27), snapshots every 3 epochs, T* by `variational` (with `kde` alongside), and
 3 students per teacher choice: T0.3/T0.5/T0.7, T_full, T*, a snapshot ensemble, the full ensemble of
 3 and no teacher; 2,000 test images. Arguments after ':' (key=value, comma-separated): teacher=,
-student=, train_examples= (0: all 60,000), epochs=.
+student=, train_examples= (0: all 60,000), epochs=, batch_size= (the learning rate
+follows it: 0.1 per 128).
 """
 from ckd_jax import recipes
 
 
 def get_config(arg=None):
   args = recipes.parse_config_arg(arg, {'teacher': 'resnet20', 'student': 'resnet8_b',
-                                        'train_examples': '1000', 'epochs': '30'})
+                                        'train_examples': '1000', 'epochs': '30', 'batch_size': '64'})
   data = dict(source='fashion_mnist', name='fashion_mnist', crop_padding=2, flip=True)
   return recipes.cpu_study_config(data, args['teacher'], args['student'],
-                                  int(args['train_examples']), epochs=int(args['epochs']))
+                                  int(args['train_examples']), epochs=int(args['epochs']),
+                                  batch_size=int(args['batch_size']))

@@ -73,6 +73,8 @@ def test_show_config_lists_every_field_with_the_overrides(tmp_path):
     ('configs/cifar100.py:teacher_schedule=early_stop', 'wrn_40_2', 50),
     ('configs/fashion_mnist.py', 'resnet20', 30),
     ('configs/cifar10_jpeg.py', 'resnet20', 30),
+    ('configs/cifar10_jpeg.py:teacher=wrn_40_2,student=wrn_40_1,train_examples=0,epochs=60,'
+     'batch_size=128', 'wrn_40_2', 60),
     ('configs/cifar100.py:pair=resnet110-mobilenetv2_075,recipe=repdistiller', 'resnet110', 240),
 ])
 def test_config_files_are_valid(spec, arch, epochs):

@@ -34,15 +34,18 @@ def test_claim_1_compares_the_best_intermediate_snapshot_with_the_final_one():
 def test_claim_2_measures_each_estimators_pick_against_the_best_in_hindsight():
   summary = {'epoch:9': _group([0.80, 0.81, 0.82]), 'final': _group([0.75, 0.76, 0.77]),
              'selected': _group([0.70, 0.71, 0.72])}
-  selection = {'chosen_epoch': 12, 'estimator': {'method': 'variational'}, 'estimators': {
-      'variational': {'chosen_epoch': 12}, 'kde': {'chosen_epoch': 9},
-      'binning': {'chosen_epoch': 3}}}
+  selection = {'chosen_epoch': 12, 'estimator': {'method': 'variational'},
+               'comparison': {'methods': ['variational', 'kde', 'binning']}, 'estimators': {
+                   'binning': {'chosen_epoch': 3}, 'kde': {'chosen_epoch': 9},
+                   'variational': {'chosen_epoch': 12}}}
   result = claims.claim_selected(summary, 30, selection)
   assert result['hindsight'] == 'epoch:9'
   np.testing.assert_allclose(result['diff'], -0.10)
-  assert '`kde` chose epoch 9 (`epoch:9`): +0.00' in result['text']
-  assert '`variational` chose epoch 12 (`selected`): -10.00' in result['text']
-  assert '`binning` chose epoch 3, from which no student was trained' in result['text']
+  text = result['text']
+  assert 'The T* of `kde` (epoch 9, `epoch:9`) vs the best in hindsight: +0.00' in text
+  assert 'The T* of `variational` (epoch 12, `selected`) vs the best in hindsight: -10.00' in text
+  assert '`binning` chose epoch 3, from which no student was trained' in text
+  assert text.index('`variational` (epoch') < text.index('`kde` (epoch')  # the deciding one first
 
 
 def test_claim_3_compares_the_ensembles_and_their_training_cost():
@@ -55,8 +58,9 @@ def test_claim_3_compares_the_ensembles_and_their_training_cost():
 
 
 @pytest.mark.parametrize('i_xf, shape', [
-    ([1.0, 3.0, 2.0, 1.0], 'rises, then falls (peak at epoch 6)'),
-    ([1.0, 2.0, 3.0, 4.0], 'rises (no fall beyond the noise) (peak at epoch 12)'),
+    ([1.0, 3.0, 2.0, 1.0], 'rises, then falls, highest at epoch 6'),
+    ([1.0, 2.0, 3.0, 4.0], 'rises with no fall beyond the noise, highest at epoch 12'),
+    ([4.0, 3.0, 2.0, 1.0], 'falls with no rise beyond the noise, highest at epoch 3'),
     ([1.0, 1.1, 1.0, 1.05], 'stays flat within the noise'),
 ])
 def test_claim_4_reads_the_shape_of_the_information_curves(i_xf, shape):

@@ -63,6 +63,13 @@ def claim_intermediate(summary, teacher_epochs):
       f'{len(middle)} intermediate snapshots is picked after the fact, which favours it.'))
 
 
+def _estimators(selection):
+  """{method: its selection} in select.method's order (the deciding one first)."""
+  if 'estimators' not in selection:
+    return {selection['estimator']['method']: selection}
+  return {m: selection['estimators'][m] for m in selection['comparison']['methods']}
+
+
 def claim_selected(summary, teacher_epochs, selection):
   """Claim 2: T* teaches as well as the best snapshot in hindsight, under each estimator."""
   if selection is None or 'selected' not in summary:
@@ -70,20 +77,18 @@ def claim_selected(summary, teacher_epochs, selection):
   single = single_snapshot_choices(summary, teacher_epochs, selection['chosen_epoch'])
   hindsight = max(single.values(), key=lambda c: statistics.mean(summary[c]['last']))
   lines = []
-  estimators = selection.get('estimators') or {selection['estimator']['method']: selection}
-  for method, result in estimators.items():
+  for method, result in _estimators(selection).items():
     epoch = result['chosen_epoch']
     choice = single.get(epoch)
     if choice is None:
       lines.append(f'`{method}` chose epoch {epoch}, from which no student was trained.')
     else:
       gap = compare(summary[choice]['last'], summary[hindsight]['last'])
-      lines.append(f'`{method}` chose epoch {epoch} (`{choice}`): '
-                   f'{_points(gap)} from the best in hindsight.')
+      lines.append(f'The T* of `{method}` (epoch {epoch}, `{choice}`) vs the best in hindsight: '
+                   f'{_points(gap)}.')
   result = compare(summary['selected']['last'], summary[hindsight]['last'])
   return dict(hindsight=hindsight, **result, text=(
-      f'Best single snapshot in hindsight: `{hindsight}`; T* (`selected`, epoch '
-      f'{selection["chosen_epoch"]}) vs it: {_points(result)}. ' + ' '.join(lines)))
+      f'Best single snapshot in hindsight: `{hindsight}`. ' + ' '.join(lines)))
 
 
 def claim_ensembles(summary, teacher_rows):
@@ -119,20 +124,19 @@ def claim_information(selection):
   """Claim 4: I(X;F) rises, then falls over training, while I(Y;F) rises (each estimator)."""
   if selection is None:
     return None
-  estimators = selection.get('estimators') or {selection['estimator']['method']: selection}
   lines = []
-  for method, result in estimators.items():
+  for method, result in _estimators(selection).items():
     snapshots = sorted(result['snapshots'], key=lambda s: s['epoch'])
     epochs = [s['epoch'] for s in snapshots]
     curve = lambda key: ([s[key] for s in snapshots], [s.get(f'{key}_std', 0.0) for s in snapshots])
     peak, rises, falls = _trend(*curve('I_XF'))
-    shape = {(True, True): 'rises, then falls', (True, False): 'rises (no fall beyond the noise)',
-             (False, True): 'falls (no rise beyond the noise)',
+    shape = {(True, True): 'rises, then falls', (True, False): 'rises with no fall beyond the noise',
+             (False, True): 'falls with no rise beyond the noise',
              (False, False): 'stays flat within the noise'}[(rises, falls)]
     y_values, y_stds = curve('I_YF')
     y_up = y_values[-1] - y_values[0] > NOISE_SES * math.sqrt(y_stds[0] ** 2 + y_stds[-1] ** 2)
     rho = _spearman_with_epoch(epochs, y_values)
-    lines.append(f'`{method}`: I(X;F) {shape} (peak at epoch {epochs[peak]}); I(Y;F) '
+    lines.append(f'`{method}`: I(X;F) {shape}, highest at epoch {epochs[peak]}; I(Y;F) '
                  f'{"rises" if y_up else "does not rise beyond the noise"} from epoch {epochs[0]} '
                  f'to {epochs[-1]} (Spearman ρ with the epoch '
                  f'{"–" if rho is None else f"{rho:+.2f}"}).')

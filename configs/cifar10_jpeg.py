@@ -1,4 +1,4 @@
-"""CIFAR-10 JPEG study (EXPERIMENTS.md): the lossy JPEG copy of CIFAR-10, about 50 minutes on 2 CPU cores.
+"""CIFAR-10 JPEG study (EXPERIMENTS.md): the lossy JPEG copy of CIFAR-10, ~65 minutes on 2 CPU cores.
 
   mkdir -p ~/.cache/ckd_jax/cifar10-jpeg
   tar -xzf ../shared/data/cifar10-jpeg/cifar10-jpeg.tar.gz -C ~/.cache/ckd_jax/cifar10-jpeg
@@ -7,9 +7,9 @@
 The images are re-encoded JPEG (quality ~75), so accuracies are not comparable with published
 CIFAR-10 numbers. ResNet-20 → ResNet-8 (option B), the recipe of configs/fashion_mnist.py on 1,000
 training images, 2,000 test images. Arguments after ':' (key=value, comma-separated): root= (the
-unpacked folder), teacher=, student=, train_examples= (0: all 50,000), epochs=, batch_size= (the learning rate follows it:
-0.1 per 128). For a GPU: `teacher=wrn_40_2,student=wrn_40_1,train_examples=0,epochs=60,batch_size=128`
-(see EXPERIMENTS.md).
+unpacked folder), teacher=, student=, train_examples= (0: all 50,000), epochs=, batch_size= (the
+learning rate follows it: 0.1 per 128). For a GPU (see EXPERIMENTS.md):
+`teacher=wrn_40_2,student=wrn_40_1,train_examples=0,epochs=60,batch_size=128`.
 """
 import os
 

@@ -62,6 +62,7 @@ def test_claim_3_compares_the_ensembles_and_their_training_cost():
     ([1.0, 2.0, 3.0, 4.0], 'rises with no fall beyond the noise, highest at epoch 12'),
     ([4.0, 3.0, 2.0, 1.0], 'falls with no rise beyond the noise, highest at epoch 3'),
     ([1.0, 1.1, 1.0, 1.05], 'stays flat within the noise'),
+    ([2.0, 1.0, 2.2, 1.0], 'rises, then falls, highest at epoch 9'),  # from the dip before the peak
 ])
 def test_claim_4_reads_the_shape_of_the_information_curves(i_xf, shape):
   snapshots = [dict(epoch=e, I_XF=x, I_XF_std=0.1, I_YF=y, I_YF_std=0.1)

@@ -106,11 +106,13 @@ def claim_ensembles(summary, teacher_rows):
 
 
 def _trend(values, stds):
-  """Whether a curve over snapshots rises to an interior peak and falls, by more than 2 SE each."""
+  """Whether a curve over snapshots rises to its peak from its lowest point before it, and falls
+  from it to its lowest point after it, each by more than 2 SE."""
   peak = max(range(len(values)), key=values.__getitem__)
-  gap = lambda i: NOISE_SES * math.sqrt(stds[peak] ** 2 + stds[i] ** 2)
-  rises = values[peak] - values[0] > gap(0)
-  falls = values[peak] - values[-1] > gap(-1)
+  beyond_noise = lambda i: values[peak] - values[i] > NOISE_SES * math.sqrt(stds[peak] ** 2 +
+                                                                          stds[i] ** 2)
+  rises = any(beyond_noise(i) for i in range(peak))
+  falls = any(beyond_noise(i) for i in range(peak + 1, len(values)))
   return peak, rises, falls
 
 

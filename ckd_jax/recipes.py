@@ -157,9 +157,10 @@ def cpu_study_config(data, teacher_arch, student_arch, train_examples, test_exam
   (lr ×0.1 at 0.3/0.6/0.9 of training, 10 snapshots), 3 teacher seeds, 3 student seeds per choice,
   T* by `variational` with `kde` alongside, on `train_examples` images seen many times over.
 
-  Few images for many epochs: each run then lasts minutes and the teacher reaches the fitted regime
-  whose late snapshots the paper finds worse teachers; 2,000 test images keep the evaluation noise
-  (a binomial std of ~0.9 % at 80 % accuracy) below the differences being measured.
+  Few images for many epochs, so that each run lasts minutes and the learning-rate steps matter
+  (on 2 cores the teachers still end short of fitting their training images: EXPERIMENTS.md);
+  2,000 test images keep the evaluation noise (a binomial std of ~0.9 points at 80 % accuracy)
+  below the differences being measured.
   """
   milestones = tuple(round(f * epochs) for f in (0.3, 0.6, 0.9))
   teacher = paper_teacher(teacher_arch)

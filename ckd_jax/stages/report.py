@@ -329,7 +329,8 @@ def _plot_teacher_curves(workdir, config, path):
   ax.set_xlabel('epoch (grey: kept snapshots)')
   ax.set_ylabel('teacher test accuracy (%)')
   ax.set_title(f'{config["teacher"]["arch"]} teachers')
-  ax.legend(fontsize=8)
+  if ax.get_legend_handles_labels()[0]:  # no legend before any teacher epoch
+    ax.legend(fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)

@@ -271,10 +271,11 @@ def _cost_section(workdir):
             if stage in manifest['stages'] and stage != 'report']
   total = sum(entry['duration_s'] for _, entry in stages)
   software = manifest.get('software', {})
-  return (['## Wall time', ''] + _markdown_table(
+  return (['## Wall time', '', 'Of the last run of each stage: a stage resumed after a kill, or rerun '
+           'to add runs, shows only that last leg.', ''] + _markdown_table(
       ('stage', 'wall time', 'finished at'),
       [(stage, f'{entry["duration_s"] / 60:.1f} min', entry['finished_at'])
-       for stage, entry in stages] + [('all', f'**{total / 60:.1f} min**', '')])
+       for stage, entry in stages] + [('sum of these', f'{total / 60:.1f} min', '')])
       + ['', 'Software: ' + ', '.join(f'{k} {v}' for k, v in sorted(software.items())) + '.'])
 
 

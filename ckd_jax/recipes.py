@@ -104,6 +104,17 @@ def parse_config_arg(arg, defaults):
   return values
 
 
+def int_config_args(args, keys):
+  """`args` (from `parse_config_arg`) with the values of `keys` as integers, or one clear error."""
+  values = dict(args)
+  for key in keys:
+    try:
+      values[key] = int(args[key])
+    except ValueError:
+      raise ValueError(f'config argument {key}={args[key]!r} must be an integer') from None
+  return values
+
+
 def select_config(**overrides):
   """MI estimation over snapshots and the choice of T* (Algorithm 1, steps 2-3)."""
   config = ml_collections.ConfigDict(dict(
@@ -151,25 +162,36 @@ def base_config(data, teacher, distill, select=None, stages='teacher,select,dist
   return config
 
 
-def cpu_study_config(data, teacher_arch, student_arch, train_examples, test_examples=2000,
-                     epochs=30, batch_size=64):
+# The arguments after ':' in --config of the CPU studies (configs/fashion_mnist.py, cifar10_jpeg.py).
+CPU_STUDY_ARGS = {'teacher': 'resnet20', 'student': 'resnet8_b', 'train_examples': '1000',
+                  'epochs': '30', 'batch_size': '64'}
+
+
+def cpu_study_config(data, args, test_examples=2000):
   """A whole study (EXPERIMENTS.md) sized for a 2-core CPU: the paper's schedule shrunk to `epochs`
   (lr ×0.1 at 0.3/0.6/0.9 of training, 10 snapshots), 3 teacher seeds, 3 student seeds per choice,
   T* by `variational` with `kde` alongside, on `train_examples` images seen many times over.
+  `args`: CPU_STUDY_ARGS's keys, as `parse_config_arg` returns them (strings).
 
   Few images for many epochs, so that each run lasts minutes and the learning-rate steps matter
   (on 2 cores the teachers still end short of fitting their training images: EXPERIMENTS.md);
   2,000 test images keep the evaluation noise (a binomial std of ~0.9 points at 80 % accuracy)
   below the differences being measured.
   """
+  args = int_config_args(args, ('train_examples', 'epochs', 'batch_size'))
+  epochs, batch_size, train_examples = args['epochs'], args['batch_size'], args['train_examples']
+  if epochs < 10:
+    raise ValueError(f'a study needs at least 10 epochs (one snapshot per tenth), not {epochs}')
   milestones = tuple(round(f * epochs) for f in (0.3, 0.6, 0.9))
-  teacher = paper_teacher(teacher_arch)
+  learning_rate = 0.1 * batch_size / 128
+  teacher = paper_teacher(args['teacher'])
   teacher.update(dict(num_seeds=3, epochs=epochs, batch_size=batch_size,
-                      snapshot_epochs=tuple(range(epochs // 10, epochs + 1, epochs // 10)),
-                      optimizer=optimizer(0.1 * batch_size / 128, milestones)))
-  distill = student_recipe('paper', student_arch, paper_teacher_choices(teacher, teacher.num_seeds))
+                      snapshot_epochs=tuple(round(epochs * k / 10) for k in range(1, 11)),
+                      optimizer=optimizer(learning_rate, milestones)))
+  distill = student_recipe('paper', args['student'],
+                           paper_teacher_choices(teacher, teacher.num_seeds))
   distill.update(dict(num_seeds=3, epochs=epochs, batch_size=batch_size,
-                      optimizer=optimizer(0.1 * batch_size / 128, milestones)))
+                      optimizer=optimizer(learning_rate, milestones)))  # its own ConfigDict
   data = dict(data, train_examples=train_examples, test_examples=test_examples)
   select = dict(method='variational,kde', num_samples=0, fit_samples=train_examples or 10000,
                 repeats=5, variational=dict(

@@ -18,10 +18,8 @@ from ckd_jax import recipes
 
 def get_config(arg=None):
   args = recipes.parse_config_arg(arg, {
-      'root': os.path.expanduser('~/.cache/ckd_jax/cifar10-jpeg'), 'teacher': 'resnet20',
-      'student': 'resnet8_b', 'train_examples': '1000', 'epochs': '30', 'batch_size': '64'})
-  data = dict(source='image_folder', name='cifar10_jpeg', root=args['root'],
-              cache_dir=os.path.join(args['root'], 'decoded'), crop_padding=4, flip=True)
-  return recipes.cpu_study_config(data, args['teacher'], args['student'],
-                                  int(args['train_examples']), epochs=int(args['epochs']),
-                                  batch_size=int(args['batch_size']))
+      'root': os.path.expanduser('~/.cache/ckd_jax/cifar10-jpeg'), **recipes.CPU_STUDY_ARGS})
+  data = dict(source='image_folder', name='cifar10_jpeg', root=args.pop('root'),
+              crop_padding=4, flip=True)
+  data['cache_dir'] = os.path.join(data['root'], 'decoded')
+  return recipes.cpu_study_config(data, args)

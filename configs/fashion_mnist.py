@@ -14,9 +14,6 @@ from ckd_jax import recipes
 
 
 def get_config(arg=None):
-  args = recipes.parse_config_arg(arg, {'teacher': 'resnet20', 'student': 'resnet8_b',
-                                        'train_examples': '1000', 'epochs': '30', 'batch_size': '64'})
+  args = recipes.parse_config_arg(arg, recipes.CPU_STUDY_ARGS)
   data = dict(source='fashion_mnist', name='fashion_mnist', crop_padding=2, flip=True)
-  return recipes.cpu_study_config(data, args['teacher'], args['student'],
-                                  int(args['train_examples']), epochs=int(args['epochs']),
-                                  batch_size=int(args['batch_size']))
+  return recipes.cpu_study_config(data, args)

@@ -14,6 +14,7 @@ import sys
 
 from ckd_jax.stages import report
 from ckd_jax.workdir import layout
+from ckd_jax.workdir.files import write_text
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DOCUMENT = ROOT / 'EXPERIMENTS.md'
@@ -38,28 +39,39 @@ def embed(document, study, report_text, figure_dir):
   return f'{head}{begin}\n{body}\n{end}{tail}'
 
 
-def copy_figures(workdir, target):
-  """The report's PNGs and results.csv → target; raises on a figure too big to commit."""
-  target.mkdir(parents=True, exist_ok=True)
+def figures(workdir):
+  """The report's PNGs and results.csv that exist; raises on a figure too big to commit."""
   sources = [workdir / layout.TEACHER_PLOT, workdir / layout.STUDENTS_PLOT,
              layout.selection_dir(workdir) / layout.MI_PLOT, workdir / layout.RESULTS_CSV]
-  for source in filter(pathlib.Path.exists, sources):
+  sources = [source for source in sources if source.exists()]
+  for source in sources:
     if source.suffix == '.png' and source.stat().st_size > MAX_FIGURE_BYTES:
       raise ValueError(f'{source} is {source.stat().st_size // 1024} KB; figures must stay '
                        f'under {MAX_FIGURE_BYTES // 1024} KB')
-    shutil.copyfile(source, target / source.name)
+  return sources
 
 
 def main(argv):
+  """Checks every study before it writes anything: a bad argument leaves all files as they were."""
   if not argv or any('=' not in a for a in argv):
     raise SystemExit(__doc__)
-  document = DOCUMENT.read_text()
+  document, studies = DOCUMENT.read_text(), []
   for study, workdir in (a.split('=', 1) for a in argv):
     workdir = pathlib.Path(workdir)
-    report_text = report.build_report(workdir).read_text()
-    copy_figures(workdir, ROOT / 'experiments' / study)
-    document = embed(document, study, report_text, f'experiments/{study}')
-  DOCUMENT.write_text(document)
+    if not (workdir / layout.CONFIG).exists():
+      raise SystemExit(f'error: {workdir} is not a workdir (no {layout.CONFIG})')
+    try:
+      document = embed(document, study, report.build_report(workdir).read_text(),
+                       f'experiments/{study}')
+      studies.append((study, figures(workdir)))
+    except ValueError as e:
+      raise SystemExit(f'error: {e}') from None
+  for study, sources in studies:
+    target = ROOT / 'experiments' / study
+    target.mkdir(parents=True, exist_ok=True)
+    for source in sources:
+      shutil.copyfile(source, target / source.name)
+  write_text(DOCUMENT, document)  # atomic: a kill leaves the old or the new file
   print(f'updated {DOCUMENT}')
 
 

@@ -70,3 +70,13 @@ def test_claim_4_reads_the_shape_of_the_information_curves(i_xf, shape):
   text = claims.claim_information({'estimator': {'method': 'kde'}, 'snapshots': snapshots})['text']
   assert f'`kde`: I(X;F) {shape}' in text
   assert 'I(Y;F) rises from epoch 3 to 12 (Spearman ρ with the epoch +1.00)' in text
+
+
+def test_fewer_seeds_than_configured_and_estimator_warnings_are_said():
+  summary = {'final': _group([0.75, 0.76, 0.77]), 'epoch:9': _group([0.8])}
+  text = '\n'.join(claims.section(summary, [], 30, None, num_seeds=3))
+  assert '**Partial:** fewer finished student seeds than configured for `epoch:9` (1 of 3)' in text
+  snapshots = [dict(epoch=e, I_XF=1.0, I_YF=1.0) for e in (3, 6, 9)]
+  selection = {'estimator': {'method': 'kde'}, 'snapshots': snapshots,
+               'warnings': ['I(X;F) is saturated']}
+  assert 'Read it with its 1 warning(s) in the MI section' in claims.claim_information(selection)['text']

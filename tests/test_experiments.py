@@ -39,6 +39,8 @@ def test_the_block_of_a_study_is_replaced_by_its_report():
 def test_a_missing_block_or_a_figure_too_big_is_refused(tmp_path):
   with pytest.raises(ValueError, match='report:fm'):
     embed_reports.embed('no markers', 'fm', REPORT, 'x')
+  (tmp_path / 'results.csv').write_text('kind\n')
+  assert embed_reports.figures(tmp_path) == [tmp_path / 'results.csv']  # what exists
   (tmp_path / 'teacher_accuracy.png').write_bytes(b'0' * (embed_reports.MAX_FIGURE_BYTES + 1))
   with pytest.raises(ValueError, match='under 200 KB'):
-    embed_reports.copy_figures(tmp_path, tmp_path / 'out')
+    embed_reports.figures(tmp_path)

@@ -83,6 +83,19 @@ def test_config_files_are_valid(spec, arch, epochs):
   assert config.teacher.arch == arch and config.teacher.epochs == epochs
 
 
+def test_study_configs_keep_ten_snapshots_with_the_last_epoch_and_refuse_bad_arguments():
+  config = _load('configs/fashion_mnist.py:epochs=25,batch_size=128')
+  config_checks.validate(config)  # T_full needs a snapshot at epoch 25
+  assert config.teacher.snapshot_epochs == (2, 5, 8, 10, 12, 15, 18, 20, 22, 25)
+  assert config.teacher.optimizer.milestones == (8, 15, 22)
+  assert config.distill.optimizer.learning_rate == 0.1  # 0.1 per 128
+  assert config.distill.teachers[:3] == ('epoch:8', 'epoch:12', 'epoch:18')
+  with pytest.raises(ValueError, match='at least 10 epochs'):
+    _load('configs/fashion_mnist.py:epochs=5')
+  with pytest.raises(ValueError, match="epochs='abc' must be an integer"):
+    _load('configs/cifar10_jpeg.py:epochs=abc')
+
+
 def test_paper_recipe_numbers():
   config = _load('configs/cifar100.py')
   opt = config.teacher.optimizer

@@ -95,9 +95,9 @@ def claim_ensembles(summary, teacher_rows):
   """Claim 3: a snapshot ensemble teaches as well as a full ensemble, for one run's cost."""
   snapshot = [c for c in summary if c.startswith('snapshot_ensemble')]
   full = [c for c in summary if c.startswith('full_ensemble')]
-  if not snapshot or not full or not teacher_rows:
+  size = int(full[0].split(':')[1]) if full else 0
+  if not snapshot or not full or len(teacher_rows) < size:
     return None
-  size = int(full[0].split(':')[1])
   result = compare(summary[snapshot[0]]['last'], summary[full[0]]['last'])
   one, many = teacher_rows[0]['epochs'], sum(r['epochs'] for r in teacher_rows[:size])
   return dict(**result, cost_ratio=one / many, text=(
@@ -138,16 +138,19 @@ def claim_information(selection):
     y_values, y_stds = curve('I_YF')
     y_up = y_values[-1] - y_values[0] > NOISE_SES * math.sqrt(y_stds[0] ** 2 + y_stds[-1] ** 2)
     rho = _spearman_with_epoch(epochs, y_values)
+    warned = (f' Read it with its {len(result["warnings"])} warning(s) in the MI section.'
+              if result.get('warnings') else '')
     lines.append(f'`{method}`: I(X;F) {shape}, highest at epoch {epochs[peak]}; I(Y;F) '
                  f'{"rises" if y_up else "does not rise beyond the noise"} from epoch {epochs[0]} '
                  f'to {epochs[-1]} (Spearman ρ with the epoch '
-                 f'{"–" if rho is None else f"{rho:+.2f}"}).')
+                 f'{"–" if rho is None else f"{rho:+.2f}"}).{warned}')
   return dict(text=' '.join(lines) + ' The ± of an estimate is its spread over half-sample '
               'repeats on one teacher seed, not over teacher seeds.')
 
 
-def section(summary, teacher_rows, teacher_epochs, selection):
-  """Report lines: one paragraph per claim, with the numbers it rests on."""
+def section(summary, teacher_rows, teacher_epochs, selection, num_seeds):
+  """Report lines: one paragraph per claim, with the numbers it rests on; `num_seeds`: the
+  student seeds each choice should have (fewer finished ones are said, not hidden)."""
   claims = (('1. An intermediate snapshot teaches better than the final one',
              claim_intermediate(summary, teacher_epochs)),
             ('2. The MI-selected T* is as good as the best snapshot in hindsight',
@@ -160,6 +163,11 @@ def section(summary, teacher_rows, teacher_epochs, selection):
            'Student accuracy after the last epoch, difference of means over seeds ± its standard '
            f'error; "inside the noise" unless the difference exceeds {NOISE_SES:g} SE (a rule of '
            'thumb, not a test).']
+  partial = [f'`{c}` ({len(e["last"])} of {num_seeds})' for c, e in summary.items()
+             if len(e['last']) < num_seeds]
+  if partial:
+    lines += ['', '**Partial:** fewer finished student seeds than configured for '
+              + ', '.join(partial) + '; the claims below use the runs that exist.']
   for title, claim in claims:
     lines += ['', f'**{title}.** ' + (claim['text'] if claim else
                                       'Not measured: this run lacks the runs it needs.')]

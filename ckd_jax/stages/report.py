@@ -242,7 +242,8 @@ def _ensemble_section(rows, config):
 def _claims_section(workdir, rows, config):
   path = layout.selection_path(workdir)
   return claims.section(student_summary(rows), [r for r in rows if r['kind'] == 'teacher'],
-                        config['teacher']['epochs'], read_json(path) if path.exists() else None)
+                        config['teacher']['epochs'], read_json(path) if path.exists() else None,
+                        config['distill']['num_seeds'])
 
 
 def _paper_section(rows, config):

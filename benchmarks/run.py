@@ -7,7 +7,8 @@
 
 Modes: `teacher` (cross-entropy step of each of --models) and `kd1` / `kd3` (a KD step of each
 --kd_pairs student against 1 or 3 frozen teachers, their forward inside the step); `--runs S`
-times S such runs vectorised into one step (`vmap`, as `teacher.vectorize` / `distill.vectorize`).
+times S such runs stacked into one step (`over_runs`, as `teacher.vectorize` / `distill.vectorize`:
+a `vmap` on accelerators, a compiled loop over the runs on the CPU).
 Every step is the library's own (`make_train_step` over `make_loss_and_grads` /
 `make_kd_loss_and_grads`, Nesterov SGD with weight decay and the BN update) on a batch already in
 device memory, so only the step is timed.
@@ -41,7 +42,7 @@ def measure_jax(arch, mode, args, teacher_arch=None):
   from ckd_jax.models import get_model
   from ckd_jax.parallel import DataParallel
   from ckd_jax.training import (create_train_state, make_kd_loss_and_grads, make_loss_and_grads,
-                                make_optimizer, make_teacher_forward, make_train_step)
+                                make_optimizer, make_teacher_forward, make_train_step, over_runs)
 
   parallel = DataParallel(args.parallel)
   parallel.check_batch_size(args.batch)
@@ -61,14 +62,14 @@ def measure_jax(arch, mode, args, teacher_arch=None):
                                             compute_dtype=args.dtype)
   rng = np.random.default_rng(0)
   runs = args.runs
-  lead = (runs,) if runs > 1 else ()  # S runs: stacked states, batches and inputs, a vmapped step
+  lead = (runs,) if runs > 1 else ()  # S runs: stacked states, batches and inputs, one step
   batch = parallel.shard({
       'image': rng.normal(size=lead + (args.batch,) + shape).astype(np.float32),
       'label': rng.integers(0, args.classes, lead + (args.batch,)).astype(np.int32)},
       batch_axis=len(lead))
   step = make_train_step(loss_and_grads, parallel.axis_name)
   if runs > 1:
-    step = jax.vmap(step)
+    step = over_runs(step)
     stack = lambda tree: jax.tree.map(lambda x: np.stack([np.asarray(x)] * runs), tree)
     state, inputs = stack(state), tuple(stack(x) for x in inputs)
   step = parallel.compile(step, donate_state=True)

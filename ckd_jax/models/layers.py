@@ -11,15 +11,19 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ckd_jax.models.conv import conv_general_dilated
+
 he_normal_fan_out = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
 
 
 def conv(features, kernel=3, stride=1, groups=1, use_bias=False, name=None):
-  """A k×k conv with torch's symmetric 'same' padding (k // 2 on every side)."""
+  """A k×k conv with torch's symmetric 'same' padding (k // 2 on every side), differentiated in a
+  layout XLA's CPU kernels take (`models.conv`)."""
   pad = kernel // 2
   return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
                  padding=((pad, pad), (pad, pad)), feature_group_count=groups,
-                 use_bias=use_bias, kernel_init=he_normal_fan_out, name=name)
+                 use_bias=use_bias, kernel_init=he_normal_fan_out,
+                 conv_general_dilated=conv_general_dilated, name=name)
 
 
 class BatchNorm(nn.Module):

@@ -6,9 +6,6 @@ built from a `loss_and_grads` factory (cross-entropy or KD), and an evaluator on
 import dataclasses
 from typing import Any
 
-import jax
-from absl import logging
-
 from ckd_jax.data import make_train_batches
 from ckd_jax.models import get_model
 from ckd_jax.training import (LoopOptions, create_train_state, make_eval_step, make_evaluator,
@@ -62,12 +59,8 @@ def train_model(spec, dataset, run_dir, parallel, loss_and_grads_factory, *, ste
 def train_models(specs, dataset, run_dirs, parallel, loss_and_grads_factory, *, step_inputs=None,
                  snapshot_metadata=None, final_info=None):
   """Trains runs that differ only in their seed (and step inputs, e.g. their teachers), several of
-  them as ONE vmapped program (`training.train_many`); lists in, [(state, final record)] out."""
+  them as ONE program (`training.train_many`); lists in, [(state, final record)] out."""
   spec = specs[0]
-  if len(specs) > 1 and jax.default_backend() == 'cpu':
-    logging.warning('%d runs vectorised on the CPU: XLA runs their stacked convolutions ~4x slower '
-                    'than one run after another (benchmarks/RESULTS.md); vectorize is for GPUs',
-                    len(specs))
   if any(dataclasses.replace(s, seed=spec.seed, description='') !=
          dataclasses.replace(spec, description='') for s in specs):
     raise ValueError('runs trained together must differ only in their seed')

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from ckd_jax.checkpoints import ResumeStore, SnapshotStore
 from ckd_jax.data.batching import eval_batches
 from ckd_jax.distributed import is_primary, sync
-from ckd_jax.training.steps import make_multi_step
+from ckd_jax.training.steps import make_multi_step, over_runs
 from ckd_jax.training.writers import JsonlWriter, LoggingWriter, MultiWriter, TensorBoardWriter
 from ckd_jax.workdir.files import write_json
 from ckd_jax.workdir.layout import RunFiles
@@ -130,8 +130,9 @@ def train_many(run_dirs, states, train_step, evaluate, batches, parallel, option
                step_inputs=None, learning_rate_fn=None, snapshot_metadata=None, final_info=None,
                descriptions=None):
   """Trains several runs of one architecture as ONE program: their states stacked and the step
-  `vmap`ped over them, each run with its own batches (`batches[i]`, e.g. its seed's), step inputs
-  (e.g. its own teachers, same shapes for all) and files, exactly as `train` writes them.
+  mapped over them (`over_runs`), each run with its own batches (`batches[i]`, e.g. its seed's),
+  step inputs (e.g. its own teachers, same shapes for all) and files, exactly as `train` writes
+  them.
 
   Runs whose resume checkpoints stand at different steps (a kill during the group's checkpoint)
   are trained in groups of equal steps. Returns [(state, final record)] in the order of `run_dirs`.
@@ -224,8 +225,8 @@ class _RunBook:
 
 
 class _EpochLoop:
-  """The device side of S runs in lockstep: one state (S = 1) or S stacked states and a vmapped
-  step; `_RunBook`s keep each run's files."""
+  """The device side of S runs in lockstep: one state (S = 1) or S stacked states and the step
+  mapped over them; `_RunBook`s keep each run's files."""
 
   def __init__(self, books, batches, parallel, options):
     if len({(b.steps_per_epoch, b.batch_size) for b in batches}) != 1:
@@ -239,7 +240,7 @@ class _EpochLoop:
     start_step, total_steps = int(states[0].step), opts.num_epochs * spe
     one_step, multi_step = train_step, make_multi_step(train_step)
     if self.stacked:
-      one_step, multi_step = jax.vmap(one_step), jax.vmap(multi_step)
+      one_step, multi_step = over_runs(one_step), over_runs(multi_step)
     step_fn = self.parallel.compile(one_step, donate_state=True)
     multi_step_fn = self.parallel.compile(multi_step, donate_state=True)
     inputs = self.parallel.replicate(self._stack(step_inputs))

@@ -108,6 +108,19 @@ def make_multi_step(train_step):
   return multi_step
 
 
+def over_runs(step):
+  """A step of one run -> the step of S runs stacked on a leading axis (every argument and output).
+
+  On accelerators a `vmap`: the runs fill the device together. On the CPU a compiled loop over the
+  runs (`lax.map`): XLA's CPU backend turns vmapped convolutions (a kernel per run) into
+  batched-kernel convolutions, and 5 vmapped KD runs took 20.8× the time of one
+  (benchmarks/RESULTS.md). Both compute each run exactly as its own step would.
+  """
+  if jax.default_backend() != 'cpu':
+    return jax.vmap(step)
+  return lambda *stacked: jax.lax.map(lambda args: step(*args), stacked)
+
+
 def model_predict(model):
   """The eval-mode forward of a model: (variables, images) -> logits."""
   return lambda variables, images: model.apply(variables, images, train=False)

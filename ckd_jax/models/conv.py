@@ -1,0 +1,71 @@
+"""2-D convolution with its backward pass written out for XLA's CPU backend.
+
+Why: JAX differentiates a convolution into two convolutions whose dimension layouts XLA's CPU backend
+has to rearrange before its fast kernels take them. It does so in a program's top level, but not
+inside loops: there the kernel gradient ran ~100× slower (a training step inside `lax.map` over
+stacked runs or `lax.scan` over K steps, benchmarks/RESULTS.md). Here both gradients are
+convolutions in the layout the kernels take (images NHWC, kernels HWIO), with the transposes
+explicit, so they are fast everywhere; the values are those of JAX's own rule (tested bit-exact).
+Only the CPU takes this path: GPUs keep XLA's own, which cuDNN's backward kernels expect.
+"""
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+_LAYOUT = ('NHWC', 'HWIO', 'NHWC')
+
+
+def _conv(images, kernel, strides, padding, lhs_dilation=None, rhs_dilation=None):
+  return lax.conv_general_dilated(images, kernel, strides, padding, lhs_dilation, rhs_dilation,
+                                  dimension_numbers=_LAYOUT)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv_with_canonical_grads(images, kernel, strides, padding):
+  return _conv(images, kernel, strides, padding)
+
+
+def _forward(images, kernel, strides, padding):
+  return _conv(images, kernel, strides, padding), (images, kernel)
+
+
+def _backward(strides, padding, residuals, grad_out):
+  images, kernel = residuals
+  kernel_hw = kernel.shape[:2]
+  # d/d images: the output gradient dilated by the stride, padded so that the flipped kernel
+  # (inputs and outputs swapped) maps it back onto every input pixel.
+  pads = [(k - 1 - lo, k - 1 - hi + (n + lo + hi - k) % s)
+          for k, (lo, hi), n, s in zip(kernel_hw, padding, images.shape[1:3], strides)]
+  flipped = jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2)
+  grad_images = _conv(grad_out, flipped, (1, 1), pads, lhs_dilation=strides)
+  # d/d kernel: a convolution over the images in which the input channels act as the batch, the
+  # examples as the features and the output gradient as the kernel (dilated by the stride).
+  grad_kernel = _conv(images.transpose(3, 1, 2, 0), grad_out.transpose(1, 2, 0, 3), (1, 1),
+                      padding, rhs_dilation=strides)
+  grad_kernel = grad_kernel[:, :kernel_hw[0], :kernel_hw[1], :].transpose(1, 2, 0, 3)
+  return grad_images.astype(images.dtype), grad_kernel.astype(kernel.dtype)
+
+
+_conv_with_canonical_grads.defvjp(_forward, _backward)
+
+
+def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+                         dimension_numbers=None, feature_group_count=1, precision=None,
+                         preferred_element_type=None):
+  """`lax.conv_general_dilated`, as flax's `nn.Conv` calls it; the plain NHWC/HWIO convolution on
+  the CPU (no groups, dilation or precision) takes the explicit backward pass above."""
+  plain = (jax.default_backend() == 'cpu' and lhs.ndim == 4 and feature_group_count == 1
+           and not isinstance(padding, str) and precision is None
+           and preferred_element_type is None
+           and all(d == 1 for d in tuple(lhs_dilation or ()) + tuple(rhs_dilation or ()))
+           and lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) ==
+           lax.conv_dimension_numbers(lhs.shape, rhs.shape, _LAYOUT))
+  if not plain:
+    return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+                                    dimension_numbers, feature_group_count,
+                                    precision=precision,
+                                    preferred_element_type=preferred_element_type)
+  return _conv_with_canonical_grads(lhs, rhs, tuple(window_strides),
+                                    tuple(tuple(p) for p in padding))

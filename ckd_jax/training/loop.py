@@ -341,8 +341,8 @@ class _EpochLoop:
   def _end_epoch(self, steps_done, meter, evaluate, learning_rate_fn):
     """Each run's record (train means, test metrics, speed), written with its snapshot."""
     spe, batch_size = self.batches[0].steps_per_epoch, self.batches[0].batch_size
-    seconds = meter.seconds()
     states, sums = self._states(), self._sums(meter)  # the one sync per epoch
+    seconds = meter.seconds()  # after the sync: the steps dispatched ahead of the device are done
     for book, state, run_sums in zip(self.books, states, sums):
       book.check_finite(state, run_sums, steps_done)
     records = []

@@ -23,19 +23,20 @@ def _seconds(fn):
 def test_epoch_time_includes_the_work_dispatched_ahead_of_the_device(tmp_path):
   """JAX returns from a call before the device is done. Epochs timed at their last dispatch (as
   they once were) made K-step blocks look 7× faster than they ran: the epoch time must not be
-  shorter than the device's work for the epoch's blocks, timed here alone (the fastest of 3, less 10 %)."""
+  shorter than the device's work for the epoch's block, timed here alone (the fastest of 3, less
+  10 %)."""
   rng = np.random.default_rng(0)
   split = Split(rng.integers(0, 255, (256, 16, 16, 3), dtype=np.uint8),
                 rng.integers(0, 3, 256).astype(np.int32))
   model = get_model('resnet14', 3)
   state = create_train_state(model, optax.sgd(0.01), (16, 16, 3), seed=0)
-  slow_step = make_train_step(make_loss_and_grads(model))
+  step = make_train_step(make_loss_and_grads(model))
   batches = make_train_batches(split, 64, (0.5,) * 3, (0.25,) * 3, 0, False, seed=0)
-  block = jax.jit(make_multi_step(slow_step))
+  block = jax.jit(make_multi_step(step))
   data = batches.block(0, 4)
   jax.block_until_ready(block(state, data))
   device_s = min(_seconds(lambda: jax.block_until_ready(block(state, data))) for _ in range(3))
-  train(tmp_path, state, slow_step, lambda variables, replicated=False: {
+  train(tmp_path, state, step, lambda variables, replicated=False: {
       'test_loss': 0.0, 'test_accuracy': 0.0}, batches,
       DataParallel('none'), LoopOptions(num_epochs=3, steps_per_call=4, progress=False))
   records = [json.loads(line) for line in (tmp_path / 'metrics.jsonl').read_text().splitlines()]

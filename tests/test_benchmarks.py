@@ -42,3 +42,15 @@ def test_the_torch_reference_has_the_same_models():
   for name in ('resnet8', 'resnet20', 'resnet32_b', 'wrn_16_2', 'wrn_40_2', 'wrn_40_1'):
     torch_count = sum(p.numel() for p in torch_reference.get_model(name, 100).parameters())
     assert torch_count == count_params(get_model(name, 100), (32, 32, 3)), name
+
+
+def test_the_conv_gradient_benchmark_times_both_rules(tmp_path, capsys):
+  import conv_grads  # noqa: E402  (benchmarks/ is not a package)
+  rows = conv_grads.main(['--shapes', '2x6x3', '--loop', '2', '--repeats', '1',
+                          '--out', str(tmp_path / 'conv.json')])
+  assert [(r['gradient'], r['where']) for r in rows] == [
+      ('lax', 'alone'), ('lax', 'loop'), ('ckd_jax', 'alone'), ('ckd_jax', 'loop')]
+  for row in rows:
+    assert all(row[k] > 0 for k in ('fwd', 'd_images', 'd_kernel', 'fwd+bwd'))
+  assert json.loads((tmp_path / 'conv.json').read_text())['rows'] == rows
+  assert capsys.readouterr().out.count('\n| jax |') == 4

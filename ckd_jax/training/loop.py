@@ -66,7 +66,10 @@ class LoopOptions:
   """What the loop needs to know besides the step: length, files kept, and what is shown."""
   num_epochs: int
   snapshot_epochs: tuple = ()
-  checkpoint_every_steps: int = 0  # 0: only at epoch ends (and on Ctrl-C / SIGTERM)
+  # The rolling resume checkpoint: every N steps, or 0: at every epoch end (and on Ctrl-C / SIGTERM
+  # either way). Only one of the two: each save costs ~0.13 s even for a small model (Orbax), a
+  # quarter of an epoch of the quick-start.
+  checkpoint_every_steps: int = 0
   steps_per_call: int = 1  # K > 1: K steps per device call, one lax.scan (see `_block_end`)
   progress: bool = True
   tensorboard: bool = False
@@ -265,16 +268,15 @@ class _EpochLoop:
           meter.add(metrics)
           bar.update(end - step)
           step = end
-          if step % spe == 0:
-            records = self._end_epoch(step, meter, evaluate, learning_rate_fn)
-            record = records[0]
+          epoch_end = step % spe == 0
+          if epoch_end:
+            record = self._end_epoch(step, meter, evaluate, learning_rate_fn)[0]
             bar.set_postfix(epoch=record['epoch'], loss=f"{record['train_loss']:.3f}",
                             test_acc=f"{record['test_accuracy']:.4f}",
                             img_s=f"{record['img_per_sec']:.0f}")
             meter = _EpochMeter()
-            if record['epoch'] < opts.num_epochs:
-              self._checkpoint(meter)
-          elif opts.checkpoint_every_steps and step % opts.checkpoint_every_steps == 0:
+          every = opts.checkpoint_every_steps
+          if step < total_steps and (step % every == 0 if every else epoch_end):
             self._checkpoint(meter)
     except KeyboardInterrupt:  # Ctrl-C / SIGTERM: keep the steps done so far, then stop
       try:

@@ -6,7 +6,10 @@ inside loops: there the kernel gradient ran ~100× slower (a training step insid
 stacked runs or `lax.scan` over K steps, benchmarks/RESULTS.md). Here both gradients are
 convolutions in the layout the kernels take (images NHWC, kernels HWIO), with the transposes
 explicit, so they are fast everywhere; the values are those of JAX's own rule (tested bit-exact).
-Only the CPU takes this path: GPUs keep XLA's own, which cuDNN's backward kernels expect.
+Depthwise convolutions (MobileNetV2, ShuffleNetV2) are a sum of shifted, per-channel scaled
+images here: XLA's CPU backend ran them as dense convolutions over a block-diagonal kernel, 26×
+slower forward, 5× slower forward + backward and ~150× slower inside loops (benchmarks/conv_grads.py).
+Only the CPU takes these paths: GPUs keep XLA's own, which cuDNN's kernels expect.
 """
 import functools
 
@@ -51,21 +54,39 @@ def _backward(strides, padding, residuals, grad_out):
 _conv_with_canonical_grads.defvjp(_forward, _backward)
 
 
+def _depthwise(images, kernel, strides, padding):
+  """One k×k filter per channel (kernel (kh, kw, 1, C)): the sum over the kh·kw offsets of the
+  padded images, strided, times that offset's per-channel weights. Autodiff of these slices is fast
+  on the CPU, in loops too."""
+  padded = jnp.pad(images, ((0, 0), *padding, (0, 0)))
+  out_hw = [(n + lo + hi - k) // s + 1
+            for n, (lo, hi), k, s in zip(images.shape[1:3], padding, kernel.shape[:2], strides)]
+  out = jnp.zeros((), jnp.promote_types(images.dtype, jnp.float32))  # bf16 sums in float32
+  for i in range(kernel.shape[0]):
+    for j in range(kernel.shape[1]):
+      window = lax.slice(padded, (0, i, j, 0),
+                         (images.shape[0], i + (out_hw[0] - 1) * strides[0] + 1,
+                          j + (out_hw[1] - 1) * strides[1] + 1, images.shape[3]),
+                         (1, *strides, 1))
+      out = out + window * kernel[i, j, 0]
+  return out.astype(images.dtype)
+
+
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
                          dimension_numbers=None, feature_group_count=1, precision=None,
                          preferred_element_type=None):
-  """`lax.conv_general_dilated`, as flax's `nn.Conv` calls it; the plain NHWC/HWIO convolution on
-  the CPU (no groups, dilation or precision) takes the explicit backward pass above."""
-  plain = (jax.default_backend() == 'cpu' and lhs.ndim == 4 and feature_group_count == 1
-           and not isinstance(padding, str) and precision is None
-           and preferred_element_type is None
-           and all(d == 1 for d in tuple(lhs_dilation or ()) + tuple(rhs_dilation or ()))
-           and lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) ==
-           lax.conv_dimension_numbers(lhs.shape, rhs.shape, _LAYOUT))
-  if not plain:
-    return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
-                                    dimension_numbers, feature_group_count,
-                                    precision=precision,
-                                    preferred_element_type=preferred_element_type)
-  return _conv_with_canonical_grads(lhs, rhs, tuple(window_strides),
-                                    tuple(tuple(p) for p in padding))
+  """`lax.conv_general_dilated`, as flax's `nn.Conv` calls it. On the CPU, an NHWC/HWIO
+  convolution without dilation or precision settings takes the paths above: the explicit backward
+  pass (no groups) or the shifted sum (depthwise: one filter per channel)."""
+  simple = (jax.default_backend() == 'cpu' and lhs.ndim == 4 and not isinstance(padding, str)
+            and precision is None and preferred_element_type is None
+            and all(d == 1 for d in tuple(lhs_dilation or ()) + tuple(rhs_dilation or ()))
+            and lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) ==
+            lax.conv_dimension_numbers(lhs.shape, rhs.shape, _LAYOUT))
+  depthwise = simple and feature_group_count == lhs.shape[3] == rhs.shape[3] and rhs.shape[2] == 1
+  if simple and feature_group_count == 1 or depthwise:
+    path = _conv_with_canonical_grads if feature_group_count == 1 else _depthwise
+    return path(lhs, rhs, tuple(window_strides), tuple(tuple(p) for p in padding))
+  return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+                                  dimension_numbers, feature_group_count, precision=precision,
+                                  preferred_element_type=preferred_element_type)

@@ -3,6 +3,7 @@ alone and inside a compiled loop, and PyTorch's in the same command.
 
   python benchmarks/conv_grads.py                    # ResNet-20's three widths at batch 128, 32×32
   python benchmarks/conv_grads.py --torch            # with PyTorch's forward + backward
+  python benchmarks/conv_grads.py --depthwise        # one filter per channel (MobileNetV2's)
 
 Why: on the CPU the training step's convolutions are where ckd_jax trails PyTorch, and XLA's CPU
 backend ran JAX's kernel gradient ~100× slower inside loops (`lax.map` over stacked runs, `lax.scan`
@@ -45,19 +46,20 @@ def jax_rows(shape, args):
   batch, size, channels = shape
   rng = np.random.default_rng(0)
   images = jnp.asarray(rng.normal(size=(batch, size, size, channels)), jnp.float32)
-  kernel = jnp.asarray(rng.normal(size=(3, 3, channels, channels)) / 10, jnp.float32)
+  groups = channels if args.depthwise else 1
+  kernel = jnp.asarray(rng.normal(size=(3, 3, channels // groups, channels)) / 10, jnp.float32)
   grad_out = jnp.asarray(rng.normal(size=images.shape), jnp.float32)
   rows = []
   for name, conv in (('lax', lax.conv_general_dilated), ('ckd_jax', conv_general_dilated)):
     forward = lambda x, w, conv=conv: conv(x, w, (1, 1), ((1, 1), (1, 1)),
-                                           dimension_numbers=LAYOUT)
+                                           dimension_numbers=LAYOUT, feature_group_count=groups)
     vjp = lambda x, w, g, forward=forward: jax.vjp(forward, x, w)[1](g)
     parts = {'fwd': lambda x, w, g: forward(x, w), 'd_images': lambda x, w, g: vjp(x, w, g)[0],
              'd_kernel': lambda x, w, g: vjp(x, w, g)[1],
              'fwd+bwd': lambda x, w, g: (forward(x, w), vjp(x, w, g))}
     for where in ('alone', 'loop'):
       row = {'framework': 'jax', 'gradient': name, 'where': where, 'batch': batch, 'size': size,
-             'channels': channels}
+             'channels': channels, 'depthwise': args.depthwise}
       for part, fn in parts.items():
         if where == 'alone':
           row[part] = timed_ms(jax.jit(fn), (images, kernel, grad_out), args.repeats)
@@ -77,7 +79,8 @@ def torch_rows(shape, args):
   batch, size, channels = shape
   rows = []
   for layout in ('NCHW', 'channels_last'):
-    conv = torch.nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+    conv = torch.nn.Conv2d(channels, channels, 3, padding=1, bias=False,
+                           groups=channels if args.depthwise else 1)
     images = torch.randn(batch, channels, size, size)
     if layout == 'channels_last':
       conv, images = (conv.to(memory_format=torch.channels_last),
@@ -89,7 +92,8 @@ def torch_rows(shape, args):
       out.backward(torch.ones_like(out))
 
     row = {'framework': 'torch', 'gradient': layout, 'where': 'alone', 'batch': batch,
-           'size': size, 'channels': channels, 'd_images': None, 'd_kernel': None}
+           'size': size, 'channels': channels, 'depthwise': args.depthwise, 'd_images': None,
+           'd_kernel': None}
     for part, fn in (('fwd', lambda: conv(images)), ('fwd+bwd', forward_backward)):
       fn()
       best = float('inf')
@@ -118,6 +122,7 @@ def parse_args(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--shapes', default='128x32x16,128x16x32,128x8x64',
                       help='batch x image size x channels, comma-separated')
+  parser.add_argument('--depthwise', action='store_true', help='one 3×3 filter per channel')
   parser.add_argument('--loop', type=int, default=3, help='stacked copies in the loop rows')
   parser.add_argument('--repeats', type=int, default=5)
   parser.add_argument('--torch', action='store_true', help='also PyTorch (needs torch)')

@@ -46,7 +46,7 @@ def test_the_torch_reference_has_the_same_models():
 
 def test_the_conv_gradient_benchmark_times_both_rules(tmp_path, capsys):
   import conv_grads  # noqa: E402  (benchmarks/ is not a package)
-  rows = conv_grads.main(['--shapes', '2x6x3', '--loop', '2', '--repeats', '1',
+  rows = conv_grads.main(['--shapes', '2x6x3', '--loop', '2', '--repeats', '1', '--depthwise',
                           '--out', str(tmp_path / 'conv.json')])
   assert [(r['gradient'], r['where']) for r in rows] == [
       ('lax', 'alone'), ('lax', 'loop'), ('ckd_jax', 'alone'), ('ckd_jax', 'loop')]

@@ -1,15 +1,16 @@
-"""One 3×3 convolution's forward and backward passes: JAX's own gradient against `ckd_jax.models.conv`,
-alone and inside a compiled loop, and PyTorch's in the same command.
+"""One 3×3 convolution's forward and backward passes: JAX's own gradient against
+`ckd_jax.models.conv`, alone and inside a compiled loop, and PyTorch's in the same command.
 
   python benchmarks/conv_grads.py                    # ResNet-20's three widths at batch 128, 32×32
   python benchmarks/conv_grads.py --torch            # with PyTorch's forward + backward
   python benchmarks/conv_grads.py --depthwise        # one filter per channel (MobileNetV2's)
 
 Why: on the CPU the training step's convolutions are where ckd_jax trails PyTorch, and XLA's CPU
-backend ran JAX's kernel gradient ~100× slower inside loops (`lax.map` over stacked runs, `lax.scan`
-over K steps). Per row, ms per call: the forward alone, the gradient with respect to the images, to
-the kernel, and both with the forward (`fwd+bwd`); `loop` rows are per iteration of a `lax.map` over
---loop stacked copies. Prints a table and writes JSON (default benchmarks/results/conv_grads.json).
+backend ran JAX's kernel gradient 30–40× slower inside loops (`lax.map` over stacked runs,
+`lax.scan` over K steps). Per row, ms per call: the forward alone, the gradient with respect to the
+images, to the kernel, and both with the forward (`fwd+bwd`); `loop` rows are per iteration of a
+`lax.map` over --loop stacked copies. Prints a table and writes JSON (default
+benchmarks/results/conv_grads.json).
 """
 import argparse
 import json
@@ -112,7 +113,8 @@ def print_table(rows):
   print('| ' + ' | '.join(header) + ' |')
   print('|' + '---|' * len(header))
   for r in rows:
-    cells = [r['framework'], r['gradient'], r['where'], f"{r['batch']}×{r['size']}²×{r['channels']}"]
+    shape = f"{r['batch']}×{r['size']}²×{r['channels']}"
+    cells = [r['framework'], r['gradient'], r['where'], shape]
     cells += ['–' if r[k] is None else f'{r[k]:.1f}' for k in ('fwd', 'd_images', 'd_kernel',
                                                                'fwd+bwd')]
     print('| ' + ' | '.join(cells) + ' |')

@@ -73,7 +73,8 @@ def test_depthwise_convolutions_equal_lax(size, kernel, stride):
   def loss(conv):
     return jax.jit(jax.value_and_grad(lambda x, w: _loss(
         functools.partial(conv, feature_group_count=6), x, w, (stride, stride), padding), (0, 1)))
-  # Another summation order: float32 rounding of sums up to ~13 (≤ 6e-6 seen); an index error is O(1).
+  # Another summation order: float32 rounding of sums up to ~13 (≤ 6e-6 seen); an index error is
+  # O(1).
   chex.assert_trees_all_close(loss(conv_general_dilated)(images, weights),
                               loss(lax.conv_general_dilated)(images, weights), rtol=1e-5,
                               atol=2e-5)

@@ -1,14 +1,15 @@
 """2-D convolution with its backward pass written out for XLA's CPU backend.
 
-Why: JAX differentiates a convolution into two convolutions whose dimension layouts XLA's CPU backend
-has to rearrange before its fast kernels take them. It does so in a program's top level, but not
+Why: JAX differentiates a convolution into two convolutions whose dimension layouts XLA's CPU
+backend has to rearrange before its fast kernels take them. It does so in a program's top level, but not
 inside loops: there the kernel gradient ran 30–40× slower (a training step inside `lax.map` over
 stacked runs or `lax.scan` over K steps, benchmarks/RESULTS.md). Here both gradients are
 convolutions in the layout the kernels take (images NHWC, kernels HWIO), with the transposes
 explicit, so they are fast everywhere; the values are those of JAX's own rule (tested).
 Depthwise convolutions (MobileNetV2, ShuffleNetV2) are a sum of shifted, per-channel scaled
 images here: XLA's CPU backend ran them as dense convolutions over a block-diagonal kernel, 23×
-slower forward, 6× slower forward + backward and 160× slower inside loops (benchmarks/conv_grads.py).
+slower forward, 6× slower forward + backward and 160× slower inside loops
+(benchmarks/conv_grads.py).
 Only the CPU takes these paths: GPUs keep XLA's own, which cuDNN's kernels expect.
 """
 import functools

@@ -23,7 +23,10 @@ def run(config, workdir, allow_config_change=False):
     check_workdir(config, workdir, allow_config_change)
     sync('workdir checked')
     for stage in config_checks.parse_stages(config.stages):
-      start = time.time()
-      STAGES[stage](config, workdir)
-      record_stage(workdir, stage, start)
+      start, finished = time.time(), False
+      try:
+        STAGES[stage](config, workdir)
+        finished = True
+      finally:  # an interrupted leg's time counts too
+        record_stage(workdir, stage, time.time() - start, finished)
       sync(f'{stage} done')  # a later stage reads what process 0 wrote

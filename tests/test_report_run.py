@@ -93,6 +93,8 @@ def test_kill_at_a_stage_boundary_and_inside_a_student_gives_the_same_report(
   with pytest.raises(RuntimeError, match='before select'):
     pipeline.run(tiny_config(), tmp_path)
   monkeypatch.undo()
+  stages = _manifest_stages(tmp_path)
+  assert stages['select']['finished_at'] is None and stages['select']['legs'] == 1
 
   real_batch = batching.TrainBatches.batch
   calls = {'n': 0}
@@ -109,9 +111,21 @@ def test_kill_at_a_stage_boundary_and_inside_a_student_gives_the_same_report(
     pipeline.run(tiny_config(), tmp_path)
   assert list((tmp_path / 'students').glob('*/resume/3'))
   monkeypatch.undo()
+  interrupted = _manifest_stages(tmp_path)
+  assert interrupted['distill']['finished_at'] is None and interrupted['distill']['duration_s'] > 0
 
   pipeline.run(tiny_config(), tmp_path)
   assert _deterministic(tmp_path) == _deterministic(reference)
+  stages = _manifest_stages(tmp_path)
+  # Three commands ran teacher and select, two distill, one report: every leg's time counts.
+  assert [stages[s]['legs'] for s in ('teacher', 'select', 'distill', 'report')] == [3, 3, 2, 1]
+  assert stages['distill']['duration_s'] > interrupted['distill']['duration_s']
+  assert all(stage['finished_at'] for stage in stages.values())
+  assert '| distill |' in (tmp_path / 'report.md').read_text().split('## Wall time')[1]
+
+
+def _manifest_stages(workdir):
+  return json.loads((workdir / 'manifest.json').read_text())['stages']
 
 
 def test_manifest_records_every_stage(reference):

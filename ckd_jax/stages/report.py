@@ -263,7 +263,7 @@ def _paper_section(rows, config):
 
 
 def _cost_section(workdir):
-  """Each stage's wall time and the software, from manifest.json (a resumed stage: its last leg)."""
+  """Each stage's wall time over all its legs, and the software, from manifest.json."""
   path = layout.manifest_path(workdir)
   if not path.exists():
     return ['## Wall time', '', 'No stage has finished yet.']
@@ -272,11 +272,13 @@ def _cost_section(workdir):
             if stage in manifest['stages'] and stage != 'report']
   total = sum(entry['duration_s'] for _, entry in stages)
   software = manifest.get('software', {})
-  return (['## Wall time', '', 'Of the last run of each stage: a stage resumed after a kill, or rerun '
-           'to add runs, shows only that last leg.', ''] + _markdown_table(
-      ('stage', 'wall time', 'finished at'),
-      [(stage, f'{entry["duration_s"] / 60:.1f} min', entry['finished_at'])
-       for stage, entry in stages] + [('sum of these', f'{total / 60:.1f} min', '')])
+  return (['## Wall time', '', 'Every leg of each stage, summed: a stage resumed after a kill or rerun '
+           'to add runs counts each command that ran it (a leg killed outright, e.g. by SIGKILL, is '
+           'lost).', ''] + _markdown_table(
+      ('stage', 'wall time', 'legs', 'finished at'),
+      [(stage, f'{entry["duration_s"] / 60:.1f} min', str(entry.get('legs', 1)),
+        entry['finished_at'] or 'not finished') for stage, entry in stages]
+      + [('sum of these', f'{total / 60:.1f} min', '', '')])
       + ['', 'Software: ' + ', '.join(f'{k} {v}' for k, v in sorted(software.items())) + '.'])
 
 

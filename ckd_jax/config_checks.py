@@ -75,6 +75,9 @@ def _validate_stream(data):
 def _check_recipe(section, name):
   if section.epochs < 1 or section.batch_size < 1 or section.num_seeds < 1:
     raise ValueError(f'{name} epochs, batch_size and num_seeds must be >= 1')
+  if section.checkpoint_every_steps < 0:
+    raise ValueError(f'{name}.checkpoint_every_steps must be >= 0 (0: at every epoch end), got '
+                     f'{section.checkpoint_every_steps}')
   validate_optimizer_config(section.optimizer, section.epochs)
 
 

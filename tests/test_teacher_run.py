@@ -305,12 +305,14 @@ def _bad(**changes):
     (_bad(**{'teacher.optimizer.milestones': (5,)}), 'milestones'),
     (_bad(**{'dtype': 'float16'}), "dtype must be one of \\('float32', 'bfloat16'\\)"),
     (_bad(**{'steps_per_call': 0}), 'steps_per_call must be >= 1'),
+    (_bad(**{'teacher.checkpoint_every_steps': -5}),
+     'teacher.checkpoint_every_steps must be >= 0'),
     (_bad(**{'parallel': 'mesh', 'sync_batch_norm': False}), "needs parallel='pmap'"),
 ])
 def test_bad_input_is_refused_before_any_compute(tmp_path, config, message):
   with pytest.raises(ValueError, match=message):
     pipeline.run(config, tmp_path)
-  assert not (tmp_path / 'teachers').exists()
+  assert not (tmp_path / 'teachers').exists() and not (tmp_path / 'manifest.json').exists()
 
 
 def test_missing_data_directory_is_refused_before_training(tmp_path):

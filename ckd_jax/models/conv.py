@@ -84,10 +84,12 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
             and all(d == 1 for d in tuple(lhs_dilation or ()) + tuple(rhs_dilation or ()))
             and lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) ==
             lax.conv_dimension_numbers(lhs.shape, rhs.shape, _LAYOUT))
-  depthwise = simple and feature_group_count == lhs.shape[3] == rhs.shape[3] and rhs.shape[2] == 1
-  if simple and feature_group_count == 1 or depthwise:
-    path = _conv_with_canonical_grads if feature_group_count == 1 else _depthwise
-    return path(lhs, rhs, tuple(window_strides), tuple(tuple(p) for p in padding))
+  if simple:
+    args = lhs, rhs, tuple(window_strides), tuple(tuple(p) for p in padding)
+    if feature_group_count == 1:
+      return _conv_with_canonical_grads(*args)
+    if feature_group_count == lhs.shape[3] == rhs.shape[3] and rhs.shape[2] == 1:  # depthwise
+      return _depthwise(*args)
   return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
                                   dimension_numbers, feature_group_count, precision=precision,
                                   preferred_element_type=preferred_element_type)

@@ -64,17 +64,18 @@ def software_versions():
 
 
 def record_stage(workdir, stage, seconds, finished):
-  """Adds a leg of `stage` that took `seconds` to manifest.json, and the time it finished the stage.
+  """Adds a leg of `stage` that took `seconds` to manifest.json, and when it finished the stage
+  (None when it was interrupted: the stage is unfinished until a later leg finishes it).
 
   Every leg counts, interrupted (Ctrl-C, an error) or not, so a stage resumed after a kill or rerun
   to add runs reports all of its wall time; only a leg killed outright (SIGKILL, power) is lost.
   """
   path = layout.manifest_path(workdir)
   manifest = read_json(path) if path.exists() else {'stages': {}}
-  before = manifest['stages'].get(stage, {'duration_s': 0.0, 'legs': 0, 'finished_at': None})
+  before = manifest['stages'].get(stage, {'duration_s': 0.0, 'legs': 0})
   manifest['stages'][stage] = {
       'duration_s': round(before['duration_s'] + seconds, 3),
       'legs': before.get('legs', 1) + 1,  # manifests before legs were counted: one leg
-      'finished_at': time.strftime('%Y-%m-%dT%H:%M:%S%z') if finished else before['finished_at']}
+      'finished_at': time.strftime('%Y-%m-%dT%H:%M:%S%z') if finished else None}
   manifest['software'] = software_versions()
   write_json(path, manifest)

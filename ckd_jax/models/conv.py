@@ -9,7 +9,8 @@ explicit, so they are fast everywhere; the values are those of JAX's own rule (t
 Depthwise convolutions (MobileNetV2, ShuffleNetV2) are a sum of shifted, per-channel scaled
 images here: XLA's CPU backend ran them as dense convolutions over a block-diagonal kernel, 23×
 slower forward, 6× slower forward + backward and 160× slower inside loops
-(benchmarks/conv_grads.py).
+(benchmarks/conv_grads.py). A kernel larger than its image (the 2×2 maps of the quick-start's ResNets)
+is one matrix product of the image's windows: XLA's CPU convolution was 6–23× slower there.
 Only the CPU takes these paths: GPUs keep XLA's own, which cuDNN's kernels expect.
 """
 import functools
@@ -55,21 +56,38 @@ def _backward(strides, padding, residuals, grad_out):
 _conv_with_canonical_grads.defvjp(_forward, _backward)
 
 
-def _depthwise(images, kernel, strides, padding):
-  """One k×k filter per channel (kernel (kh, kw, 1, C)): the sum over the kh·kw offsets of the
-  padded images, strided, times that offset's per-channel weights. Autodiff of these slices is fast
-  on the CPU, in loops too."""
+def _windows(images, kernel_hw, strides, padding):
+  """The padded images seen by each of the kernel's kh·kw offsets, strided: window (i, j) times
+  kernel[i, j] summed over (i, j) is the convolution."""
   padded = jnp.pad(images, ((0, 0), *padding, (0, 0)))
   out_hw = [(n + lo + hi - k) // s + 1
-            for n, (lo, hi), k, s in zip(images.shape[1:3], padding, kernel.shape[:2], strides)]
+            for n, (lo, hi), k, s in zip(images.shape[1:3], padding, kernel_hw, strides)]
+  return [lax.slice(padded, (0, i, j, 0),
+                    (images.shape[0], i + (out_hw[0] - 1) * strides[0] + 1,
+                     j + (out_hw[1] - 1) * strides[1] + 1, images.shape[3]),
+                    (1, *strides, 1))
+          for i in range(kernel_hw[0]) for j in range(kernel_hw[1])]
+
+
+def _depthwise(images, kernel, strides, padding):
+  """One k×k filter per channel (kernel (kh, kw, 1, C)): the sum over the kh·kw offsets of the
+  windows times that offset's per-channel weights. Autodiff of these slices is fast on the CPU, in
+  loops too."""
   out = jnp.zeros((), jnp.promote_types(images.dtype, jnp.float32))  # bf16 sums in float32
-  for i in range(kernel.shape[0]):
-    for j in range(kernel.shape[1]):
-      window = lax.slice(padded, (0, i, j, 0),
-                         (images.shape[0], i + (out_hw[0] - 1) * strides[0] + 1,
-                          j + (out_hw[1] - 1) * strides[1] + 1, images.shape[3]),
-                         (1, *strides, 1))
-      out = out + window * kernel[i, j, 0]
+  for window, weights in zip(_windows(images, kernel.shape[:2], strides, padding),
+                             kernel.reshape(-1, kernel.shape[3])):
+    out = out + window * weights
+  return out.astype(images.dtype)
+
+
+def _patches(images, kernel, strides, padding):
+  """A kernel larger than the image (3×3 over the 2×2 maps of a ResNet's last stage on 8×8 digits):
+  one matrix product of the windows, side by side, with the kernel as a (kh·kw·C_in, C_out) matrix.
+  XLA's CPU backend ran these convolutions, and the image gradient of each, 6–23× slower
+  (benchmarks/conv_grads.py --shapes 64x2x64); autodiff of the product is fast, in loops too."""
+  patches = jnp.concatenate(_windows(images, kernel.shape[:2], strides, padding), axis=3)
+  out = lax.dot_general(patches, kernel.reshape(-1, kernel.shape[3]), (((3,), (0,)), ((), ())),
+                        preferred_element_type=jnp.promote_types(images.dtype, jnp.float32))
   return out.astype(images.dtype)
 
 
@@ -87,7 +105,8 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
   if simple:
     args = lhs, rhs, tuple(window_strides), tuple(tuple(p) for p in padding)
     if feature_group_count == 1:
-      return _conv_with_canonical_grads(*args)
+      larger = any(k > n for k, n in zip(rhs.shape[:2], lhs.shape[1:3]))
+      return (_patches if larger else _conv_with_canonical_grads)(*args)
     if feature_group_count == lhs.shape[3] == rhs.shape[3] and rhs.shape[2] == 1:  # depthwise
       return _depthwise(*args)
   return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,

@@ -18,3 +18,14 @@ jax.config.update('jax_compilation_cache_dir',
                   str(pathlib.Path(tempfile.gettempdir()) / 'ckd_jax_test_xla_cache'))
 jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
 jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
+
+
+def pytest_configure(config):
+  """The tests that corrupt a checkpoint on purpose leave TensorStore futures that complete on the
+  asyncio loop Orbax already closed; each reaches sys.unraisablehook ('Event loop is closed')
+  whenever it is collected, i.e. during whichever test runs then. `ckd_jax.main` drops exactly
+  this noise for users; the tests drop it too, and keep every other unraisable exception."""
+  config.addinivalue_line(
+      'filterwarnings',
+      r'ignore:(?s)Exception ignored in.*RuntimeError. Event loop is closed'
+      ':pytest.PytestUnraisableExceptionWarning')

@@ -99,7 +99,14 @@ def make_evaluator(eval_step, split, batch_size, mean, std, parallel):
 
 
 def _add(a, b):
-  return b if a is None else jax.tree.map(lambda x, y: x + y, a, b)
+  """a + b leaf by leaf (a None: nothing yet), in one device call: eager additions of the step
+  metrics cost ~0.4 ms each, more than the quick-start's 8×8 steps leave between two steps."""
+  return b if a is None else _tree_sum(a, b)
+
+
+@jax.jit
+def _tree_sum(a, b):
+  return jax.tree.map(jnp.add, a, b)
 
 
 class _EpochMeter:

@@ -1,4 +1,5 @@
 """TrainState with BatchNorm statistics, and its initialisation from a model."""
+import functools
 from typing import Any
 
 import jax
@@ -16,20 +17,27 @@ class TrainState(train_state.TrainState):
 
 
 def create_train_state(model, tx, image_shape, seed):
-  """Initialises parameters on a zero batch; deterministic in `seed`.
-
-  Compiled without XLA's backend optimisations: it runs once, and optimising its unrolled random
-  number code took 5.2 of the 5.5 s that a ResNet-8's init took to compile on the CPU (1.1 s
-  without; the values differ from optimised code's in the last bit at most).
-  """
-  key, images = jax.random.key(seed), jnp.zeros((1,) + tuple(image_shape), jnp.float32)
-  init = jax.jit(model.init, static_argnames=('train',)).lower(key, images, train=False).compile(
-      {'xla_backend_optimization_level': 0})
-  variables = init(key, images)
+  """Initialises parameters on a zero batch; deterministic in `seed`."""
+  images = jnp.zeros((1,) + tuple(image_shape), jnp.float32)
+  variables = _compiled_init(model, images.shape)(jax.random.key(seed), images)
   state = TrainState.create(apply_fn=model.apply, params=variables['params'], tx=tx,
                             batch_stats=variables.get('batch_stats', {}))
   # An array step (not a Python int) keeps its dtype through checkpoints and pmap.
   return state.replace(step=jnp.zeros((), jnp.int32))
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled_init(model, images_shape):
+  """`model.init` compiled once per (model, input shape) in a process (flax modules compare by
+  value): runs of one architecture (seeds, students of each teacher choice) share it.
+
+  Compiled without XLA's backend optimisations: it runs once per run, and optimising its unrolled
+  random number code took 5.2 of the 5.5 s that a ResNet-8's init took to compile on the CPU (1.1 s
+  without; the values differ from optimised code's in the last bit at most).
+  """
+  init = jax.jit(model.init, static_argnames=('train',))
+  return init.lower(jax.random.key(0), jnp.zeros(images_shape, jnp.float32), train=False).compile(
+      {'xla_backend_optimization_level': 0})
 
 
 def count_params(model, image_shape):

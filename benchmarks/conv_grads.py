@@ -4,6 +4,7 @@
   python benchmarks/conv_grads.py                    # ResNet-20's three widths at batch 128, 32×32
   python benchmarks/conv_grads.py --torch            # with PyTorch's forward + backward
   python benchmarks/conv_grads.py --depthwise        # one filter per channel (MobileNetV2's)
+  python benchmarks/conv_grads.py --shapes 64x2x64   # 3×3 over 2×2 maps (8×8 digits' last stage)
 
 Why: on the CPU the training step's convolutions are where ckd_jax trails PyTorch, and XLA's CPU
 backend ran JAX's kernel gradient 30–40× slower inside loops (`lax.map` over stacked runs,

@@ -65,6 +65,18 @@ def test_streamed_batches_equal_in_memory_batches(folder, rows):
     streamed.block(7, 3)
 
 
+def test_restarting_the_reader_closes_the_previous_one(folder):
+  """A resumed or out-of-order read starts a new grain reader; the old one's threads stop."""
+  files = load_image_folder(folder, image_size=12, stream=True, stream_threads=2).train
+  streamed = StreamingTrainBatches(files, 16, MEAN, STD, 2, True, 7)
+  streamed.batch(0)
+  first = streamed._reader
+  streamed.batch(2)
+  assert streamed._reader is not first
+  with pytest.raises(ValueError, match='closed iterator'):
+    next(first)
+
+
 def test_a_process_rows_are_its_rows_of_the_global_batch(folder):
   """Rows 4..8 of every batch, augmented with the draws of the whole batch (crop and flip)."""
   split = load_image_folder(folder, image_size=12).train

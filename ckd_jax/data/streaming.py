@@ -51,6 +51,8 @@ class StreamingTrainBatches:
 
   def _host_batch(self, global_step):
     if self._next_step != global_step:
+      if self._reader is not None:  # its threads would go on reading ahead of the old position
+        self._reader.close()
       steps = self._grain.MapDataset.range(global_step, 2 ** 62).map(self._read)
       self._reader = iter(steps.to_iter_dataset(self._grain.ReadOptions(
           num_threads=self._threads, prefetch_buffer_size=2 * self._threads)))

@@ -64,3 +64,31 @@ def test_resume_checkpoints_every_n_steps_or_else_at_epoch_ends(tmp_path, monkey
         DataParallel('none'), LoopOptions(num_epochs=3, checkpoint_every_steps=every,
                                           progress=False))
   assert saved == saved_at
+
+
+class _Clock:
+  """A stand-in for the loop's `time` module: it moves only when a test moves it."""
+  now = 0.0
+
+  def perf_counter(self):
+    return self.now
+
+
+@pytest.mark.parametrize('every', [0, 2])
+def test_checkpoint_writes_are_not_counted_in_epoch_times(tmp_path, monkeypatch, every):
+  """Every resume checkpoint 'takes' 10 s on a clock that nothing else moves: the epochs' times
+  (and their img/s) stay those of the steps alone, whether the checkpoint is mid-epoch (every 2
+  steps) or at epoch ends (once counted in the next epoch)."""
+  clock = _Clock()
+  monkeypatch.setattr(loop, 'time', clock)
+
+  def slow_save(self, state, extra):
+    clock.now += 10.0
+  monkeypatch.setattr(ResumeStore, 'save', slow_save)
+  model, state, batches = _tiny_run()
+  train(tmp_path, state, make_train_step(make_loss_and_grads(model)), _no_evaluation, batches,
+        DataParallel('none'), LoopOptions(num_epochs=3, checkpoint_every_steps=every,
+                                          progress=False))
+  records = [json.loads(line) for line in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
+  assert clock.now >= 20.0  # the checkpoints were written
+  assert [r['epoch_time_s'] for r in records] == [0.0, 0.0, 0.0]

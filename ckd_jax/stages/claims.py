@@ -102,7 +102,7 @@ def claim_ensembles(summary, teacher_rows):
   one, many = teacher_rows[0]['epochs'], sum(r['epochs'] for r in teacher_rows[:size])
   return dict(**result, cost_ratio=one / many, text=(
       f'`{snapshot[0]}` vs `{full[0]}`: {_points(result)}, for {one} teacher epochs of training '
-      f'instead of {many} ({one / many:.2f}×; wall times in the ensemble table above).'))
+      f'instead of {many} ({one / many:.2f}×; training times in the ensemble table above).'))
 
 
 def _trend(values, stds):

@@ -4,6 +4,7 @@ It knows nothing of models, losses or KD: the same loop trains teachers and stud
 A kill at any point loses at most `checkpoint_every_steps` steps; rerunning resumes from the rolling
 checkpoint and, since the data stream is a function of the step, ends with the same parameters.
 """
+import contextlib
 import dataclasses
 import signal
 import threading
@@ -110,7 +111,8 @@ def _tree_sum(a, b):
 
 
 class _EpochMeter:
-  """The running epoch: step-metric sums kept on the device (no host sync per step), wall time."""
+  """The running epoch: step-metric sums kept on the device (no host sync per step), and its
+  training time: the steps and the waits for them, not the checkpoints written in between."""
 
   def __init__(self, sums=None, seconds=0.0):
     self.sums, self._seconds, self._tick = sums, seconds, time.perf_counter()
@@ -119,7 +121,16 @@ class _EpochMeter:
     self.sums = _add(self.sums, metrics)
 
   def seconds(self):
-    return self._seconds + time.perf_counter() - self._tick
+    return self._seconds + (0.0 if self._tick is None else time.perf_counter() - self._tick)
+
+  @contextlib.contextmanager
+  def paused(self):
+    """Time spent inside is not the epoch's (a checkpoint being written)."""
+    self._seconds, self._tick = self.seconds(), None
+    try:
+      yield
+    finally:
+      self._tick = time.perf_counter()
 
 
 def train(run_dir, state, train_step, evaluate, batches, parallel, options, *, step_inputs=(),
@@ -370,11 +381,12 @@ class _EpochLoop:
     return records
 
   def _checkpoint(self, meter):
-    states, sums = self._states(), self._sums(meter)
-    for book, state, run_sums in zip(self.books, states, sums):
-      book.check_finite(state, run_sums, int(state.step))
-    for book, state, run_sums in zip(self.books, states, sums):
-      book.checkpoint(state, run_sums, meter.seconds())
+    states, sums = self._states(), self._sums(meter)  # waits for the steps: their time counts
+    with meter.paused():
+      for book, state, run_sums in zip(self.books, states, sums):
+        book.check_finite(state, run_sums, int(state.step))
+      for book, state, run_sums in zip(self.books, states, sums):
+        book.checkpoint(state, run_sums, meter.seconds())
 
 
 def _final_record(records, num_epochs):

@@ -226,8 +226,8 @@ def _ensemble_section(rows, config):
   lines = ['## Snapshot versus full ensemble (Table 2 style)', '']
   if not ensembles or not teachers:
     return lines + ['No ensemble teacher in this run.']
-  lines += ['| teacher | teacher acc | student last | teacher training: runs | epochs | training time |',
-            '|---|---:|---:|---:|---:|---:|']
+  lines += ['| teacher | teacher acc | student last | teacher training: runs | epochs | '
+            'training time |', '|---|---:|---:|---:|---:|---:|']
   one_run = teachers[0]
   for choice in ['final'] * ('final' in summary) + ensembles:
     runs = teachers[:int(choice.split(':')[1])] if choice.startswith('full_ensemble') else [one_run]

@@ -169,11 +169,11 @@ def test_data_parallel_run_matches_single_device_run(tmp_path, unpadded_referenc
 
 @pytest.fixture(scope='module')
 def blocks_of_4(tmp_path_factory):
-  """The unpadded run with 4 steps per call (blocks of 4, 2 and 2: cut at the rolling checkpoints
-  every 4 steps and at the epoch ends every 6)."""
+  """The unpadded run with 4 steps per call, cut at the rolling checkpoints every 5 steps and at the
+  epoch ends every 6: blocks of 4 at steps 0 and 6, single steps where a cut leaves fewer."""
   workdir = tmp_path_factory.mktemp('blocks')
   config = _unpadded_config('none')
-  config.steps_per_call = 4
+  config.steps_per_call, config.teacher.checkpoint_every_steps = 4, 5
   pipeline.run(config, workdir)
   return workdir, config
 
@@ -191,20 +191,23 @@ def test_steps_per_call_runs_the_same_training(blocks_of_4, unpadded_reference):
 
 
 def test_a_killed_run_with_blocks_resumes_exactly(tmp_path, monkeypatch, blocks_of_4):
+  """Killed at the block 6-10; the last rolling checkpoint is at step 5, so the rerun replays step 5
+  alone, then the same block. Every block is K = 4 steps long (one compiled length)."""
   reference, config = blocks_of_4
-  real_block = batching.TrainBatches.block
+  real_block, blocks = batching.TrainBatches.block, []
 
-  def killed_at_step_10(self, step, length):
-    if step == 10:  # the block 10-12 of epoch 2; the last rolling checkpoint is at step 8
+  def killed_at_step_6(self, step, length):
+    blocks.append((step, length))
+    if step == 6 and len(blocks) == 2:
       raise RuntimeError('simulated kill')
     return real_block(self, step, length)
 
-  monkeypatch.setattr(batching.TrainBatches, 'block', killed_at_step_10)
+  monkeypatch.setattr(batching.TrainBatches, 'block', killed_at_step_6)
   with pytest.raises(RuntimeError, match='simulated kill'):
     pipeline.run(config, tmp_path)
-  assert (run_dir(tmp_path) / 'resume' / '8').exists()
-  monkeypatch.setattr(batching.TrainBatches, 'block', real_block)
+  assert (run_dir(tmp_path) / 'resume' / '5').exists()
   pipeline.run(config, tmp_path)
+  assert blocks == [(0, 4), (6, 4), (6, 4)]
   _assert_ends_like_the_reference(tmp_path, reference)
 
 

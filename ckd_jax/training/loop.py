@@ -329,15 +329,18 @@ class _EpochLoop:
 
   def _block_end(self, step):
     """Where the call that starts at `step` ends: K steps, cut at the epoch end, at the next
-    rolling checkpoint and at multiples of K within the epoch. The cuts depend on the step alone,
-    so a run resumed at any checkpoint calls exactly the blocks an uninterrupted run calls."""
+    rolling checkpoint and at multiples of K within the epoch; a call that the cuts would leave
+    shorter than K is one step, so that only two programs compile (K steps and one), not one per
+    remainder length. The cuts depend on the step alone, so a run resumed at any checkpoint calls
+    exactly the blocks an uninterrupted run calls."""
     spe, k, every = self.batches[0].steps_per_epoch, self.options.steps_per_call, (
         self.options.checkpoint_every_steps)
     in_epoch = step % spe
     ends = [step - in_epoch + spe, step - in_epoch + (in_epoch // k + 1) * k]
     if every:
       ends.append((step // every + 1) * every)
-    return min(ends)
+    end = min(ends)
+    return end if end - step == k else step + 1
 
   def _resume(self, states):
     """Every run's state and the running epoch to continue from (all at the same step)."""

@@ -3,6 +3,8 @@
 The frozen teacher snapshots of a choice are restored once as ONE stacked pytree and passed to the
 jitted student step, which runs all teachers in one compiled loop (`lax.map`).
 """
+import itertools
+
 from ckd_jax.checkpoints import SnapshotStore, restore_stacked, snapshot_digests
 from ckd_jax.data import load_dataset, steps_per_epoch
 from ckd_jax.distributed import is_primary
@@ -45,10 +47,10 @@ class FrozenTeacher:
                                 for m in self.metadata]}
 
 
-def train_students(config, dataset, runs, parallel):
+def train_students(config, dataset, runs, parallel, stacked=True):
   """Trains students of `config.distill`: `runs` = [(choice, FrozenTeacher or None, seed, run_dir)],
-  all with the same number of teacher members (several: one vectorised program, each student with
-  its own teachers)."""
+  all with the same number of teacher members, each student with its own teachers (several: one
+  vectorised program when `stacked`, else one after another with one compiled step)."""
   dc = config.distill
   teachers = [teacher for _, teacher, _, _ in runs]
   if teachers[0] is None:
@@ -67,7 +69,7 @@ def train_students(config, dataset, runs, parallel):
                                f'{dc.student} from {choice.spec} seed {seed}')
            for choice, _, seed, _ in runs]
   return train_models(specs, dataset, [run_dir for _, _, _, run_dir in runs], parallel, factory,
-                      step_inputs=inputs,
+                      step_inputs=inputs, stacked=stacked,
                       final_info=[{**info, 'student': dc.student, 'seed': seed}
                                   for info, (_, _, seed, _) in zip(infos, runs)])
 
@@ -119,14 +121,15 @@ def run(config, workdir):
     teacher = FrozenTeacher(config, dataset, members, parallel) if members and pending else None
     runs += [(choice, teacher, seed, student_run_dir(workdir, dc.student, choice.slug, seed))
              for seed in pending]
-  groups = [[run] for run in runs]  # one at a time, in the config's order
   if dc.vectorize:  # students whose teachers have as many members stack together
     same_count = {}
     for run in runs:
       same_count.setdefault(_member_count(run), []).append(run)
     groups = [group for same in same_count.values()
-              for group in vectorised_groups(same, True, config.vectorize_max_runs)]
+              for group in vectorised_groups(same, config.vectorize_max_runs)]
+  else:  # one after another in the config's order, one compiled step per run of equal counts
+    groups = [list(same) for _, same in itertools.groupby(runs, _member_count)]
   for group in groups:
-    train_students(config, dataset, group, parallel)
+    train_students(config, dataset, group, parallel, stacked=dc.vectorize)
   if is_primary():  # (it reads the students' final.json, which process 0 writes)
     print(report.students_console_table(workdir))

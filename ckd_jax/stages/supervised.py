@@ -6,7 +6,7 @@ built from a `loss_and_grads` factory (cross-entropy or KD), and an evaluator on
 import dataclasses
 from typing import Any
 
-from ckd_jax.data import make_train_batches
+from ckd_jax.data import make_train_batches, steps_per_epoch
 from ckd_jax.models import get_model
 from ckd_jax.training import (LoopOptions, create_train_state, make_eval_step, make_evaluator,
                               make_optimizer, make_schedule, make_train_step, model_predict,
@@ -57,42 +57,48 @@ def train_model(spec, dataset, run_dir, parallel, loss_and_grads_factory, *, ste
 
 
 def train_models(specs, dataset, run_dirs, parallel, loss_and_grads_factory, *, step_inputs=None,
-                 snapshot_metadata=None, final_info=None):
-  """Trains runs that differ only in their seed (and step inputs, e.g. their teachers), several of
-  them as ONE program (`training.train_many`); lists in, [(state, final record)] out."""
-  spec = specs[0]
+                 snapshot_metadata=None, final_info=None, stacked=True):
+  """Trains runs that differ only in their seed (and step inputs, e.g. their teachers), with one
+  step: as ONE program (`stacked`: `training.train_many`), or one after another sharing the compiled
+  step and evaluator. Lists in, [(state, final record)] out."""
+  spec, count = specs[0], len(specs)
   if any(dataclasses.replace(s, seed=spec.seed, description='') !=
          dataclasses.replace(spec, description='') for s in specs):
     raise ValueError('runs trained together must differ only in their seed')
   bn_axis = parallel.axis_name if spec.sync_batch_norm else None
   model = get_model(spec.arch, dataset.num_classes, axis_name=bn_axis)
-  batches = [make_train_batches(dataset.train, spec.batch_size, dataset.mean, dataset.std,
-                                spec.crop_padding, spec.flip, s.seed,
-                                rows=parallel.process_rows(spec.batch_size)) for s in specs]
-  steps_per_epoch = batches[0].steps_per_epoch
-  tx = make_optimizer(spec.optimizer, steps_per_epoch, spec.epochs)
-  states = [create_train_state(model, tx, dataset.image_shape, s.seed) for s in specs]
+  per_epoch = steps_per_epoch(len(dataset.train), spec.batch_size)
+  tx = make_optimizer(spec.optimizer, per_epoch, spec.epochs)
   train_step = make_train_step(loss_and_grads_factory(model), parallel.axis_name)
   eval_step = make_eval_step(model_predict(get_model(spec.arch, dataset.num_classes)),
                              parallel.axis_name)
   evaluate = make_evaluator(eval_step, dataset.test, spec.eval_batch_size, dataset.mean,
                             dataset.std, parallel)
-  descriptions = [s.description or f'{s.arch} seed {s.seed}' for s in specs]
-  options = LoopOptions(num_epochs=spec.epochs, snapshot_epochs=spec.snapshot_epochs,
-                        checkpoint_every_steps=spec.checkpoint_every_steps,
-                        steps_per_call=spec.steps_per_call,
-                        progress=spec.progress, tensorboard=spec.tensorboard,
-                        description=descriptions[0] if len(specs) == 1 else
-                        f'{len(specs)} runs of {spec.arch} (vectorised)')
-  return train_many(run_dirs, states, train_step, evaluate, batches, parallel, options,
-                    step_inputs=step_inputs,
-                    learning_rate_fn=make_schedule(spec.optimizer, steps_per_epoch, spec.epochs),
-                    snapshot_metadata=snapshot_metadata, final_info=final_info,
-                    descriptions=descriptions)
+  learning_rate_fn = make_schedule(spec.optimizer, per_epoch, spec.epochs)
+  step_inputs = step_inputs or [()] * count
+  snapshot_metadata, final_info = snapshot_metadata or [None] * count, final_info or [None] * count
+  results = []
+  for group in ([list(range(count))] if stacked else [[i] for i in range(count)]):
+    descriptions = [specs[i].description or f'{spec.arch} seed {specs[i].seed}' for i in group]
+    options = LoopOptions(num_epochs=spec.epochs, snapshot_epochs=spec.snapshot_epochs,
+                          checkpoint_every_steps=spec.checkpoint_every_steps,
+                          steps_per_call=spec.steps_per_call,
+                          progress=spec.progress, tensorboard=spec.tensorboard,
+                          description=descriptions[0] if len(group) == 1 else
+                          f'{len(group)} runs of {spec.arch} (vectorised)')
+    batches = [make_train_batches(dataset.train, spec.batch_size, dataset.mean, dataset.std,
+                                  spec.crop_padding, spec.flip, specs[i].seed,
+                                  rows=parallel.process_rows(spec.batch_size)) for i in group]
+    states = [create_train_state(model, tx, dataset.image_shape, specs[i].seed) for i in group]
+    results += train_many([run_dirs[i] for i in group], states, train_step, evaluate, batches,
+                          parallel, options, step_inputs=[step_inputs[i] for i in group],
+                          learning_rate_fn=learning_rate_fn,
+                          snapshot_metadata=[snapshot_metadata[i] for i in group],
+                          final_info=[final_info[i] for i in group], descriptions=descriptions)
+  return results
 
 
-def vectorised_groups(runs, vectorize, max_runs=0):
-  """The runs to train together: all (chunks of `max_runs`; 0: no limit) when `vectorize`, else
-  one at a time."""
-  size = (max_runs or len(runs)) if vectorize else 1
+def vectorised_groups(runs, max_runs=0):
+  """The runs to stack into one program: all, in chunks of `max_runs` (0: no limit)."""
+  size = max_runs or len(runs)
   return [runs[i:i + size] for i in range(0, len(runs), size)]

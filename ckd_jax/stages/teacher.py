@@ -13,9 +13,9 @@ from ckd_jax.workdir.files import remove_file
 from ckd_jax.workdir.layout import RunFiles, teacher_run_dir
 
 
-def train_teachers(config, dataset, seeds, run_dirs, parallel):
-  """Trains teachers of `config.teacher` with `seeds` (several: one vectorised program); returns
-  [(state, final record)]."""
+def train_teachers(config, dataset, seeds, run_dirs, parallel, stacked=True):
+  """Trains teachers of `config.teacher` with `seeds` (several: one vectorised program when
+  `stacked`, else one after another with one compiled step); returns [(state, final record)]."""
   tc = config.teacher
   specs = [RunSpec.from_config(config, tc, tc.arch, seed, f'teacher {tc.arch} seed {seed}',
                                snapshot_epochs=tc.snapshot_epochs) for seed in seeds]
@@ -23,7 +23,7 @@ def train_teachers(config, dataset, seeds, run_dirs, parallel):
                'dataset': dataset.name, 'image_shape': list(dataset.image_shape)} for seed in seeds]
   return train_models(specs, dataset, run_dirs, parallel,
                       lambda model: make_loss_and_grads(model, tc.label_smoothing, config.dtype),
-                      snapshot_metadata=metadata)
+                      snapshot_metadata=metadata, stacked=stacked)
 
 
 def _missing_snapshots(run_dir, epochs):
@@ -54,9 +54,10 @@ def run(config, workdir):
   if not pending:
     return
   dataset = load_dataset(config.data)
-  for group in vectorised_groups(pending, config.teacher.vectorize, config.vectorize_max_runs):
+  vectorize = config.teacher.vectorize  # else one after another, with one compiled step
+  for group in vectorised_groups(pending, config.vectorize_max_runs) if vectorize else [pending]:
     results = train_teachers(config, dataset, [seed for seed, _ in group],
-                             [run_dir for _, run_dir in group], parallel)
+                             [run_dir for _, run_dir in group], parallel, stacked=vectorize)
     for (_, run_dir), (_, final) in zip(group, results):
       print(f'teacher {run_dir}: last test accuracy {final["last_test_accuracy"]:.4f} '
             f'(best {final["best_test_accuracy"]:.4f} at epoch {final["best_epoch"]})')

@@ -6,6 +6,7 @@ checkpoint and, since the data stream is a function of the step, ends with the s
 """
 import contextlib
 import dataclasses
+import functools
 import signal
 import threading
 import time
@@ -259,11 +260,7 @@ class _EpochLoop:
     opts, spe = self.options, self.batches[0].steps_per_epoch
     states, meter = self._resume(states)
     start_step, total_steps = int(states[0].step), opts.num_epochs * spe
-    one_step, multi_step = train_step, make_multi_step(train_step)
-    if self.stacked:
-      one_step, multi_step = over_runs(one_step), over_runs(multi_step)
-    step_fn = self.parallel.compile(one_step, donate_state=True)
-    multi_step_fn = self.parallel.compile(multi_step, donate_state=True)
+    step_fn, multi_step_fn = _compiled_steps(train_step, self.parallel, self.stacked)
     inputs = self.parallel.replicate(self._stack(step_inputs))
     self.replicated = self.parallel.replicate(self._stack(states))
     for book in self.books:
@@ -390,6 +387,19 @@ class _EpochLoop:
         book.check_finite(state, run_sums, int(state.step))
       for book, state, run_sums in zip(self.books, states, sums):
         book.checkpoint(state, run_sums, meter.seconds())
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled_steps(train_step, parallel, stacked):
+  """The one-step and K-step programs of `train_step` (mapped over the runs when `stacked`), made
+  once for every loop that trains with this step: runs trained one after another with one step
+  (the seeds of a teacher, the students of one kind of teacher) trace and compile it once, where
+  each fresh `jit` would trace and look it up again (~1–1.5 s a run on the quick-start)."""
+  one_step, multi_step = train_step, make_multi_step(train_step)
+  if stacked:
+    one_step, multi_step = over_runs(one_step), over_runs(multi_step)
+  return (parallel.compile(one_step, donate_state=True),
+          parallel.compile(multi_step, donate_state=True))
 
 
 def _final_record(records, num_epochs):

@@ -211,6 +211,25 @@ def test_a_killed_run_with_blocks_resumes_exactly(tmp_path, monkeypatch, blocks_
   _assert_ends_like_the_reference(tmp_path, reference)
 
 
+def test_seeds_trained_one_after_another_trace_one_step(tmp_path, monkeypatch):
+  """Without vectorize, the seeds share one compiled step: traced once, not once per run."""
+  from ckd_jax.stages import teacher
+  traces, real = [], teacher.make_loss_and_grads
+
+  def counted_loss_and_grads(*args, **kwargs):
+    loss_and_grads = real(*args, **kwargs)
+
+    def counted(*a, **k):
+      traces.append(1)  # runs only while JAX traces the step
+      return loss_and_grads(*a, **k)
+    return counted
+  monkeypatch.setattr(teacher, 'make_loss_and_grads', counted_loss_and_grads)
+  pipeline.run(pipeline_configs.tiny_config(teacher_seeds=2, stages='teacher'), tmp_path)
+  assert all((teacher_run_dir(tmp_path, 'resnet8_b', seed) / 'final.json').exists()
+             for seed in (0, 1))
+  assert len(traces) == 1
+
+
 def _vectorised_config():
   config = _unpadded_config('none')
   config.teacher.num_seeds, config.teacher.vectorize = 2, True

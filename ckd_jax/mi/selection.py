@@ -2,7 +2,6 @@
 import itertools
 
 import numpy as np
-import scipy.stats
 
 NORMALIZATIONS = ('minmax', 'max', 'none')
 
@@ -99,6 +98,7 @@ def rank_correlation(a, b):
   a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
   if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
     return None
+  import scipy.stats  # here, not above: importing it costs ~1.5 s that every command would pay
   return float(scipy.stats.spearmanr(a, b).statistic)
 
 

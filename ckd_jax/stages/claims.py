@@ -7,8 +7,6 @@ not a significance test. Like the rest of the report this reads files only and i
 import math
 import statistics
 
-import scipy.stats
-
 NOISE_SES = 2.0
 
 
@@ -119,6 +117,7 @@ def _trend(values, stds):
 def _spearman_with_epoch(epochs, values):
   if len(values) < 3 or max(values) == min(values):
     return None
+  import scipy.stats  # here, not above: importing it costs ~1.5 s that every command would pay
   return float(scipy.stats.spearmanr(epochs, values).statistic)
 
 

@@ -95,8 +95,9 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
                          dimension_numbers=None, feature_group_count=1, precision=None,
                          preferred_element_type=None):
   """`lax.conv_general_dilated`, as flax's `nn.Conv` calls it. On the CPU, an NHWC/HWIO
-  convolution without dilation or precision settings takes the paths above: the explicit backward
-  pass (no groups) or the shifted sum (depthwise: one filter per channel)."""
+  convolution without dilation or precision settings takes the paths above: the matrix product of
+  windows (no groups, a kernel larger than the image), the explicit backward pass (no groups) or
+  the shifted sum (depthwise: one filter per channel)."""
   simple = (jax.default_backend() == 'cpu' and lhs.ndim == 4 and not isinstance(padding, str)
             and precision is None and preferred_element_type is None
             and all(d == 1 for d in tuple(lhs_dilation or ()) + tuple(rhs_dilation or ()))

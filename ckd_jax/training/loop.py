@@ -392,9 +392,9 @@ class _EpochLoop:
 @functools.lru_cache(maxsize=8)
 def _compiled_steps(train_step, parallel, stacked):
   """The one-step and K-step programs of `train_step` (mapped over the runs when `stacked`), made
-  once for every loop that trains with this step: runs trained one after another with one step
-  (the seeds of a teacher, the students of one kind of teacher) trace and compile it once, where
-  each fresh `jit` would trace and look it up again (~1–1.5 s a run on the quick-start)."""
+  once for every loop that trains with this step (the seeds of a teacher, the students of one kind
+  of teacher, trained one after another): JAX reuses a trace only for the same function object, and
+  `make_multi_step` / `over_runs` make new ones at every call."""
   one_step, multi_step = train_step, make_multi_step(train_step)
   if stacked:
     one_step, multi_step = over_runs(one_step), over_runs(multi_step)

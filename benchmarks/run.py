@@ -6,16 +6,18 @@
       --steps 50 --torch                                                    # a GPU
 
 Modes: `teacher` (cross-entropy step of each of --models) and `kd1` / `kd3` (a KD step of each
---kd_pairs student against 1 or 3 frozen teachers, their forward inside the step); `--runs S`
+--kd_pairs student against 1 or 3 frozen teachers: as in the distill stage, the teachers' targets in
+a program of their own, then the student step, both timed and their compile times added); `--runs S`
 times S such runs stacked into one step (`over_runs`, as `teacher.vectorize` / `distill.vectorize`:
 a `vmap` on accelerators, a compiled loop over the runs on the CPU).
 Every step is the library's own (`make_train_step` over `make_loss_and_grads` /
-`make_kd_loss_and_grads`, Nesterov SGD with weight decay and the BN update) on a batch already in
+`make_distillation_loss_and_grads` after `make_teacher_targets`, Nesterov SGD with weight decay and the BN update) on a batch already in
 device memory, so only the step is timed.
 Each --parallel setting runs in its own process (on the CPU, `mesh` splits the CPU into
 --host_devices devices before JAX starts, which would slow down a single-device run). Per row:
 compile s (lowering + XLA compile), ms/step and images/s over --steps steps after a warm-up, and the
-memory XLA's analysis of the compiled step needs (arguments + outputs + temporaries). --torch adds
+memory XLA's analysis of the compiled step needs (arguments + outputs + temporaries; for KD the
+larger of its two programs, which run one after the other). --torch adds
 benchmarks/torch_reference.py's rows (the same architectures in PyTorch), so that ratios come from
 one run on one machine. Prints a table and writes JSON (default benchmarks/results/run.json).
 """
@@ -41,8 +43,9 @@ def measure_jax(arch, mode, args, teacher_arch=None):
   from ckd_jax import recipes
   from ckd_jax.models import get_model
   from ckd_jax.parallel import DataParallel
-  from ckd_jax.training import (create_train_state, make_kd_loss_and_grads, make_loss_and_grads,
-                                make_optimizer, make_teacher_forward, make_train_step, over_runs)
+  from ckd_jax.training import (create_train_state, make_distillation_loss_and_grads,
+                                make_loss_and_grads, make_optimizer, make_teacher_forward,
+                                make_teacher_targets, make_train_step, over_runs)
 
   parallel = DataParallel(args.parallel)
   parallel.check_batch_size(args.batch)
@@ -50,7 +53,7 @@ def measure_jax(arch, mode, args, teacher_arch=None):
   model = get_model(arch, args.classes, axis_name=parallel.axis_name)
   tx = make_optimizer(recipes.optimizer(0.1, (2,)), 10, 4)
   state = create_train_state(model, tx, shape, seed=0)
-  inputs = ()
+  inputs, add_targets = (), None
   if mode == 'teacher':
     loss_and_grads = make_loss_and_grads(model, compute_dtype=args.dtype)
   else:
@@ -58,8 +61,9 @@ def measure_jax(arch, mode, args, teacher_arch=None):
     members = [teacher.init(jax.random.key(k), jnp.zeros((1,) + shape), train=False)
                for k in range(int(mode[2:]))]
     inputs = (jax.tree.map(lambda *x: np.stack(x), *members),)
-    loss_and_grads = make_kd_loss_and_grads(model, make_teacher_forward(teacher), 0.9, 4.0,
-                                            compute_dtype=args.dtype)
+    add_targets = make_teacher_targets(make_teacher_forward(teacher), 4.0,
+                                       compute_dtype=args.dtype)
+    loss_and_grads = make_distillation_loss_and_grads(model, 0.9, 4.0, compute_dtype=args.dtype)
   rng = np.random.default_rng(0)
   runs = args.runs
   lead = (runs,) if runs > 1 else ()  # S runs: stacked states, batches and inputs, one step
@@ -70,23 +74,35 @@ def measure_jax(arch, mode, args, teacher_arch=None):
   step = make_train_step(loss_and_grads, parallel.axis_name)
   if runs > 1:
     step = over_runs(step)
+    if add_targets is not None:
+      add_targets = over_runs(add_targets)
     stack = lambda tree: jax.tree.map(lambda x: np.stack([np.asarray(x)] * runs), tree)
     state, inputs = stack(state), tuple(stack(x) for x in inputs)
-  step = parallel.compile(step, donate_state=True)
   state = parallel.replicate(state)
   inputs = tuple(parallel.replicate(x) for x in inputs)
-  start = time.perf_counter()
-  compiled = step.lower(state, batch, *inputs).compile()
-  compile_s = time.perf_counter() - start
-  memory = compiled.memory_analysis()
-  peak = None if memory is None else int(memory.argument_size_in_bytes + memory.output_size_in_bytes
-                                         + memory.temp_size_in_bytes)
+  totals = {'compile_s': 0.0, 'peak': None}
+
+  def compile_timed(program, *example_args):
+    start = time.perf_counter()
+    compiled = program.lower(*example_args).compile()
+    totals['compile_s'] += time.perf_counter() - start
+    memory = compiled.memory_analysis()
+    if memory is not None:
+      totals['peak'] = max(totals['peak'] or 0, int(
+          memory.argument_size_in_bytes + memory.output_size_in_bytes + memory.temp_size_in_bytes))
+    return compiled
+
+  targets = (lambda batch: batch) if mode == 'teacher' else compile_timed(
+      parallel.compile_batch_fn(add_targets), batch, *inputs)
+  compiled = compile_timed(parallel.compile(step, donate_state=True), state,
+                           targets(batch, *inputs))
+  compile_s, peak = totals['compile_s'], totals['peak']
   for _ in range(args.warmup):
-    state, metrics = compiled(state, batch, *inputs)
+    state, metrics = compiled(state, targets(batch, *inputs))
   jax.block_until_ready(metrics)
   start = time.perf_counter()
   for _ in range(args.steps):
-    state, metrics = compiled(state, batch, *inputs)
+    state, metrics = compiled(state, targets(batch, *inputs))
   jax.block_until_ready(metrics)
   seconds = (time.perf_counter() - start) / args.steps
   return {'framework': 'jax', 'model': arch, 'teacher': teacher_arch or '', 'mode': mode,

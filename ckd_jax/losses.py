@@ -5,6 +5,7 @@
     ensemble_kd_loss(s, t_stack, y, α, τ, mode, weights)  = the same with an ensemble teacher:
         mode='probs'  (the paper's equation):  p_t^τ = Σ_i w_i softmax(t_i / τ)
         mode='logits' (the authors' code):     p_t^τ = softmax((Σ_i w_i t_i) / τ)
+    distillation_loss(s, log_p_t, y, α, τ)                = the same with the teacher given as log p_t^τ
 with p^τ = softmax(logits / τ), weights w_i ≥ 0 normalised to sum 1 (uniform by default). The KD term's
 gradient w.r.t. the student logits is (1−α)·τ·(p_s^τ − p_t^τ) / batch (Hinton et al.'s τ² scaling).
 Everything is computed in log space (log-softmax, logsumexp), so no log(0) appears.
@@ -44,7 +45,9 @@ def _kl_from_log_probs(teacher_log_probs, student_log_probs):
   return jnp.sum(jnp.exp(teacher_log_probs) * (teacher_log_probs - student_log_probs), axis=-1)
 
 
-def _distillation_loss(student_logits, teacher_log_probs, labels, alpha, temperature):
+def distillation_loss(student_logits, teacher_log_probs, labels, alpha, temperature):
+  """α·CE(y, p_s) + (1−α)·τ²·KL(p_t^τ ‖ p_s^τ) with the teacher given as log p_t^τ (B, K), e.g. from
+  `ensemble_log_probs`: the loss of a student step whose teacher ran in a program of its own."""
   student_log_probs = jax.nn.log_softmax(student_logits / temperature)
   kd = jnp.mean(_kl_from_log_probs(teacher_log_probs, student_log_probs))
   return alpha * cross_entropy(student_logits, labels) + (1.0 - alpha) * temperature**2 * kd
@@ -53,7 +56,7 @@ def _distillation_loss(student_logits, teacher_log_probs, labels, alpha, tempera
 @jax.jit
 def _kd_loss(student_logits, teacher_logits, labels, alpha, temperature):
   teacher_log_probs = jax.nn.log_softmax(teacher_logits / temperature)
-  return _distillation_loss(student_logits, teacher_log_probs, labels, alpha, temperature)
+  return distillation_loss(student_logits, teacher_log_probs, labels, alpha, temperature)
 
 
 def kd_loss(student_logits, teacher_logits, labels, alpha=0.5, temperature=5.0):
@@ -82,7 +85,7 @@ def ensemble_log_probs(teacher_logits_stack, temperature, mode='probs', weights=
 def _ensemble_kd_loss(student_logits, teacher_logits_stack, labels, alpha, temperature, mode,
                       weights):
   teacher_log_probs = ensemble_log_probs(teacher_logits_stack, temperature, mode, weights)
-  return _distillation_loss(student_logits, teacher_log_probs, labels, alpha, temperature)
+  return distillation_loss(student_logits, teacher_log_probs, labels, alpha, temperature)
 
 
 def ensemble_kd_loss(student_logits, teacher_logits_stack, labels, alpha=0.5, temperature=5.0,

@@ -100,6 +100,14 @@ class DataParallel:
       return jax.jit(step, donate_argnums=donate, out_shardings=self._replicated)
     return jax.jit(step, donate_argnums=donate)
 
+  def compile_batch_fn(self, fn):
+    """A function from a sharded batch (and replicated inputs) to a batch, e.g. the teachers'
+    targets: its output stays sharded like the batch (under a mesh XLA propagates the input's
+    sharding), where `compile` replicates every output."""
+    if self.mode == 'pmap':
+      return jax.pmap(fn, axis_name=AXIS_NAME, devices=self.devices)
+    return jax.jit(fn)
+
   def replicate(self, tree):
     if self.mode == 'none':
       return tree

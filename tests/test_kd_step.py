@@ -1,4 +1,5 @@
-"""The student KD step: ensemble forward, jit/no-jit/pmap agreement, ESKD cut-off, BN quirk."""
+"""The student KD step: ensemble forward, jit/no-jit/pmap agreement, ESKD cut-off, BN quirk, and the
+pipeline's form of it: the teachers' targets in a program of their own, then the student step."""
 import chex
 import jax
 import jax.numpy as jnp
@@ -9,8 +10,10 @@ import pytest
 from ckd_jax import losses
 from ckd_jax.models import get_model
 from ckd_jax.parallel import AXIS_NAME, DataParallel
-from ckd_jax.training import (create_train_state, make_kd_loss_and_grads, make_teacher_forward,
-                              make_train_step)
+from ckd_jax.training import (create_train_state, make_distillation_loss_and_grads,
+                              make_kd_loss_and_grads, make_multi_step, make_teacher_forward,
+                              make_teacher_targets, make_train_step)
+from ckd_jax.training.loop import _compiled_steps, _compiled_targets
 
 MEMBERS = 3
 
@@ -22,9 +25,10 @@ def setup():
   members = []
   for seed in range(MEMBERS):
     variables = teacher.init(jax.random.key(seed), x)
-    # Non-trivial running statistics, so eval-mode and train-mode BN differ.
+    # Other running statistics than the batch's, so eval-mode and train-mode BN differ (scaled:
+    # a shift of the means by 0.3 left every ReLU off and the logits exactly 0).
     variables = {'params': variables['params'], 'batch_stats': jax.tree.map(
-        lambda v: v + 0.3 * (seed + 1), variables['batch_stats'])}
+        lambda v: v * (1.0 + 0.2 * (seed + 1)), variables['batch_stats'])}
     members.append(variables)
   stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *members)
   rng = np.random.default_rng(0)
@@ -108,9 +112,17 @@ def _reference_kd_step(model, teacher, members, state, batch):
   return jax.tree.map(lambda p, g: p - 0.1 * g, state.params, grads), batch_stats, loss
 
 
+def _two_programs(model, teacher, parallel, stacked=False):
+  """The loop's compiled targets and student step (one step and a block of K each)."""
+  add_targets = make_teacher_targets(make_teacher_forward(teacher), 4.0)
+  step = make_train_step(make_distillation_loss_and_grads(model, 0.5, 4.0), parallel.axis_name)
+  return _compiled_targets(add_targets, parallel, stacked), _compiled_steps(step, parallel, stacked)
+
+
 class StudentStepVariantsTest(chex.TestCase):
-  """The KD step with and without jit, pmapped over 8 fake CPU devices (synchronised BN) and on a
-  mesh of them, against an independently written step."""
+  """The KD step with and without jit; the pipeline's two programs (teachers' targets, student
+  step) pmapped over 8 fake CPU devices (synchronised BN) and on a mesh of them; against an
+  independently written step."""
 
   @chex.variants(with_jit=True, without_jit=True, with_pmap=True)
   def test_student_step_agrees(self):
@@ -127,18 +139,20 @@ class StudentStepVariantsTest(chex.TestCase):
     if self.variant.type == chex.ChexVariantType.WITH_PMAP:
       pmodel, _ = _student(AXIS_NAME)
       parallel = DataParallel('pmap')
-      step = self.variant(make_train_step(make_kd_loss_and_grads(pmodel, forward, 0.5, 4.0),
-                                          AXIS_NAME), axis_name=AXIS_NAME,
-                          broadcast_args_to_devices=False, reduce_fn=None)
+      targets = self.variant(make_teacher_targets(forward, 4.0), axis_name=AXIS_NAME,
+                             broadcast_args_to_devices=False, reduce_fn=None)
+      step = parallel.compile(make_train_step(make_distillation_loss_and_grads(pmodel, 0.5, 4.0),
+                                              AXIS_NAME))
       new_state, metrics = parallel.unreplicate(step(
-          parallel.replicate(state), parallel.shard(batch), parallel.replicate(stacked)))
+          parallel.replicate(state), targets(parallel.shard(batch), parallel.replicate(stacked))))
     else:
       step = self.variant(make_train_step(make_kd_loss_and_grads(model, forward, 0.5, 4.0)))
       new_state, metrics = step(state, batch, stacked)
-      if self.variant.type == chex.ChexVariantType.WITH_JIT:  # the same step on a device mesh
+      if self.variant.type == chex.ChexVariantType.WITH_JIT:  # the two programs on a device mesh
         mesh = DataParallel('mesh')
-        on_mesh = mesh.unreplicate(mesh.compile(step, donate_state=True)(
-            mesh.replicate(state), mesh.shard(batch), mesh.replicate(stacked)))
+        (targets, _), (step, _) = _two_programs(model, teacher, mesh)
+        on_mesh = mesh.unreplicate(step(
+            mesh.replicate(state), targets(mesh.shard(batch), mesh.replicate(stacked))))
         chex.assert_trees_all_close(on_mesh, (new_state, metrics), rtol=1e-5, atol=1e-5)
     # 1e-5: the vmapped teacher forward and the device split sum in another order.
     tol = dict(rtol=1e-5, atol=1e-5)
@@ -163,3 +177,23 @@ def test_bfloat16_kd_runs_student_and_teachers_in_bf16_with_a_float32_loss(setup
   # bf16 keeps ~3 significant digits; the loss sums many of its roundings: 2 % is ample.
   np.testing.assert_allclose(loss16, loss32, rtol=2e-2)
   assert float(loss16) != float(loss32)
+
+
+def test_targets_and_student_step_over_a_block_equal_the_one_program_steps(setup):
+  """K = 2 steps as the loop runs them with `steps_per_call`: the targets of the block (a loop over
+  its batches), then the scanned student steps; against the one-program KD step, twice. Tolerance
+  1e-5: the scan and the teachers' loop may fuse differently."""
+  teacher, _, stacked, batch = setup
+  model, state = _student()
+  second = {**batch, 'image': batch['image'][::-1]}
+  blocks = jax.tree.map(lambda a, b: jnp.stack([a, b]), batch, second)
+  fused = jax.jit(make_multi_step(make_train_step(make_kd_loss_and_grads(
+      model, make_teacher_forward(teacher), 0.5, 4.0))))
+  want, want_sums = fused(state, blocks, stacked)
+  (_, block_targets), (_, multi_step) = _two_programs(model, teacher, DataParallel('none'))
+  got, sums = multi_step(state, block_targets(blocks, stacked))  # (donates `state`)
+  tol = dict(rtol=1e-5, atol=1e-5)
+  assert int(got.step) == 2
+  chex.assert_trees_all_close(got.params, want.params, **tol)
+  chex.assert_trees_all_close(got.batch_stats, want.batch_stats, **tol)
+  chex.assert_trees_all_close(sums, want_sums, **tol)

@@ -1,8 +1,10 @@
 """The distill stage (Algorithm 1, step 4): students from each teacher choice, or CE alone.
 
-The frozen teacher snapshots of a choice are restored once as ONE stacked pytree and passed to the
-jitted student step, which runs all teachers in one compiled loop (`lax.map`).
+The frozen teacher snapshots of a choice are restored once as ONE stacked pytree. Before each student
+step, a program of its own runs all of them in one compiled loop (`lax.map`) and adds their soft
+targets to the batch; the student step, which takes no teacher, compiles once for all choices.
 """
+import functools
 import itertools
 
 from ckd_jax.checkpoints import SnapshotStore, restore_stacked, snapshot_digests
@@ -12,8 +14,9 @@ from ckd_jax.models import get_model
 from ckd_jax.parallel import DataParallel
 from ckd_jax.stages import report, select, teacher_choices
 from ckd_jax.stages.supervised import RunSpec, train_models, vectorised_groups
-from ckd_jax.training import (ensemble_predict, make_eval_step, make_evaluator,
-                              make_kd_loss_and_grads, make_loss_and_grads, make_teacher_forward)
+from ckd_jax.training import (ensemble_predict, make_distillation_loss_and_grads, make_eval_step,
+                              make_evaluator, make_loss_and_grads, make_teacher_forward,
+                              make_teacher_targets)
 from ckd_jax.workdir.files import read_json, remove_tree
 from ckd_jax.workdir.layout import RunFiles, student_run_dir
 
@@ -26,17 +29,18 @@ def check_members(choice, members, teacher_arch, num_classes):
 
 
 class FrozenTeacher:
-  """A teacher choice restored from its snapshots: stacked variables, the forward the student step
-  calls, and the choice's own test accuracy (an ensemble predicts with averaged probabilities)."""
+  """A teacher choice restored from its snapshots: stacked variables and the choice's own test
+  accuracy (an ensemble predicts with averaged probabilities)."""
 
   def __init__(self, config, dataset, members, parallel):
     self.variables, self.metadata = restore_stacked(members)
-    model = get_model(config.teacher.arch, dataset.num_classes)
-    dc = config.distill
-    self.forward = make_teacher_forward(model, dc.teacher_train_mode_batch_norm)
-    eval_forward = make_teacher_forward(model)
+    if len(members) == 1:  # measured on this test split when the snapshot was taken
+      self.test_accuracy = self.metadata[0]['test_accuracy']
+      return
+    eval_forward = make_teacher_forward(get_model(config.teacher.arch, dataset.num_classes))
     evaluate = make_evaluator(
-        make_eval_step(ensemble_predict(eval_forward, dc.ensemble_mode), parallel.axis_name),
+        make_eval_step(ensemble_predict(eval_forward, config.distill.ensemble_mode),
+                       parallel.axis_name),
         dataset.test, config.data.eval_batch_size, dataset.mean, dataset.std, parallel)
     self.test_accuracy = evaluate(self.variables)['test_accuracy']
 
@@ -47,29 +51,45 @@ class FrozenTeacher:
                                 for m in self.metadata]}
 
 
-def train_students(config, dataset, runs, parallel, stacked=True):
-  """Trains students of `config.distill`: `runs` = [(choice, FrozenTeacher or None, seed, run_dir)],
-  all with the same number of teacher members, each student with its own teachers (several: one
-  vectorised program when `stacked`, else one after another with one compiled step)."""
+class StudentSteps:
+  """What the students of one distill stage train with, built once, so that all of them share the
+  compiled programs: the cross-entropy step (no teacher), the KD step and the teachers' targets
+  (which compile once per member count)."""
+
+  def __init__(self, config, dataset):
+    dc = config.distill
+    kd_until_step = (dc.kd_until_epoch * steps_per_epoch(len(dataset.train), dc.batch_size)
+                     if dc.kd_until_epoch else None)
+    self.cross_entropy = functools.partial(make_loss_and_grads, label_smoothing=dc.label_smoothing,
+                                           compute_dtype=config.dtype)
+    self.distillation = functools.partial(
+        make_distillation_loss_and_grads, alpha=dc.alpha, temperature=dc.temperature,
+        kd_until_step=kd_until_step, compute_dtype=config.dtype)
+    teacher_forward = make_teacher_forward(get_model(config.teacher.arch, dataset.num_classes),
+                                           dc.teacher_train_mode_batch_norm)
+    self.add_targets = make_teacher_targets(teacher_forward, dc.temperature, dc.ensemble_mode,
+                                            config.dtype)
+
+
+def train_students(config, dataset, runs, parallel, steps, stacked=True):
+  """Trains students of `config.distill` with `steps` (a `StudentSteps`): `runs` = [(choice,
+  FrozenTeacher or None, seed, run_dir)], all with the same number of teacher members, each student
+  with its own teachers (several: one vectorised program when `stacked`, else one after another)."""
   dc = config.distill
   teachers = [teacher for _, teacher, _, _ in runs]
   if teachers[0] is None:
-    factory = lambda model: make_loss_and_grads(model, dc.label_smoothing, config.dtype)
+    factory, add_targets = steps.cross_entropy, None
     inputs = [()] * len(runs)
     infos = [{'teacher_choice': choice.spec} for choice, _, _, _ in runs]
   else:
-    kd_until_step = (dc.kd_until_epoch * steps_per_epoch(len(dataset.train), dc.batch_size)
-                     if dc.kd_until_epoch else None)
-    factory = lambda model: make_kd_loss_and_grads(model, teachers[0].forward, dc.alpha,
-                                                   dc.temperature, dc.ensemble_mode, kd_until_step,
-                                                   config.dtype)
+    factory, add_targets = steps.distillation, steps.add_targets
     inputs = [(teacher.variables,) for teacher in teachers]
     infos = [teacher.info(choice) for choice, teacher, _, _ in runs]
   specs = [RunSpec.from_config(config, dc, dc.student, seed,
                                f'{dc.student} from {choice.spec} seed {seed}')
            for choice, _, seed, _ in runs]
   return train_models(specs, dataset, [run_dir for _, _, _, run_dir in runs], parallel, factory,
-                      step_inputs=inputs, stacked=stacked,
+                      step_inputs=inputs, add_targets=add_targets, stacked=stacked,
                       final_info=[{**info, 'student': dc.student, 'seed': seed}
                                   for info, (_, _, seed, _) in zip(infos, runs)])
 
@@ -129,7 +149,8 @@ def run(config, workdir):
               for group in vectorised_groups(same, config.vectorize_max_runs)]
   else:  # one after another in the config's order, one compiled step per run of equal counts
     groups = [list(same) for _, same in itertools.groupby(runs, _member_count)]
+  steps = StudentSteps(config, dataset) if runs else None
   for group in groups:
-    train_students(config, dataset, group, parallel, stacked=dc.vectorize)
+    train_students(config, dataset, group, parallel, steps, stacked=dc.vectorize)
   if is_primary():  # (it reads the students' final.json, which process 0 writes)
     print(report.students_console_table(workdir))

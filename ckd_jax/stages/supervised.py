@@ -4,6 +4,7 @@ A run is: a model from the zoo, the optimizer and schedule of its recipe, on-dev
 built from a `loss_and_grads` factory (cross-entropy or KD), and an evaluator on the test split.
 """
 import dataclasses
+import functools
 from typing import Any
 
 from ckd_jax.data import make_train_batches, steps_per_epoch
@@ -57,10 +58,14 @@ def train_model(spec, dataset, run_dir, parallel, loss_and_grads_factory, *, ste
 
 
 def train_models(specs, dataset, run_dirs, parallel, loss_and_grads_factory, *, step_inputs=None,
-                 snapshot_metadata=None, final_info=None, stacked=True):
-  """Trains runs that differ only in their seed (and step inputs, e.g. their teachers), with one
-  step: as ONE program (`stacked`: `training.train_many`), or one after another sharing the compiled
-  step and evaluator. Lists in, [(state, final record)] out."""
+                 add_targets=None, snapshot_metadata=None, final_info=None, stacked=True):
+  """Trains runs that differ only in their seed (and step inputs, e.g. their teachers, which go to
+  `add_targets` when given: see `training.train`), with one step: as ONE program (`stacked`:
+  `training.train_many`), or one after another sharing the compiled step and evaluator. Lists in,
+  [(state, final record)] out.
+
+  The step is built once per (factory, model) in a process: callers that pass the same factory
+  (the distill stage, for every group of students) share its compiled program."""
   spec, count = specs[0], len(specs)
   if any(dataclasses.replace(s, seed=spec.seed, description='') !=
          dataclasses.replace(spec, description='') for s in specs):
@@ -69,7 +74,7 @@ def train_models(specs, dataset, run_dirs, parallel, loss_and_grads_factory, *, 
   model = get_model(spec.arch, dataset.num_classes, axis_name=bn_axis)
   per_epoch = steps_per_epoch(len(dataset.train), spec.batch_size)
   tx = make_optimizer(spec.optimizer, per_epoch, spec.epochs)
-  train_step = make_train_step(loss_and_grads_factory(model), parallel.axis_name)
+  train_step = _train_step(loss_and_grads_factory, model, parallel.axis_name)
   eval_step = make_eval_step(model_predict(get_model(spec.arch, dataset.num_classes)),
                              parallel.axis_name)
   evaluate = make_evaluator(eval_step, dataset.test, spec.eval_batch_size, dataset.mean,
@@ -92,10 +97,16 @@ def train_models(specs, dataset, run_dirs, parallel, loss_and_grads_factory, *, 
     states = [create_train_state(model, tx, dataset.image_shape, specs[i].seed) for i in group]
     results += train_many([run_dirs[i] for i in group], states, train_step, evaluate, batches,
                           parallel, options, step_inputs=[step_inputs[i] for i in group],
+                          add_targets=add_targets,
                           learning_rate_fn=learning_rate_fn,
                           snapshot_metadata=[snapshot_metadata[i] for i in group],
                           final_info=[final_info[i] for i in group], descriptions=descriptions)
   return results
+
+
+@functools.lru_cache(maxsize=8)
+def _train_step(loss_and_grads_factory, model, axis_name):
+  return make_train_step(loss_and_grads_factory(model), axis_name)
 
 
 def vectorised_groups(runs, max_runs=0):

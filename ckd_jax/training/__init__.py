@@ -2,6 +2,7 @@
 from ckd_jax.training.loop import LoopOptions, make_evaluator, train, train_many
 from ckd_jax.training.optim import make_optimizer, make_schedule
 from ckd_jax.training.state import TrainState, count_params, create_train_state
-from ckd_jax.training.steps import (ensemble_predict, make_eval_step, make_kd_loss_and_grads,
-                                   make_loss_and_grads, make_multi_step, make_teacher_forward,
+from ckd_jax.training.steps import (ensemble_predict, make_distillation_loss_and_grads,
+                                   make_eval_step, make_kd_loss_and_grads, make_loss_and_grads,
+                                   make_multi_step, make_teacher_forward, make_teacher_targets,
                                    make_train_step, model_predict, over_runs)

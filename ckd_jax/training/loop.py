@@ -135,26 +135,29 @@ class _EpochMeter:
 
 
 def train(run_dir, state, train_step, evaluate, batches, parallel, options, *, step_inputs=(),
-          learning_rate_fn=None, snapshot_metadata=None, final_info=None):
+          add_targets=None, learning_rate_fn=None, snapshot_metadata=None, final_info=None):
   """Trains `state` to `options.num_epochs`, resuming from `run_dir/resume` after a kill.
 
   `train_step(state, batch, *step_inputs) -> (state, metrics)`; `step_inputs` are constant (e.g. the
-  frozen teacher variables). Writes metrics.jsonl (one record per epoch), snapshots at
+  frozen teacher variables). With `add_targets(batch, *step_inputs) -> batch` (e.g.
+  `make_teacher_targets`), the inputs go to it instead, in a program of its own run before each
+  step, and the step is `train_step(state, batch)`. Writes metrics.jsonl (one record per epoch), snapshots at
   `options.snapshot_epochs` (with `snapshot_metadata`) and final.json (with `final_info` merged in).
   Returns the final (unreplicated) state and the final record.
   """
   return train_many([run_dir], [state], train_step, evaluate, [batches], parallel, options,
-                    step_inputs=[tuple(step_inputs)], learning_rate_fn=learning_rate_fn,
+                    step_inputs=[tuple(step_inputs)], add_targets=add_targets,
+                    learning_rate_fn=learning_rate_fn,
                     snapshot_metadata=[snapshot_metadata], final_info=[final_info])[0]
 
 
 def train_many(run_dirs, states, train_step, evaluate, batches, parallel, options, *,
-               step_inputs=None, learning_rate_fn=None, snapshot_metadata=None, final_info=None,
-               descriptions=None):
+               step_inputs=None, add_targets=None, learning_rate_fn=None, snapshot_metadata=None,
+               final_info=None, descriptions=None):
   """Trains several runs of one architecture as ONE program: their states stacked and the step
   mapped over them (`over_runs`), each run with its own batches (`batches[i]`, e.g. its seed's),
-  step inputs (e.g. its own teachers, same shapes for all) and files, exactly as `train` writes
-  them.
+  step inputs (e.g. its own teachers, same shapes for all; to `add_targets` if given, see `train`)
+  and files, exactly as `train` writes them.
 
   Runs whose resume checkpoints stand at different steps (a kill during the group's checkpoint)
   are trained in groups of equal steps. Returns [(state, final record)] in the order of `run_dirs`.
@@ -172,7 +175,7 @@ def train_many(run_dirs, states, train_step, evaluate, batches, parallel, option
     books = [_RunBook(RunFiles(run_dirs[i]), options, descriptions[i], snapshot_metadata[i] or {},
                       final_info[i] or {}) for i in members]
     loop = _EpochLoop(books, [batches[i] for i in members], parallel, options)
-    done = loop.run([states[i] for i in members], train_step, evaluate,
+    done = loop.run([states[i] for i in members], train_step, add_targets, evaluate,
                     [step_inputs[i] for i in members], learning_rate_fn)
     for i, result in zip(members, done):
       results[i] = result
@@ -256,12 +259,15 @@ class _EpochLoop:
     self.books, self.batches, self.parallel, self.options = books, batches, parallel, options
     self.stacked = len(books) > 1
 
-  def run(self, states, train_step, evaluate, step_inputs, learning_rate_fn):
+  def run(self, states, train_step, add_targets, evaluate, step_inputs, learning_rate_fn):
     opts, spe = self.options, self.batches[0].steps_per_epoch
     states, meter = self._resume(states)
     start_step, total_steps = int(states[0].step), opts.num_epochs * spe
     step_fn, multi_step_fn = _compiled_steps(train_step, self.parallel, self.stacked)
     inputs = self.parallel.replicate(self._stack(step_inputs))
+    if add_targets is not None:  # the inputs feed the targets' program, not the step
+      targets_fn, block_targets_fn = _compiled_targets(add_targets, self.parallel, self.stacked)
+      inputs, targets_inputs = (), inputs
     self.replicated = self.parallel.replicate(self._stack(states))
     for book in self.books:
       book.open_writer()
@@ -275,11 +281,15 @@ class _EpochLoop:
             raise KeyboardInterrupt(stop.requested)
           end = self._block_end(step)
           if end - step == 1:
-            self.replicated, metrics = step_fn(
-                self.replicated, self._shard(self._data(lambda b: b.batch(step)), 0), *inputs)
+            batch = self._shard(self._data(lambda b: b.batch(step)), 0)
+            if add_targets is not None:
+              batch = targets_fn(batch, *targets_inputs)
+            self.replicated, metrics = step_fn(self.replicated, batch, *inputs)
           else:
-            block = self._data(lambda b: b.block(step, end - step))
-            self.replicated, metrics = multi_step_fn(self.replicated, self._shard(block, 1), *inputs)
+            block = self._shard(self._data(lambda b: b.block(step, end - step)), 1)
+            if add_targets is not None:
+              block = block_targets_fn(block, *targets_inputs)
+            self.replicated, metrics = multi_step_fn(self.replicated, block, *inputs)
           meter.add(metrics)
           bar.update(end - step)
           step = end
@@ -400,6 +410,17 @@ def _compiled_steps(train_step, parallel, stacked):
     one_step, multi_step = over_runs(one_step), over_runs(multi_step)
   return (parallel.compile(one_step, donate_state=True),
           parallel.compile(multi_step, donate_state=True))
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled_targets(add_targets, parallel, stacked):
+  """The programs of `add_targets` for one batch and for a block of K (`lax.map` over the steps),
+  mapped over the runs when `stacked`; kept like `_compiled_steps`."""
+  one, block = add_targets, lambda batches, *inputs: jax.lax.map(
+      lambda batch: add_targets(batch, *inputs), batches)
+  if stacked:
+    one, block = over_runs(one), over_runs(block)
+  return parallel.compile_batch_fn(one), parallel.compile_batch_fn(block)
 
 
 def _final_record(records, num_epochs):

@@ -81,6 +81,14 @@ def test_digits_is_real_offline_data():
   assert ds.train.images.max() == 255 and set(ds.test.labels) == set(range(10))
 
 
+def test_digits_read_from_sklearns_file_equal_sklearns_loader():
+  from sklearn.datasets import load_digits
+  pixels, labels = data.sources._sklearn_digits()
+  bunch = load_digits()
+  np.testing.assert_array_equal(pixels, bunch.data)
+  np.testing.assert_array_equal(labels, bunch.target)
+
+
 def _write_idx(path, array, compress):
   header = bytes([0, 0, 0x08, array.ndim]) + b''.join(d.to_bytes(4, 'big') for d in array.shape)
   payload = header + array.astype(np.uint8).tobytes()

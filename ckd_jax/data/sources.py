@@ -52,14 +52,27 @@ def from_arrays(name, train_images, train_labels, test_images, test_labels, num_
 # ----------------------------------------------------------------------------------------- digits
 def load_digits(test_fraction=0.2, seed=0):
   """sklearn's 1,797 real 8×8 digits, rescaled to uint8, split once with a fixed permutation."""
-  from sklearn.datasets import load_digits as sk_load_digits
-  bunch = sk_load_digits()
-  images = np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
+  pixels, target = _sklearn_digits()
+  images = np.round(pixels.reshape(-1, 8, 8) * (255.0 / 16.0)).astype(np.uint8)[..., None]
   order = np.random.default_rng(seed).permutation(len(images))
   n_test = int(round(len(images) * test_fraction))
   test, train = order[:n_test], order[n_test:]
-  return from_arrays('digits', images[train], bunch.target[train], images[test],
-                     bunch.target[test], num_classes=10)
+  return from_arrays('digits', images[train], target[train], images[test], target[test],
+                     num_classes=10)
+
+
+def _sklearn_digits():
+  """(pixels 0-16 (N, 64), labels) from the CSV that sklearn ships, read as its `load_digits`
+  reads it but without importing sklearn (~1 s, with scipy); through sklearn if the file moved."""
+  import importlib.util
+  spec = importlib.util.find_spec('sklearn')
+  path = pathlib.Path(spec.origin).parent / 'datasets' / 'data' / 'digits.csv.gz' if spec else None
+  if path is None or not path.is_file():
+    from sklearn.datasets import load_digits as sk_load_digits
+    bunch = sk_load_digits()
+    return bunch.data, bunch.target
+  data = np.loadtxt(path, delimiter=',')
+  return data[:, :-1], data[:, -1].astype(int)
 
 
 # ---------------------------------------------------------------------------------- fashion_mnist

@@ -5,7 +5,10 @@ built from a `loss_and_grads` factory (cross-entropy or KD), and an evaluator on
 """
 import dataclasses
 import functools
+import json
 from typing import Any
+
+import ml_collections
 
 from ckd_jax.data import make_train_batches, steps_per_epoch
 from ckd_jax.models import get_model
@@ -73,7 +76,7 @@ def train_models(specs, dataset, run_dirs, parallel, loss_and_grads_factory, *, 
   bn_axis = parallel.axis_name if spec.sync_batch_norm else None
   model = get_model(spec.arch, dataset.num_classes, axis_name=bn_axis)
   per_epoch = steps_per_epoch(len(dataset.train), spec.batch_size)
-  tx = make_optimizer(spec.optimizer, per_epoch, spec.epochs)
+  tx = _optimizer(spec.optimizer.to_json(), per_epoch, spec.epochs)
   train_step = _train_step(loss_and_grads_factory, model, parallel.axis_name)
   eval_step = make_eval_step(model_predict(get_model(spec.arch, dataset.num_classes)),
                              parallel.axis_name)
@@ -102,6 +105,14 @@ def train_models(specs, dataset, run_dirs, parallel, loss_and_grads_factory, *, 
                           snapshot_metadata=[snapshot_metadata[i] for i in group],
                           final_info=[final_info[i] for i in group], descriptions=descriptions)
   return results
+
+
+@functools.lru_cache(maxsize=8)
+def _optimizer(optimizer_json, steps_per_epoch, epochs):
+  """One optimizer object per recipe in a process: it is a static field of the TrainState, so a new
+  one would make the shared step trace again (and its state's initialisation compile again)."""
+  return make_optimizer(ml_collections.ConfigDict(json.loads(optimizer_json)), steps_per_epoch,
+                        epochs)
 
 
 @functools.lru_cache(maxsize=8)

@@ -31,9 +31,10 @@ class DivergenceError(FloatingPointError):
   was saved."""
 
 
-@jax.jit
 def _all_finite(tree):
-  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+  """Checked on the host, where the loop's states are copied anyway: a jitted check compiled once
+  per state structure, ~0.5 s on the CPU, more than every epoch's host check of a ResNet-20."""
+  return all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(tree))
 
 
 class _StopAtStepBoundary:
@@ -216,7 +217,7 @@ class _RunBook:
   def check_finite(self, state, sums, step):
     """Raises DivergenceError, before anything of this state is saved, if it is not finite."""
     bad = [name for name, ok in (('loss', sums is None or np.isfinite(sums['loss'])),
-                                 ('parameters', bool(_all_finite(state.variables)))) if not ok]
+                                 ('parameters', _all_finite(state.variables))) if not ok]
     if bad:
       last = self.resume_store.latest_step()
       kept = f'the last good checkpoint (step {last}) is kept' if last is not None else (

@@ -285,6 +285,18 @@ def _spearman_reference(a, b):
   return float(ra @ rb / np.sqrt((ra @ ra) * (rb @ rb)))
 
 
+def test_spearman_equals_scipys_with_ties():
+  import scipy.stats
+  from ckd_jax.ranks import average_ranks, spearman
+  rng = np.random.default_rng(3)
+  for _ in range(20):
+    a, b = rng.integers(0, 4, 9).astype(float), rng.normal(size=9)  # many ties in a
+    if np.ptp(a) == 0:
+      continue
+    np.testing.assert_allclose(average_ranks(a), scipy.stats.rankdata(a))
+    assert spearman(a, b) == pytest.approx(scipy.stats.spearmanr(a, b).statistic, abs=1e-12)
+
+
 def test_rank_correlation_of_curves():
   rng = np.random.default_rng(0)
   a, b = rng.normal(size=7), rng.normal(size=7)

@@ -3,6 +3,8 @@ import itertools
 
 import numpy as np
 
+from ckd_jax.ranks import spearman
+
 NORMALIZATIONS = ('minmax', 'max', 'none')
 
 
@@ -95,11 +97,7 @@ CURVES = ('I_XF', 'I_YF', 'score')
 def rank_correlation(a, b):
   """Spearman's ρ of two curves over the same snapshots: do they order the snapshots alike?
   None when either curve is flat (it orders nothing) or there are fewer than 3 snapshots."""
-  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-  if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
-    return None
-  import scipy.stats  # here, not above: importing it costs ~1.5 s that every command would pay
-  return float(scipy.stats.spearmanr(a, b).statistic)
+  return spearman(a, b)
 
 
 def compare_estimators(results):

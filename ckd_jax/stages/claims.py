@@ -7,6 +7,8 @@ not a significance test. Like the rest of the report this reads files only and i
 import math
 import statistics
 
+from ckd_jax.ranks import spearman
+
 NOISE_SES = 2.0
 
 
@@ -114,13 +116,6 @@ def _trend(values, stds):
   return peak, rises, falls
 
 
-def _spearman_with_epoch(epochs, values):
-  if len(values) < 3 or max(values) == min(values):
-    return None
-  import scipy.stats  # here, not above: importing it costs ~1.5 s that every command would pay
-  return float(scipy.stats.spearmanr(epochs, values).statistic)
-
-
 def claim_information(selection):
   """Claim 4: I(X;F) rises, then falls over training, while I(Y;F) rises (each estimator)."""
   if selection is None:
@@ -136,7 +131,7 @@ def claim_information(selection):
              (False, False): 'stays flat within the noise'}[(rises, falls)]
     y_values, y_stds = curve('I_YF')
     y_up = y_values[-1] - y_values[0] > NOISE_SES * math.sqrt(y_stds[0] ** 2 + y_stds[-1] ** 2)
-    rho = _spearman_with_epoch(epochs, y_values)
+    rho = spearman(epochs, y_values)
     warned = (f' Read it with its {len(result["warnings"])} warning(s) in the MI section.'
               if result.get('warnings') else '')
     lines.append(f'`{method}`: I(X;F) {shape}, highest at epoch {epochs[peak]}; I(Y;F) '

@@ -11,8 +11,8 @@ a program of their own, then the student step, both timed and their compile time
 times S such runs stacked into one step (`over_runs`, as `teacher.vectorize` / `distill.vectorize`:
 a `vmap` on accelerators, a compiled loop over the runs on the CPU).
 Every step is the library's own (`make_train_step` over `make_loss_and_grads` /
-`make_distillation_loss_and_grads` after `make_teacher_targets`, Nesterov SGD with weight decay and the BN update) on a batch already in
-device memory, so only the step is timed.
+`make_distillation_loss_and_grads` after `make_teacher_targets`, Nesterov SGD with weight decay and
+the BN update) on a batch already in device memory, so only the step is timed.
 Each --parallel setting runs in its own process (on the CPU, `mesh` splits the CPU into
 --host_devices devices before JAX starts, which would slow down a single-device run). Per row:
 compile s (lowering + XLA compile), ms/step and images/s over --steps steps after a warm-up, and the

@@ -92,13 +92,15 @@ class DataParallel:
     rows = batch_size // self.num_processes
     return slice(self.process_index * rows, (self.process_index + 1) * rows)
 
-  def compile(self, step, donate_state=False):
+  def compile(self, step, donate_state=False, compiler_options=None):
+    """`compiler_options`: XLA options (jit modes; pmap ignores them)."""
     donate = (0,) if donate_state else ()
     if self.mode == 'pmap':
       return jax.pmap(step, axis_name=AXIS_NAME, devices=self.devices, donate_argnums=donate)
     if self.mode == 'mesh':  # every output (state, metrics, sums) replicated
-      return jax.jit(step, donate_argnums=donate, out_shardings=self._replicated)
-    return jax.jit(step, donate_argnums=donate)
+      return jax.jit(step, donate_argnums=donate, out_shardings=self._replicated,
+                     compiler_options=compiler_options)
+    return jax.jit(step, donate_argnums=donate, compiler_options=compiler_options)
 
   def compile_batch_fn(self, fn):
     """A function from a sharded batch (and replicated inputs) to a batch, e.g. the teachers'

@@ -22,7 +22,7 @@ def get_config(arg=None):
                 'none'),
       alpha=0.5, temperature=4.0, ensemble_mode='probs', kd_until_epoch=0,
       teacher_train_mode_batch_norm=False)
-  # Rolling checkpoints every 100 of the 220 steps of a run (~2 s of training): each costs ~0.1-0.2 s.
+  # Rolling checkpoints every 100 of a run's 220 steps (~2 s of training); each costs 0.1-0.2 s.
   # 8×8 digits: a 1-pixel crop jitter; no flips (a flipped digit is another symbol).
   data = dict(source='digits', name='digits', crop_padding=1, flip=False, eval_batch_size=360)
   select = dict(num_samples=0, fit_samples=1438, batch_size=360, variational=dict(

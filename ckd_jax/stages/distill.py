@@ -1,8 +1,8 @@
 """The distill stage (Algorithm 1, step 4): students from each teacher choice, or CE alone.
 
-The frozen teacher snapshots of a choice are restored once as ONE stacked pytree. Before each student
-step, a program of its own runs all of them in one compiled loop (`lax.map`) and adds their soft
-targets to the batch; the student step, which takes no teacher, compiles once for all choices.
+The frozen teacher snapshots of a choice are restored once as ONE stacked pytree. Before each
+student step, a program of its own runs all of them in one compiled loop (`lax.map`) and adds their
+soft targets to the batch; the student step, which takes no teacher, compiles once for all choices.
 """
 import functools
 import itertools
@@ -41,7 +41,7 @@ class FrozenTeacher:
     evaluate = make_evaluator(
         make_eval_step(ensemble_predict(eval_forward, config.distill.ensemble_mode),
                        parallel.axis_name),
-        dataset.test, config.data.eval_batch_size, dataset.mean, dataset.std, parallel)
+        dataset.test, config.data.eval_batch_size, dataset.mean, dataset.std, parallel, once=True)
     self.test_accuracy = evaluate(self.variables)['test_accuracy']
 
   def info(self, choice):

@@ -79,14 +79,18 @@ class LoopOptions:
   description: str = 'train'
 
 
-def make_evaluator(eval_step, split, batch_size, mean, std, parallel):
+def make_evaluator(eval_step, split, batch_size, mean, std, parallel, once=False):
   """variables -> {'test_loss', 'test_accuracy'} over the whole split (padded last batch).
 
   `evaluate(variables, replicated=True)` takes variables already placed by `parallel.replicate`
   (the training loop's own state), so nothing goes through the host but the three sums. The batch
   is rounded up to a multiple of the devices: padding is masked, so the result is the same.
+  `once=True` (an evaluator used for one pass, e.g. a teacher ensemble's accuracy) compiles without
+  XLA's backend optimisations: for 3 ResNet-20s on the CPU, 0.8 s instead of 1.8 s, for a pass 1.8×
+  as long (a per-epoch evaluator would lose more than it saves).
   """
-  compiled = parallel.compile(eval_step)
+  compiled = parallel.compile(eval_step, compiler_options=(
+      {'xla_backend_optimization_level': 0} if once else None))
   batch_size = -(-batch_size // parallel.num_devices) * parallel.num_devices
 
   def evaluate(variables, replicated=False):
@@ -142,8 +146,9 @@ def train(run_dir, state, train_step, evaluate, batches, parallel, options, *, s
   `train_step(state, batch, *step_inputs) -> (state, metrics)`; `step_inputs` are constant (e.g. the
   frozen teacher variables). With `add_targets(batch, *step_inputs) -> batch` (e.g.
   `make_teacher_targets`), the inputs go to it instead, in a program of its own run before each
-  step, and the step is `train_step(state, batch)`. Writes metrics.jsonl (one record per epoch), snapshots at
-  `options.snapshot_epochs` (with `snapshot_metadata`) and final.json (with `final_info` merged in).
+  step, and the step is `train_step(state, batch)`. Writes metrics.jsonl (one record per epoch),
+  snapshots at `options.snapshot_epochs` (with `snapshot_metadata`) and final.json (with
+  `final_info` merged in).
   Returns the final (unreplicated) state and the final record.
   """
   return train_many([run_dir], [state], train_step, evaluate, [batches], parallel, options,

@@ -372,8 +372,8 @@ def test_an_interrupt_stops_between_two_steps_with_an_exact_checkpoint(tmp_path,
   real_compile = DataParallel.compile
   calls = {'n': 0}
 
-  def compile_and_signal(self, step, donate_state=False):
-    compiled = real_compile(self, step, donate_state)
+  def compile_and_signal(self, step, donate_state=False, **options):
+    compiled = real_compile(self, step, donate_state, **options)
     if not donate_state:  # the evaluator
       return compiled
 

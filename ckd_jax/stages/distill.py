@@ -147,7 +147,7 @@ def run(config, workdir):
       same_count.setdefault(_member_count(run), []).append(run)
     groups = [group for same in same_count.values()
               for group in vectorised_groups(same, config.vectorize_max_runs)]
-  else:  # one after another in the config's order, one compiled step per run of equal counts
+  else:  # one after another in the config's order (all KD groups share one student step)
     groups = [list(same) for _, same in itertools.groupby(runs, _member_count)]
   steps = StudentSteps(config, dataset) if runs else None
   for group in groups:

@@ -1,6 +1,7 @@
 """Test-wide JAX settings, applied before jax is imported anywhere.
 
-- 8 fake CPU devices for the pmap tests.
+- 8 fake CPU devices for the pmap tests, and programs compiled without LLVM's optimisations
+  (child_env.py says why); processes that the tests start inherit both flags.
 - A persistent compilation cache: the tests build many runs whose steps compile to the same XLA
   program (new Python closures, same HLO); the cache turns those recompilations into look-ups.
 """
@@ -8,8 +9,10 @@ import os
 import pathlib
 import tempfile
 
-os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
-                           ' --xla_force_host_platform_device_count=8').strip()
+from child_env import FAST_COMPILE, HOST_DEVICES
+
+os.environ['XLA_FLAGS'] = ' '.join([os.environ.get('XLA_FLAGS', ''), FAST_COMPILE,
+                                    HOST_DEVICES]).strip()
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 
 import jax  # noqa: E402  (must come after the flags above)

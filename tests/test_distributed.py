@@ -10,7 +10,6 @@ difference cannot switch a ReLU or BatchNorm kink; the rows each process cuts of
 batch are checked exactly in test_streaming.py.
 """
 import json
-import os
 import pathlib
 import socket
 import subprocess
@@ -20,6 +19,7 @@ import jax
 import numpy as np
 import pytest
 
+import child_env
 from ckd_jax import distributed, pipeline
 from ckd_jax.checkpoints import SnapshotStore
 from ckd_jax.parallel import DataParallel
@@ -50,7 +50,7 @@ def _launch(tmp_path, workdirs, extra=(), num_processes=(2, 2), timeout=240):
   """Starts the processes of one job; returns [(exit code, output)] by process id."""
   config = tmp_path / 'two_process_config.py'
   config.write_text(CONFIG_FILE)
-  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}  # host_devices decides
+  env = child_env.without_host_devices()  # host_devices decides
   env['JAX_PLATFORMS'] = 'cpu'
   address = f'localhost:{_free_port()}'
   procs = [subprocess.Popen(
@@ -174,7 +174,7 @@ def test_importing_the_library_and_its_configs_starts_no_jax_backend():
             '  module.get_config()\n'
             "jax.config.update('jax_num_cpu_devices', 3)  # raises once the backends exist\n"
             'print(jax.device_count())\n')
-  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  env = child_env.without_host_devices()
   result = subprocess.run([sys.executable, '-c', script], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=120)
   assert result.returncode == 0 and result.stdout.strip() == '3', result.stderr[-2000:]

@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+import child_env
+
 LAUNCH = pathlib.Path(__file__).resolve().parents[1] / 'launch'
 sys.path.insert(0, str(LAUNCH))
 import slurm  # noqa: E402  (launch/ is scripts, not a package)
@@ -23,10 +25,6 @@ def get_config():
   return pipeline_configs.tiny_config(train=64, test=32, eval_batch=32, epochs=1,
                                       milestones=(), stages='teacher')
 '''
-
-
-def _env():
-  return {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
 
 
 def test_grid_expands_into_one_job_per_point_with_its_overrides(tmp_path):
@@ -58,7 +56,7 @@ def test_local_sweep_runs_every_job_and_gathers_one_table(tmp_path):
        '--grid=seed=0,1', '--grid=distill.alpha=0.5,0.9', '--local', '--',
        '--config.progress=False',
        f'--compilation_cache_dir={tmp_path / "xla_cache"}'],
-      capture_output=True, text=True, env=_env(), cwd=TESTS.parent)
+      capture_output=True, text=True, env=child_env.without_host_devices(), cwd=TESTS.parent)
   assert result.returncode == 0, result.stderr[-3000:]
   assert '4 of 4 jobs done' in result.stdout
   assert sweep.main([f'--root={root}', '--gather']) == 0
@@ -101,7 +99,8 @@ def test_slurm_submission_is_one_array_task_per_job(tmp_path, fake_srun):
 def test_local_launcher_passes_config_workdir_and_overrides(tmp_path):
   result = subprocess.run([str(LAUNCH / 'local.sh'), 'configs/quickstart.py', str(tmp_path),
                            '--config.teacher.epochs=3', '--show_config'],
-                          capture_output=True, text=True, env=_env(), cwd=TESTS.parent)
+                          capture_output=True, text=True, env=child_env.without_host_devices(),
+                          cwd=TESTS.parent)
   assert result.returncode == 0, result.stderr[-2000:]
   assert 'epochs: 3' in result.stdout
   usage = subprocess.run([str(LAUNCH / 'local.sh')], capture_output=True, text=True)

@@ -59,12 +59,12 @@ def test_features_are_pooled_penultimate(name, dim):
 def test_logits_are_classifier_of_features():
   model = get_model('resnet8_b', 10)
   x = jax.random.normal(jax.random.key(1), (3, 8, 8, 1))
-  variables = model.init(jax.random.key(0), x)
-  logits, features = model.apply(variables, x, return_features=True)
+  variables = jax.jit(model.init)(jax.random.key(0), x)  # jitted: one compilation, not one per op
+  logits, features = jax.jit(lambda v: model.apply(v, x, return_features=True))(variables)
   dense = variables['params']['classifier']
   np.testing.assert_allclose(logits, features @ dense['kernel'] + dense['bias'], rtol=1e-5,
                              atol=1e-5)
-  np.testing.assert_allclose(model.apply(variables, x), logits, rtol=1e-6)
+  np.testing.assert_allclose(jax.jit(model.apply)(variables, x), logits, rtol=1e-6)
 
 
 def test_option_a_shortcut_is_subsample_and_zero_pad():

@@ -1,0 +1,15 @@
+"""XLA flags of the tests, and the environment of the command-line processes they start."""
+import os
+
+HOST_DEVICES = '--xla_force_host_platform_device_count=8'  # for the pmap and mesh tests
+# Compiling, not running, is most of the tests' time: LLVM's optimisations of the tiny test
+# programs took longer than all their steps (a cold `pytest tests/test_kd_step.py`: 83 s with them,
+# 48 s without). XLA's own graph passes still run, so the programs compute the same functions.
+FAST_COMPILE = '--xla_backend_optimization_level=0'
+
+
+def without_host_devices():
+  """os.environ for a child process whose config or flags decide its device count: the tests' XLA
+  flags without their 8 host devices."""
+  flags = os.environ.get('XLA_FLAGS', '').replace(HOST_DEVICES, '')
+  return dict(os.environ, XLA_FLAGS=' '.join(flags.split()))

@@ -1,11 +1,17 @@
-"""XLA flags of the tests, and the environment of the command-line processes they start."""
+"""XLA flags and compilation cache of the tests, and the environment of the command-line
+processes they start."""
 import os
+import pathlib
+import tempfile
 
 HOST_DEVICES = '--xla_force_host_platform_device_count=8'  # for the pmap and mesh tests
 # Compiling, not running, is most of the tests' time: LLVM's optimisations of the tiny test
 # programs took longer than all their steps (a cold `pytest tests/test_kd_step.py`: 83 s with them,
 # 48 s without). XLA's own graph passes still run, so the programs compute the same functions.
 FAST_COMPILE = '--xla_backend_optimization_level=0'
+# Shared by the test processes and the command lines they start: a rerun of the suite compiles
+# little (cache keys include the flags, so the children's entries never collide with the tests').
+XLA_CACHE = pathlib.Path(tempfile.gettempdir()) / 'ckd_jax_test_xla_cache'
 
 
 def without_host_devices():

@@ -57,7 +57,7 @@ def _launch(tmp_path, workdirs, extra=(), num_processes=(2, 2), timeout=240):
       [sys.executable, '-m', 'ckd_jax.main', f'--config={config}', f'--workdir={workdir}',
        '--config.host_devices=4', f'--coordinator_address={address}',
        f'--num_processes={count}', f'--process_id={pid}', '--distributed_timeout=60',
-       '--compilation_cache_dir=off', *extra],
+       f'--compilation_cache_dir={child_env.XLA_CACHE}', *extra],
       cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
       for pid, (workdir, count) in enumerate(zip(workdirs, num_processes))]
   try:

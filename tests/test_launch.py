@@ -55,7 +55,7 @@ def test_local_sweep_runs_every_job_and_gathers_one_table(tmp_path):
       [sys.executable, str(LAUNCH / 'sweep.py'), f'--config={config}', f'--root={root}',
        '--grid=seed=0,1', '--grid=distill.alpha=0.5,0.9', '--local', '--',
        '--config.progress=False',
-       f'--compilation_cache_dir={tmp_path / "xla_cache"}'],
+       f'--compilation_cache_dir={child_env.XLA_CACHE}'],
       capture_output=True, text=True, env=child_env.without_host_devices(), cwd=TESTS.parent)
   assert result.returncode == 0, result.stderr[-3000:]
   assert '4 of 4 jobs done' in result.stdout

@@ -153,7 +153,7 @@ def base_config(data, teacher, distill, select=None, stages='teacher,select,dist
       # image_folder only: read the training images as they are needed (larger than memory)
       stream=False, stream_threads=16))
   config.data.update(data)
-  config.vectorize_max_runs = 0  # runs per vectorised program (0: all); fewer when memory is short
+  config.vectorize_max_runs = 0  # runs per vectorised program (0: all, halved while out of memory)
   # vectorize=True: the seeds of the teacher stage, and the students whose teachers have as many
   # members, train as one vmapped program each (a GPU's way to run many small models at once).
   config.teacher = ml_collections.ConfigDict({'vectorize': False, **teacher})

@@ -17,6 +17,7 @@ from ckd_jax.checkpoints import SnapshotStore
 from ckd_jax.data import batching, load_dataset
 from ckd_jax.models import get_model
 from ckd_jax.parallel import DataParallel
+from ckd_jax.stages.supervised import train_groups
 from ckd_jax.training import make_eval_step, make_evaluator, model_predict
 from ckd_jax.training.loop import DivergenceError
 from ckd_jax.workdir.files import read_jsonl
@@ -284,6 +285,65 @@ def test_a_killed_vectorised_run_resumes_exactly(vectorised, tmp_path, monkeypat
     want = SnapshotStore(teacher_run_dir(vectorised, 'resnet8_b', seed))
     for epoch in (2, 3):
       chex.assert_trees_all_equal(got.restore(epoch)[0], want.restore(epoch)[0])
+
+
+def _out_of_memory():
+  """The error XLA raises on an accelerator without the memory for a program."""
+  return jax.errors.JaxRuntimeError(
+      'RESOURCE_EXHAUSTED: Out of memory while trying to allocate 1073741824 bytes.')
+
+
+def test_stacked_seeds_that_do_not_fit_in_memory_train_one_by_one(tmp_path, monkeypatch, capsys,
+                                                                 unpadded_reference):
+  """The pair's first step fails as on a device without the memory for two stacked runs: the stage
+  says so in one line and trains them as two groups of one, each as when alone."""
+  real_compile = DataParallel.compile
+
+  def compile_without_memory_for_two(self, step, donate_state=False, **options):
+    compiled = real_compile(self, step, donate_state, **options)
+
+    def step_or_out_of_memory(state, *args):
+      if donate_state and np.ndim(state.step) > 0:  # a training step over stacked runs
+        raise _out_of_memory()
+      return compiled(state, *args)
+    return step_or_out_of_memory
+
+  monkeypatch.setattr(DataParallel, 'compile', compile_without_memory_for_two)
+  pipeline.run(_vectorised_config(), tmp_path)
+  assert ('2 stacked runs do not fit in the device memory: training them as 1 and 1 '
+          '(vectorize_max_runs=1 starts there)') in capsys.readouterr().out
+  for epoch in (1, 3):  # a group of one is the run alone: the same program, the same numbers
+    chex.assert_trees_all_equal(_snapshot(tmp_path, epoch)[0],
+                                _snapshot(unpadded_reference, epoch)[0])
+  seed_1 = teacher_run_dir(tmp_path, 'resnet8_b', 1)
+  assert [r['epoch'] for r in read_jsonl(seed_1 / 'metrics.jsonl')] == [1, 2, 3]
+  assert (seed_1 / 'final.json').exists()
+
+
+def test_only_a_stacked_group_that_does_not_fit_is_split():
+  tried = []
+
+  def train(group):
+    tried.append(group)
+    if len(group) > 1:
+      raise _out_of_memory()
+    return [f'run {run}' for run in group]
+
+  assert list(train_groups([[1, 2, 3], [4]], train, stacked=True)) == [
+      ([1], ['run 1']), ([2], ['run 2']), ([3], ['run 3']), ([4], ['run 4'])]
+  assert tried == [[1, 2, 3], [1, 2], [1], [2], [3], [4]]
+  with pytest.raises(jax.errors.JaxRuntimeError):  # runs one after another: each fails alone
+    list(train_groups([[1, 2]], train, stacked=False))
+
+  def fails_alone(group):
+    raise _out_of_memory()
+  with pytest.raises(jax.errors.JaxRuntimeError, match='RESOURCE_EXHAUSTED'):
+    list(train_groups([[1, 2]], fails_alone, stacked=True))
+
+  def other_error(group):
+    raise jax.errors.JaxRuntimeError('INTERNAL: something else')
+  with pytest.raises(jax.errors.JaxRuntimeError, match='INTERNAL'):
+    list(train_groups([[1, 2]], other_error, stacked=True))
 
 
 def test_evaluation_pads_a_batch_that_the_devices_do_not_divide(reference):

@@ -13,7 +13,7 @@ from ckd_jax.distributed import is_primary
 from ckd_jax.models import get_model
 from ckd_jax.parallel import DataParallel
 from ckd_jax.stages import report, select, teacher_choices
-from ckd_jax.stages.supervised import RunSpec, train_models, vectorised_groups
+from ckd_jax.stages.supervised import RunSpec, train_groups, train_models, vectorised_groups
 from ckd_jax.training import (ensemble_predict, make_distillation_loss_and_grads, make_eval_step,
                               make_evaluator, make_loss_and_grads, make_teacher_forward,
                               make_teacher_targets)
@@ -150,7 +150,8 @@ def run(config, workdir):
   else:  # one after another in the config's order (all KD groups share one student step)
     groups = [list(same) for _, same in itertools.groupby(runs, _member_count)]
   steps = StudentSteps(config, dataset) if runs else None
-  for group in groups:
-    train_students(config, dataset, group, parallel, steps, stacked=dc.vectorize)
+  train_group = lambda group: train_students(config, dataset, group, parallel, steps,
+                                             stacked=dc.vectorize)
+  list(train_groups(groups, train_group, stacked=dc.vectorize))
   if is_primary():  # (it reads the students' final.json, which process 0 writes)
     print(report.students_console_table(workdir))

@@ -8,6 +8,7 @@ import functools
 import json
 from typing import Any
 
+import jax
 import ml_collections
 
 from ckd_jax.data import make_train_batches, steps_per_epoch
@@ -124,3 +125,26 @@ def vectorised_groups(runs, max_runs=0):
   """The runs to stack into one program: all, in chunks of `max_runs` (0: no limit)."""
   size = max_runs or len(runs)
   return [runs[i:i + size] for i in range(0, len(runs), size)]
+
+
+def train_groups(groups, train_group, stacked):
+  """Yields (group, train_group(group)) for each group of runs, in order.
+
+  A stacked program's memory grows with its runs, and how much a device has is known only when the
+  program is compiled and run there: a `stacked` group that does not fit (XLA's RESOURCE_EXHAUSTED)
+  is split in two and trained again, each half resuming its runs from their own last checkpoints
+  (none yet if the first step failed). A single run that does not fit fails as it would alone."""
+  pending = list(groups)
+  while pending:
+    group = pending.pop(0)
+    try:
+      results = train_group(group)
+    except jax.errors.JaxRuntimeError as e:
+      if not stacked or len(group) < 2 or 'RESOURCE_EXHAUSTED' not in str(e):
+        raise
+      half = (len(group) + 1) // 2
+      print(f'{len(group)} stacked runs do not fit in the device memory: training them as '
+            f'{half} and {len(group) - half} (vectorize_max_runs={half} starts there)')
+      pending[:0] = [group[:half], group[half:]]
+      continue
+    yield group, results

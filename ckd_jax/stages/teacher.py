@@ -7,7 +7,7 @@ from absl import logging
 
 from ckd_jax.data import load_dataset
 from ckd_jax.parallel import DataParallel
-from ckd_jax.stages.supervised import RunSpec, train_models, vectorised_groups
+from ckd_jax.stages.supervised import RunSpec, train_groups, train_models, vectorised_groups
 from ckd_jax.training import make_loss_and_grads
 from ckd_jax.workdir.files import remove_file
 from ckd_jax.workdir.layout import RunFiles, teacher_run_dir
@@ -55,9 +55,11 @@ def run(config, workdir):
     return
   dataset = load_dataset(config.data)
   vectorize = config.teacher.vectorize  # else one after another, with one compiled step
-  for group in vectorised_groups(pending, config.vectorize_max_runs) if vectorize else [pending]:
-    results = train_teachers(config, dataset, [seed for seed, _ in group],
-                             [run_dir for _, run_dir in group], parallel, stacked=vectorize)
+  groups = vectorised_groups(pending, config.vectorize_max_runs) if vectorize else [pending]
+  train_group = lambda group: train_teachers(config, dataset, [seed for seed, _ in group],
+                                             [run_dir for _, run_dir in group], parallel,
+                                             stacked=vectorize)
+  for group, results in train_groups(groups, train_group, stacked=vectorize):
     for (_, run_dir), (_, final) in zip(group, results):
       print(f'teacher {run_dir}: last test accuracy {final["last_test_accuracy"]:.4f} '
             f'(best {final["best_test_accuracy"]:.4f} at epoch {final["best_epoch"]})')

@@ -110,22 +110,40 @@ def test_choice_slugs_are_file_names(workdir):
       f'resnet8_b_from_{slug}_seed0' for slug in slugs)
 
 
-def test_ensemble_teacher_accuracy_equals_an_independent_computation(workdir):
-  """The full ensemble's recorded accuracy against numpy: each teacher applied alone, softmax
-  probabilities averaged (the 'probs' mode), argmax against the test labels."""
-  config = tiny_config()
-  dataset = load_dataset(config.data)
+def _numpy_accuracy(workdir, members, data):
+  """Each member applied alone, softmax probabilities averaged (the 'probs' mode), argmax against
+  the test labels of `data`; members = [(seed, epoch)]."""
+  dataset = load_dataset(data)
   model = get_model('resnet8_b', dataset.num_classes)
   images = (dataset.test.images / 255.0 - np.asarray(dataset.mean)) / np.asarray(dataset.std)
   probs = []
-  for seed in (0, 1):
-    variables, _ = SnapshotStore(teacher_run_dir(workdir, 'resnet8_b', seed)).restore(2)
+  for seed, epoch in members:
+    variables, _ = SnapshotStore(teacher_run_dir(workdir, 'resnet8_b', seed)).restore(epoch)
     logits = np.asarray(model.apply(variables, images.astype(np.float32), train=False), np.float64)
     e = np.exp(logits - logits.max(-1, keepdims=True))
     probs.append(e / e.sum(-1, keepdims=True))
-  expected = np.mean(np.argmax(np.mean(probs, 0), -1) == dataset.test.labels)
+  return np.mean(np.argmax(np.mean(probs, 0), -1) == dataset.test.labels)
+
+
+def test_ensemble_teacher_accuracy_equals_an_independent_computation(workdir):
+  expected = _numpy_accuracy(workdir, [(0, 2), (1, 2)], tiny_config().data)
   assert _student_final(workdir, 'full_ensemble:2')['teacher_test_accuracy'] == pytest.approx(
       expected, abs=1e-6)
+
+
+def test_a_snapshot_recorded_on_another_test_split_is_measured_again(workdir, tmp_path):
+  """The data config changed after the teachers (64 of the 96 test images): the accuracy recorded
+  with the snapshot is not this split's, so the student's record has the one measured now."""
+  copy = tmp_path / 'work'
+  shutil.copytree(workdir, copy)
+  shutil.rmtree(copy / 'students')
+  config = tiny_config(choices=('final',))
+  config.stages, config.data.test_examples = 'distill', 64
+  pipeline.run(config, copy, allow_config_change=True)
+  recorded = _final(teacher_run_dir(workdir, 'resnet8_b', 0))['last_test_accuracy']
+  measured = _student_final(copy, 'final')['teacher_test_accuracy']
+  assert measured == pytest.approx(_numpy_accuracy(workdir, [(0, 2)], config.data), abs=1e-6)
+  assert measured != pytest.approx(recorded, abs=1e-6)  # (so the check can fail)
 
 
 def test_an_empty_choice_list_is_refused(tmp_path):

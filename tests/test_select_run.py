@@ -145,6 +145,21 @@ def test_a_changed_snapshot_makes_the_selection_and_its_students_stale(workdir, 
   assert final['teacher_members'][0]['digest'] == member['digest']
 
 
+def test_other_test_images_make_the_selection_stale(workdir, tmp_path, capsys):
+  """The estimators see the test split: after a change of data.test_examples a 'selected' student
+  is refused, and the select stage computes the selection again."""
+  copy = _copy(workdir, tmp_path)
+  config = tiny_config('distill')
+  config.data.test_examples = 48
+  with pytest.raises(ValueError, match="is stale .* so 'selected' cannot use it"):
+    pipeline.run(config, copy, allow_config_change=True)
+  config.stages = 'select'
+  capsys.readouterr()
+  pipeline.run(config, copy, allow_config_change=True)
+  assert 'is stale (its snapshots or settings changed): recomputing' in capsys.readouterr().out
+  assert _mi_json(copy)['inputs']['data']['test_examples'] == 48
+
+
 def test_a_deleted_snapshot_is_recreated_identically_and_nothing_else_reruns(workdir, tmp_path,
                                                                            capsys):
   copy = _copy(workdir, tmp_path)

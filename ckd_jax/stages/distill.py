@@ -30,13 +30,15 @@ def check_members(choice, members, teacher_arch, num_classes):
 
 class FrozenTeacher:
   """A teacher choice restored from its snapshots: stacked variables and the choice's own test
-  accuracy (an ensemble predicts with averaged probabilities)."""
+  accuracy on the current test split (an ensemble predicts with averaged probabilities)."""
 
   def __init__(self, config, dataset, members, parallel):
     self.variables, self.metadata = restore_stacked(members)
-    if len(members) == 1:  # measured on this test split when the snapshot was taken
+    same_split = self.metadata[0].get('test_split') == dataset.test.fingerprint()
+    if len(members) == 1 and same_split:  # measured on this very split when it was saved
       self.test_accuracy = self.metadata[0]['test_accuracy']
       return
+    # An ensemble, or a snapshot measured on another split (the data config changed since).
     eval_forward = make_teacher_forward(get_model(config.teacher.arch, dataset.num_classes))
     evaluate = make_evaluator(
         make_eval_step(ensemble_predict(eval_forward, config.distill.ensemble_mode),

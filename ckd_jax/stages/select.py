@@ -20,9 +20,15 @@ from ckd_jax.workdir.files import read_json, write_json
 from ckd_jax.workdir.layout import RunFiles, selection_path, selection_plot_path, teacher_run_dir
 
 
+# The data settings that decide which images the estimators see (not where the files are kept, nor
+# how training augments or batches them).
+_DATA_INPUTS = ('source', 'name', 'root', 'image_size', 'train_examples', 'test_examples')
+
+
 def selection_inputs(config, teacher_run_dir):
   """What a selection is computed from: the digest of every configured snapshot of the finished
-  teacher run, and the select settings. A selection whose recorded inputs differ is stale.
+  teacher run, the data settings that pick its images, and the select settings. A selection whose
+  recorded inputs differ is stale.
 
   Raises ValueError, before any compute, when the teacher run is unfinished or lacks a snapshot.
   """
@@ -36,6 +42,7 @@ def selection_inputs(config, teacher_run_dir):
                      f'{teacher_run_dir}, which are missing: rerun the teacher stage, which '
                      'recreates them')
   return {'snapshot_digests': snapshot_digests([(teacher_run_dir, e) for e in epochs]),
+          'data': {k: config.data[k] for k in _DATA_INPUTS},
           'select': json.loads(config.select.to_json())}
 
 

@@ -19,8 +19,10 @@ def train_teachers(config, dataset, seeds, run_dirs, parallel, stacked=True):
   tc = config.teacher
   specs = [RunSpec.from_config(config, tc, tc.arch, seed, f'teacher {tc.arch} seed {seed}',
                                snapshot_epochs=tc.snapshot_epochs) for seed in seeds]
+  test_split = dataset.test.fingerprint()  # the split that the snapshots' accuracy is on
   metadata = [{'arch': tc.arch, 'num_classes': dataset.num_classes, 'seed': seed,
-               'dataset': dataset.name, 'image_shape': list(dataset.image_shape)} for seed in seeds]
+               'dataset': dataset.name, 'image_shape': list(dataset.image_shape),
+               'test_split': test_split} for seed in seeds]
   return train_models(specs, dataset, run_dirs, parallel,
                       lambda model: make_loss_and_grads(model, tc.label_smoothing, config.dtype),
                       snapshot_metadata=metadata, stacked=stacked)

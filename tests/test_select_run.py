@@ -147,7 +147,8 @@ def test_a_changed_snapshot_makes_the_selection_and_its_students_stale(workdir, 
 
 def test_other_test_images_make_the_selection_stale(workdir, tmp_path, capsys):
   """The estimators see the test split: after a change of data.test_examples a 'selected' student
-  is refused, and the select stage computes the selection again."""
+  is refused, and the select stage computes the selection again, saying that the snapshots'
+  recorded accuracies are another split's."""
   copy = _copy(workdir, tmp_path)
   config = tiny_config('distill')
   config.data.test_examples = 48
@@ -156,7 +157,10 @@ def test_other_test_images_make_the_selection_stale(workdir, tmp_path, capsys):
   config.stages = 'select'
   capsys.readouterr()
   pipeline.run(config, copy, allow_config_change=True)
-  assert 'is stale (its snapshots or settings changed): recomputing' in capsys.readouterr().out
+  out = capsys.readouterr().out
+  assert 'is stale (its snapshots or settings changed): recomputing' in out
+  assert ('warning: the teacher accuracies shown were measured when the snapshots were saved, on '
+          'another test split') in out
   assert _mi_json(copy)['inputs']['data']['test_examples'] == 48
 
 

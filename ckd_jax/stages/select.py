@@ -73,6 +73,10 @@ def run_selection(config, dataset, teacher_run_dir, inputs):
     comparison = mi.compare_estimators(results)
     result.update(estimators=results, comparison=comparison, warnings=[
         f'{m}: {w}' for m, r in results.items() for w in r['warnings']] + comparison['warnings'])
+  if any(m.get('test_split') != dataset.test.fingerprint() for m in metadata):
+    result['warnings'] = result['warnings'] + [
+        'the teacher accuracies shown were measured when the snapshots were saved, on another test '
+        'split than the one the MI is estimated on (the data config changed since)']
   return result
 
 

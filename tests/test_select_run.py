@@ -159,8 +159,8 @@ def test_other_test_images_make_the_selection_stale(workdir, tmp_path, capsys):
   pipeline.run(config, copy, allow_config_change=True)
   out = capsys.readouterr().out
   assert 'is stale (its snapshots or settings changed): recomputing' in out
-  assert ('warning: the teacher accuracies shown were measured when the snapshots were saved, on '
-          'another test split') in out
+  assert ('warning: the teacher accuracies shown were measured when the snapshots were saved, not '
+          'on the test split that the MI is estimated on') in out
   assert _mi_json(copy)['inputs']['data']['test_examples'] == 48
 
 

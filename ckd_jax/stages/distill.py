@@ -152,8 +152,8 @@ def run(config, workdir):
   else:  # one after another in the config's order (all KD groups share one student step)
     groups = [list(same) for _, same in itertools.groupby(runs, _member_count)]
   steps = StudentSteps(config, dataset) if runs else None
-  train_group = lambda group: train_students(config, dataset, group, parallel, steps,
-                                             stacked=dc.vectorize)
+  train_group = functools.partial(train_students, config, dataset, parallel=parallel, steps=steps,
+                                  stacked=dc.vectorize)
   list(train_groups(groups, train_group, stacked=dc.vectorize))
   if is_primary():  # (it reads the students' final.json, which process 0 writes)
     print(report.students_console_table(workdir))

@@ -75,8 +75,9 @@ def run_selection(config, dataset, teacher_run_dir, inputs):
         f'{m}: {w}' for m, r in results.items() for w in r['warnings']] + comparison['warnings'])
   if any(m.get('test_split') != dataset.test.fingerprint() for m in metadata):
     result['warnings'] = result['warnings'] + [
-        'the teacher accuracies shown were measured when the snapshots were saved, on another test '
-        'split than the one the MI is estimated on (the data config changed since)']
+        'the teacher accuracies shown were measured when the snapshots were saved, not on the test '
+        'split that the MI is estimated on (the data config changed since, or the snapshots did not '
+        'record their split)']
   return result
 
 

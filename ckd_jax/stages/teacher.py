@@ -58,9 +58,10 @@ def run(config, workdir):
   dataset = load_dataset(config.data)
   vectorize = config.teacher.vectorize  # else one after another, with one compiled step
   groups = vectorised_groups(pending, config.vectorize_max_runs) if vectorize else [pending]
-  train_group = lambda group: train_teachers(config, dataset, [seed for seed, _ in group],
-                                             [run_dir for _, run_dir in group], parallel,
-                                             stacked=vectorize)
+
+  def train_group(group):
+    return train_teachers(config, dataset, [seed for seed, _ in group],
+                          [run_dir for _, run_dir in group], parallel, stacked=vectorize)
   for group, results in train_groups(groups, train_group, stacked=vectorize):
     for (_, run_dir), (_, final) in zip(group, results):
       print(f'teacher {run_dir}: last test accuracy {final["last_test_accuracy"]:.4f} '

@@ -203,7 +203,11 @@ def run(config, workdir):
   else:
     if path.exists():
       print(f'selection {path} is stale (its snapshots or settings changed): recomputing it')
-    result = run_selection(config, load_dataset(config.data), teacher, current)
+    dataset, sc = load_dataset(config.data), config.select
+    print(f'select: {sc.method} MI over the snapshots of epochs '  # (one program, no progress bar)
+          f'{list(config.teacher.snapshot_epochs)} of {teacher} on '
+          f'{len(dataset.test.take(sc.num_samples))} test images, {sc.repeats} repeat(s)')
+    result = run_selection(config, dataset, teacher, current)
     write_selection(result, workdir)  # (process 0 only: the others go on with `result`)
   print(report.selection_console_table(result))
   if 'comparison' in result:

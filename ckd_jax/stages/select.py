@@ -73,7 +73,8 @@ def run_selection(config, dataset, teacher_run_dir, inputs):
     comparison = mi.compare_estimators(results)
     result.update(estimators=results, comparison=comparison, warnings=[
         f'{m}: {w}' for m, r in results.items() for w in r['warnings']] + comparison['warnings'])
-  if any(m.get('test_split') != dataset.test.fingerprint() for m in metadata):
+  test_split = dataset.test.fingerprint()
+  if any(m.get('test_split') != test_split for m in metadata):
     result['warnings'] = result['warnings'] + [
         'the teacher accuracies shown were measured when the snapshots were saved, not on the test '
         'split that the MI is estimated on (the data config changed since, or the snapshots did not '
@@ -204,7 +205,8 @@ def run(config, workdir):
     if path.exists():
       print(f'selection {path} is stale (its snapshots or settings changed): recomputing it')
     dataset, sc = load_dataset(config.data), config.select
-    print(f'select: {sc.method} MI over the snapshots of epochs '  # (one program, no progress bar)
+    # One compiled program per estimator, with no progress to show: say what it does before.
+    print(f'select: {", ".join(mi.parse_methods(sc.method))} MI over the snapshots of epochs '
           f'{list(config.teacher.snapshot_epochs)} of {teacher} on '
           f'{len(dataset.test.take(sc.num_samples))} test images, {sc.repeats} repeat(s)')
     result = run_selection(config, dataset, teacher, current)

@@ -44,7 +44,8 @@ def measure_jax(arch, mode, args, teacher_arch=None):
   from ckd_jax.models import get_model
   from ckd_jax.parallel import DataParallel
   from ckd_jax.training import (create_train_state, make_distillation_loss_and_grads,
-                                make_loss_and_grads, make_optimizer, make_teacher_forward,
+                                make_loss_and_grads, make_multi_step, make_optimizer,
+                                make_teacher_forward,
                                 make_teacher_targets, make_train_step, over_runs)
 
   parallel = DataParallel(args.parallel)
@@ -65,13 +66,20 @@ def measure_jax(arch, mode, args, teacher_arch=None):
                                        compute_dtype=args.dtype)
     loss_and_grads = make_distillation_loss_and_grads(model, 0.9, 4.0, compute_dtype=args.dtype)
   rng = np.random.default_rng(0)
-  runs = args.runs
-  lead = (runs,) if runs > 1 else ()  # S runs: stacked states, batches and inputs, one step
+  runs, per_call = args.runs, args.steps_per_call
+  # S runs: stacked states, batches and inputs, one step; K steps per call: K batches stacked
+  lead = (runs,) * (runs > 1) + (per_call,) * (per_call > 1)
   batch = parallel.shard({
       'image': rng.normal(size=lead + (args.batch,) + shape).astype(np.float32),
       'label': rng.integers(0, args.classes, lead + (args.batch,)).astype(np.int32)},
       batch_axis=len(lead))
   step = make_train_step(loss_and_grads, parallel.axis_name)
+  if per_call > 1:  # as the loop's K-step blocks: one scan of steps, the targets mapped over them
+    step = make_multi_step(step)
+    if add_targets is not None:
+      one_batch_targets = add_targets
+      add_targets = lambda batches, *inputs: jax.lax.map(
+          lambda b: one_batch_targets(b, *inputs), batches)
   if runs > 1:
     step = over_runs(step)
     if add_targets is not None:
@@ -104,10 +112,11 @@ def measure_jax(arch, mode, args, teacher_arch=None):
   for _ in range(args.steps):
     state, metrics = compiled(state, targets(batch, *inputs))
   jax.block_until_ready(metrics)
-  seconds = (time.perf_counter() - start) / args.steps
+  seconds = (time.perf_counter() - start) / (args.steps * per_call)
   return {'framework': 'jax', 'model': arch, 'teacher': teacher_arch or '', 'mode': mode,
           'parallel': f'{parallel.mode} x{parallel.num_devices}', 'dtype': args.dtype,
           'device': jax.devices()[0].device_kind, 'batch': args.batch, 'runs': runs,
+          'steps_per_call': per_call,
           'images_per_s': runs * args.batch / seconds, 'ms_per_step': 1000 * seconds,
           'compile_s': compile_s,
           'peak_mib': None if peak is None else peak / 2**20}
@@ -151,9 +160,10 @@ def run_rows(command):
 
 
 def print_table(rows):
-  header = ('framework', 'model', 'teacher', 'mode', 'runs', 'parallel', 'dtype', 'img/s',
+  header = ('framework', 'model', 'teacher', 'mode', 'runs', 'K', 'parallel', 'dtype', 'img/s',
             'ms/step', 'compile s', 'peak MiB')
   cells = [(r['framework'], r['model'], r['teacher'] or '–', r['mode'], str(r.get('runs', 1)),
+            str(r.get('steps_per_call', 1)),
             r['parallel'], r['dtype'],
             f'{r["images_per_s"]:.0f}', f'{r["ms_per_step"]:.1f}',
             '–' if r['compile_s'] is None else f'{r["compile_s"]:.1f}',
@@ -175,6 +185,8 @@ def parse_args(argv=None):
   parser.add_argument('--dtype', default='float32', help='ckd_jax compute dtype (bfloat16: GPUs)')
   parser.add_argument('--runs', type=int, default=1,
                       help='ckd_jax only: S runs vectorised into one step (img/s counts all S)')
+  parser.add_argument('--steps_per_call', type=int, default=1,
+                      help='ckd_jax only: K steps per device call (a scan; ms/step per step)')
   parser.add_argument('--image', type=int, default=32)
   parser.add_argument('--classes', type=int, default=100)
   parser.add_argument('--steps', type=int, default=5)
@@ -193,7 +205,8 @@ def main(argv=None):
   common = ['--models', args.models, '--kd_pairs', args.kd_pairs, '--modes', args.modes,
             '--batch', str(args.batch), '--image', str(args.image), '--classes', str(args.classes),
             '--steps', str(args.steps), '--warmup', str(args.warmup)]
-  jax_only = ['--dtype', args.dtype, '--runs', str(args.runs)]
+  jax_only = ['--dtype', args.dtype, '--runs', str(args.runs),
+              '--steps_per_call', str(args.steps_per_call)]
   rows = []
   for setting in args.parallel.split(','):
     rows += run_rows([sys.executable, str(HERE / 'run.py'), '--worker', '--parallel', setting,

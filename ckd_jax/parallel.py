@@ -9,6 +9,7 @@ program sharded over a mesh of devices.
 - 'none': jit on one device.
 - 'auto': 'mesh' when there is more than one local device, else 'none'.
 """
+import collections
 import os
 
 import jax
@@ -19,6 +20,14 @@ from jax.sharding import NamedSharding, PartitionSpec
 AXIS_NAME = 'batch'
 MODES = ('auto', 'none', 'pmap', 'mesh')
 _HOST_DEVICE_FLAG = '--xla_force_host_platform_device_count'
+# XLA's CPU client lets the host run up to 32 programs per device ahead of the devices (a per-device
+# semaphore). On a CPU split into host devices, a multi-device program whose launch on one device
+# waited on that semaphore, while its shards on the other devices already blocked the intra-op
+# threads in an all-reduce, never completed: XLA aborted the process after 40 s
+# (benchmarks/mesh_stress.py reproduces it, benchmarks/RESULTS.md has the rates before and after).
+# With the host kept this many calls ahead, the semaphore never fills. Revisit when jaxlib's CPU
+# client changes: rerun the stress benchmark with setting `unbounded`.
+CPU_MAX_IN_FLIGHT = 4
 
 
 def use_host_devices(count):
@@ -46,12 +55,19 @@ def host_device_count(setting):
   return setting or min(8, 2 * (os.cpu_count() or 1))
 
 
+def cpu_mesh_xla_flags(count):
+  """XLA_FLAGS that give a process `count` host devices (for benchmarks and child processes)."""
+  return [f'{_HOST_DEVICE_FLAG}={count}']
+
+
 class DataParallel:
   """`num_devices` counts the devices of every process: with several processes (`distributed`),
   only 'mesh' spans them, and each process feeds its own rows of every global batch
   (`process_rows`)."""
 
-  def __init__(self, mode='auto', num_devices=None):
+  def __init__(self, mode='auto', num_devices=None, max_in_flight=None):
+    """`max_in_flight`: how many calls of the compiled functions may run ahead of the devices
+    (None: CPU_MAX_IN_FLIGHT on a CPU split into several devices, else unbounded; 0: unbounded)."""
     if mode not in MODES:
       raise ValueError(f'Unknown parallel mode {mode!r}; choose one of {MODES}')
     processes = jax.process_count()
@@ -74,6 +90,10 @@ class DataParallel:
     if mode == 'mesh':
       self._mesh = jax.sharding.Mesh(np.asarray(self.devices), (AXIS_NAME,))
       self._replicated = NamedSharding(self._mesh, PartitionSpec())
+    if max_in_flight is None:
+      several_cpus = self.num_devices > 1 and self.devices[0].platform == 'cpu'
+      max_in_flight = CPU_MAX_IN_FLIGHT if several_cpus else 0
+    self._in_flight = _InFlight(max_in_flight) if max_in_flight else None
 
   @property
   def axis_name(self):
@@ -96,19 +116,24 @@ class DataParallel:
     """`compiler_options`: XLA options (jit modes; pmap ignores them)."""
     donate = (0,) if donate_state else ()
     if self.mode == 'pmap':
-      return jax.pmap(step, axis_name=AXIS_NAME, devices=self.devices, donate_argnums=donate)
-    if self.mode == 'mesh':  # every output (state, metrics, sums) replicated
-      return jax.jit(step, donate_argnums=donate, out_shardings=self._replicated,
-                     compiler_options=compiler_options)
-    return jax.jit(step, donate_argnums=donate, compiler_options=compiler_options)
+      compiled = jax.pmap(step, axis_name=AXIS_NAME, devices=self.devices, donate_argnums=donate)
+    elif self.mode == 'mesh':  # every output (state, metrics, sums) replicated
+      compiled = jax.jit(step, donate_argnums=donate, out_shardings=self._replicated,
+                         compiler_options=compiler_options)
+    else:
+      compiled = jax.jit(step, donate_argnums=donate, compiler_options=compiler_options)
+    return self._paced(compiled)
 
   def compile_batch_fn(self, fn):
     """A function from a sharded batch (and replicated inputs) to a batch, e.g. the teachers'
     targets: its output stays sharded like the batch (under a mesh XLA propagates the input's
     sharding), where `compile` replicates every output."""
     if self.mode == 'pmap':
-      return jax.pmap(fn, axis_name=AXIS_NAME, devices=self.devices)
-    return jax.jit(fn)
+      return self._paced(jax.pmap(fn, axis_name=AXIS_NAME, devices=self.devices))
+    return self._paced(jax.jit(fn))
+
+  def _paced(self, compiled):
+    return compiled if self._in_flight is None else _Paced(compiled, self._in_flight)
 
   def replicate(self, tree):
     if self.mode == 'none':
@@ -162,3 +187,36 @@ class DataParallel:
     global_shape[batch_axis] *= self.num_processes
     return jax.make_array_from_single_device_arrays(
         tuple(global_shape), sharding, [jax.device_put(p, d) for p, d in zip(pieces, local)])
+
+
+class _InFlight:
+  """The outputs of the last calls; adding one more than `limit` waits for the oldest."""
+
+  def __init__(self, limit):
+    self.limit, self._outputs = limit, collections.deque()
+
+  def add(self, output):
+    # the last leaf: steps return (state, metrics), and the state is donated to the next call
+    leaves = [x for x in jax.tree.leaves(output) if isinstance(x, jax.Array)]
+    if leaves:
+      self._outputs.append(leaves[-1])
+    while len(self._outputs) > self.limit:
+      oldest = self._outputs.popleft()
+      if not oldest.is_deleted():  # a donated output was consumed by a later call
+        oldest.block_until_ready()
+
+
+class _Paced:
+  """A compiled function whose calls keep the host at most `in_flight.limit` calls ahead of the
+  devices (CPU_MAX_IN_FLIGHT says why); everything else (`lower`, …) is the function's own."""
+
+  def __init__(self, compiled, in_flight):
+    self._compiled, self._in_flight = compiled, in_flight
+
+  def __call__(self, *args, **kwargs):
+    output = self._compiled(*args, **kwargs)
+    self._in_flight.add(output)
+    return output
+
+  def __getattr__(self, name):
+    return getattr(self._compiled, name)

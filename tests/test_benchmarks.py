@@ -54,3 +54,29 @@ def test_the_conv_gradient_benchmark_times_both_rules(tmp_path, capsys):
     assert all(row[k] > 0 for k in ('fwd', 'd_images', 'd_kernel', 'fwd+bwd'))
   assert json.loads((tmp_path / 'conv.json').read_text())['rows'] == rows
   assert capsys.readouterr().out.count('\n| jax |') == 4
+
+
+def _requirement_names():
+  """The names in setup.py's install_requires, read from its syntax tree."""
+  import ast
+  import re
+  tree = ast.parse((pathlib.Path(__file__).resolve().parents[1] / 'setup.py').read_text())
+  [requires] = [k.value for node in ast.walk(tree) if isinstance(node, ast.Call)
+                for k in node.keywords if k.arg == 'install_requires']
+  return {re.match(r'[A-Za-z0-9_.-]+', ast.literal_eval(r)).group(0).lower().replace('_', '-')
+          for r in requires.elts}
+
+
+def test_the_gpu_wheel_list_covers_every_requirement():
+  """Every requirement of setup.py is either on the GPU image, carried as a wheel, or on a path
+  the GPU check does not take; nothing is listed twice."""
+  import subprocess
+  script = pathlib.Path(__file__).resolve().parents[1] / 'benchmarks' / 'gpu_wheels.sh'
+  out = subprocess.run(['bash', str(script), '--list'], capture_output=True, text=True,
+                       check=True).stdout
+  lists = {line.split(':')[0]: line.split(':')[1].split() for line in out.splitlines()}
+  wheels = [w.split('==')[0].lower().replace('_', '-') for w in lists['wheels']]
+  assert all('==' in w for w in lists['wheels'])  # one pinned version of each
+  named = wheels + lists['preinstalled'] + lists['not_needed']
+  assert len(named) == len(set(named))
+  assert set(named) == _requirement_names()

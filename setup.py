@@ -36,8 +36,9 @@ setup(
     ],
     extras_require={
         'cuda': ['jax[cuda13]>=0.6'],
-        # Reading TFDS datasets prepared as TFRecord (the default of `tfds build`) needs TensorFlow.
-        'tfds': ['tensorflow-cpu>=2.16'],
+        # TFDS's downloads, and reading datasets prepared as TFRecord (the default of `tfds build`),
+        # need TensorFlow; its download path also imports importlib_resources (through etils).
+        'tfds': ['tensorflow-cpu>=2.16', 'importlib_resources>=6.0'],
         'tensorboard': ['tensorboardX>=2.6'],
         'launch': ['submitit>=1.5'],  # launch/slurm.py, launch/sweep.py --slurm
         'test': ['pytest>=8', 'pytest-xdist>=3.5', 'tensorboardX>=2.6', 'submitit>=1.5'],

@@ -92,7 +92,7 @@ def setting_env(setting, base_env):
               XLA_FLAGS=' '.join([base_env.get('XLA_FLAGS', '')] + flags).strip())
 
 
-def stress(setting, args, cache_dir):
+def stress(setting, args, cache_dir, scratch):
   """--processes workers of `setting` side by side for --minutes, each restarted when it dies."""
   env = setting_env(setting, os.environ)
   end = time.time() + 60 * args.minutes
@@ -101,7 +101,7 @@ def stress(setting, args, cache_dir):
              '--batch', str(args.batch), '--image', str(args.image),
              '--teacher', args.teacher, '--student', args.student]
   live, deaths, runs, hangs = {}, [], [], []
-  logs = pathlib.Path(cache_dir) / f'logs-{setting}'
+  logs = pathlib.Path(scratch) / f'logs-{setting}'
   logs.mkdir(exist_ok=True)
 
   def start(slot, attempt):
@@ -174,7 +174,8 @@ def main(argv=None):
   parser.add_argument('--setting', default='default', help=argparse.SUPPRESS)
   parser.add_argument('--seconds', type=float, default=60, help=argparse.SUPPRESS)
   parser.add_argument('--seed', type=int, default=0, help=argparse.SUPPRESS)
-  parser.add_argument('--compilation_cache_dir', default='', help=argparse.SUPPRESS)
+  parser.add_argument('--compilation_cache_dir', default='',
+                      help="the workers' shared XLA cache (default: a new one per command)")
   args = parser.parse_args(argv)
   if args.worker:
     if args.compilation_cache_dir:
@@ -186,8 +187,9 @@ def main(argv=None):
   unknown = sorted(set(settings) - set(SETTINGS))
   if unknown:
     parser.error(f'unknown settings {unknown}; choose from {SETTINGS}')
-  with tempfile.TemporaryDirectory() as cache_dir:
-    rows = [stress(setting, args, cache_dir) for setting in settings]
+  with tempfile.TemporaryDirectory() as scratch:
+    cache_dir = args.compilation_cache_dir or scratch
+    rows = [stress(setting, args, cache_dir, scratch) for setting in settings]
   print_table(rows)
   out = pathlib.Path(args.out)
   out.parent.mkdir(parents=True, exist_ok=True)

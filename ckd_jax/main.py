@@ -15,7 +15,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from ckd_jax import distributed, parallel, pipeline
+from ckd_jax import distributed, supervise
 from ckd_jax.workdir import WorkdirLockedError, layout
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -41,6 +41,10 @@ _NUM_PROCESSES = flags.DEFINE_integer('num_processes', 0, 'Several processes: ho
 _PROCESS_ID = flags.DEFINE_integer('process_id', -1, 'Several processes: this one (0 writes).')
 _DISTRIBUTED_TIMEOUT = flags.DEFINE_integer(
     'distributed_timeout', 300, 'Seconds to wait for the coordinator and the other processes.')
+_RESUME_AFTER_ABORT = flags.DEFINE_integer(
+    'resume_after_abort', 3, 'A single-process run computes in a child process; when that dies '
+    'of SIGABRT (XLA aborts a process whose collective timed out), it is started again this many '
+    'times at most and resumes from its last checkpoint. 0: compute in this process.')
 flags.mark_flags_as_required(['config'])
 
 
@@ -96,6 +100,13 @@ def main(argv):
     return
   if not _WORKDIR.value:
     raise app.UsageError('--workdir is required: the folder where every stage reads and writes')
+  single_process = not (_COORDINATOR.value or _NUM_PROCESSES.value > 1 or
+                        distributed.slurm_num_processes() > 1)
+  if single_process and _RESUME_AFTER_ABORT.value > 0 and not supervise.is_child():
+    command = [sys.executable, '-m', 'ckd_jax.main', *sys.argv[1:]]
+    sys.exit(supervise.supervise(command, _RESUME_AFTER_ABORT.value))
+  # JAX is imported only by the process that computes (a supervisor's start stays quick)
+  from ckd_jax import parallel, pipeline
   if _CONFIG.value.parallel != 'none':  # a split CPU is slower for one device's work
     parallel.use_host_devices(parallel.host_device_count(_CONFIG.value.host_devices))
   try:

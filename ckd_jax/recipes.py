@@ -201,9 +201,13 @@ def cpu_study_config(data, args, test_examples=2000):
   return base_config(data, teacher, distill, select)
 
 
-def paper_study_config(arg, dataset, source='tfds'):
+def paper_study_config(arg, dataset, source='cifar'):
   """The paper's CIFAR study (configs/cifar100.py, configs/cifar10.py); `arg` is the text after
-  ':' in --config: pair=, teacher=, student=, recipe=, teacher_schedule=, source=."""
+  ':' in --config: pair=, teacher=, student=, recipe=, teacher_schedule=, source=.
+
+  source 'cifar' (default) reads the official archives from ./data, where the official PyTorch
+  code keeps them, and downloads them when missing, as that code does; 'tfds' and
+  'image_folder' read the same dataset through TFDS or a folder (set data.root)."""
   args = parse_config_arg(arg, {'pair': '', 'teacher': 'wrn_40_2', 'student': 'wrn_40_1',
                                 'recipe': 'paper', 'teacher_schedule': 'full', 'source': source})
   if args['pair']:
@@ -214,4 +218,7 @@ def paper_study_config(arg, dataset, source='tfds'):
   teacher.num_seeds = 3  # the full ensemble
   distill = student_recipe(args['recipe'], args['student'],
                            paper_teacher_choices(teacher, teacher.num_seeds))
-  return base_config(dict(source=args['source'], name=dataset), teacher, distill)
+  data = dict(source=args['source'], name=dataset)
+  if args['source'] == 'cifar':
+    data.update(root='./data', download=True, label='fine')  # label: 'coarse' = CIFAR-100's 20
+  return base_config(data, teacher, distill)

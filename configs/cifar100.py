@@ -13,9 +13,14 @@ Arguments after ':' (comma-separated key=value):
             α = 0.1, τ = 4).
   teacher_schedule  'full' or 'early_stop' (ESKD (a): lr ×0.1 at 15, stop at 50).
 Teacher choices distilled: T0.3/T0.5/T0.7 (epochs 60/100/140), T_full, the snapshot ensemble of epochs
-160/180/200, the full ensemble of 3 teacher seeds, and no teacher. Data: TFDS 'cifar100'; without it
-the run stops at once and says how to provide it. Cost on one H100-class GPU: about an hour per
-200-epoch WRN-40-2 run, so 3 teachers + 7 students ≈ 10 GPU-hours; far too long for a CPU.
+160/180/200, the full ensemble of 3 teacher seeds, and no teacher.
+  source    'cifar' (default): the official archive in data.root = ./data, where the official
+            PyTorch code (torchvision) keeps it, so its users' copy is found as it is: the
+            cifar-100-python/ folder, the binary version or the .tar.gz; downloaded (MD5-checked)
+            when missing, as that code does (--config.data.download=False: stop instead).
+            'tfds': TFDS's cifar100 (the `tfds` extra downloads it).
+Cost on one H100-class GPU: about an hour per 200-epoch WRN-40-2 run, so 3 teachers + 7 students
+≈ 10 GPU-hours; far too long for a CPU.
 """
 from ckd_jax import recipes
 

@@ -80,3 +80,47 @@ def test_the_gpu_wheel_list_covers_every_requirement():
   named = wheels + lists['preinstalled'] + lists['not_needed']
   assert len(named) == len(set(named))
   assert set(named) == _requirement_names()
+
+
+def test_the_mesh_stress_run_counts_runs_and_aborts(tmp_path, monkeypatch, capsys):
+  """Its short form, at the library's default: a worker trains, nothing aborts or hangs."""
+  import mesh_stress  # noqa: E402  (benchmarks/ is not a package)
+  from child_env import FAST_COMPILE, XLA_CACHE
+  monkeypatch.setenv('XLA_FLAGS', FAST_COMPILE)  # the worker gets the default host devices
+  [row] = mesh_stress.main(['--minutes', '0.1', '--processes', '1', '--settings', 'default',
+                            '--steps', '2', '--batch', '8', '--image', '8', '--teacher', 'resnet8',
+                            '--student', 'resnet8', '--compilation_cache_dir', str(XLA_CACHE),
+                            '--out', str(tmp_path / 'stress.json')])
+  assert row['runs'] >= 1 and row['steps'] == 2 * row['runs']
+  assert (row['aborts'], row['hangs'], row['other_deaths']) == (0, 0, 0), row['deaths']
+  assert '--xla_force_host_platform_device_count=' in row['xla_flags']
+  assert json.loads((tmp_path / 'stress.json').read_text())['rows'][0]['runs'] == row['runs']
+  assert capsys.readouterr().out.startswith('| setting | processes × minutes |')
+
+
+def test_the_gpu_check_runs_in_cpu_size(tmp_path):
+  """`bash benchmarks/gpu_check.sh --cpu OUTDIR`: every row of the step table and every stage of
+  the pipeline, written as JSON and Markdown (the numbers themselves are not checked)."""
+  import os
+  import subprocess
+  from child_env import FAST_COMPILE, XLA_CACHE
+  root = pathlib.Path(__file__).resolve().parents[1]
+  env = dict(os.environ, XLA_FLAGS=FAST_COMPILE, JAX_COMPILATION_CACHE_DIR=str(XLA_CACHE),
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0')
+  result = subprocess.run(['bash', str(root / 'benchmarks' / 'gpu_check.sh'), '--cpu',
+                           str(tmp_path)], env=env, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+  check = json.loads((tmp_path / 'gpu_check.json').read_text())
+  assert check['failures'] == []
+  labels = [row['label'] for row in check['steps'] if row['framework'] == 'jax']
+  assert labels == ['teacher float32', 'teacher float32, K=2', 'KD 1 teacher float32',
+                    'KD 3 teachers float32', 'KD 1 teacher float32, 2 students stacked']
+  by_label = {row['label']: row for row in check['steps']}
+  assert by_label['teacher float32, K=2']['steps_per_call'] == 2
+  assert by_label['KD 1 teacher float32, 2 students stacked']['runs'] == 2
+  e2e = check['end_to_end']
+  assert set(e2e['stage_seconds']) == {'teacher', 'select', 'distill', 'report'}
+  [student] = e2e['students'].values()
+  assert 0 <= student['last_test_accuracy'] <= 1
+  table = (tmp_path / 'gpu_check.md').read_text()
+  assert table.count('\n| teacher float32 |') == 1 and '- distill:' in table

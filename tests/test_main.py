@@ -78,7 +78,8 @@ def test_an_interrupt_exits_with_one_line_and_status_1(tmp_path):
             '  print("partial output")\n'
             '  raise KeyboardInterrupt\n'
             'pipeline.run = interrupted\n'
-            f'sys.argv = ["main", "--config=configs/quickstart.py", "--workdir={tmp_path}"]\n'
+            f'sys.argv = ["main", "--config=configs/quickstart.py", "--workdir={tmp_path}",'
+            ' "--resume_after_abort=0"]\n'
             'app.run(main.main, flags_parser=main._parse_flags)\n')
   env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
   result = subprocess.run([sys.executable, '-c', script], cwd=ROOT, env=env, capture_output=True,
@@ -100,6 +101,8 @@ def test_an_interrupt_exits_with_one_line_and_status_1(tmp_path):
     ('configs/cifar10_jpeg.py:teacher=wrn_40_2,student=wrn_40_1,train_examples=0,epochs=60,'
      'batch_size=128', 'wrn_40_2', 60),
     ('configs/cifar100.py:pair=resnet110-mobilenetv2_075,recipe=repdistiller', 'resnet110', 240),
+    ('configs/cifar100.py:source=tfds', 'wrn_40_2', 200),
+    ('configs/tiny_imagenet.py', 'wrn_40_2', 200),
 ])
 def test_config_files_are_valid(spec, arch, epochs):
   config = _load(spec)
@@ -127,6 +130,7 @@ def test_paper_recipe_numbers():
   assert tuple(opt.milestones) == (60, 120, 180) and config.teacher.batch_size == 128
   assert tuple(config.teacher.snapshot_epochs) == tuple(range(20, 201, 20))
   assert config.data.name == 'cifar100' and config.data.crop_padding == 4 and config.data.flip
+  assert (config.data.source, config.data.root, config.data.download) == ('cifar', './data', True)
 
 
 def test_paper_teacher_choices_and_student_recipes():

@@ -1,7 +1,8 @@
 """Data sources: each returns a `Dataset` of uint8 NHWC arrays, fully in host memory.
 
 All CIFAR-sized data fits in memory (and on the device), which makes batching and augmentation a
-matter of indexing on the accelerator. Sources: `tfds`, `image_folder`, `digits` (sklearn),
+matter of indexing on the accelerator. Sources: `cifar` (the official archives, cifar.py),
+`tiny_imagenet` (the official folder), `tfds`, `image_folder`, `digits` (sklearn),
 `fashion_mnist` (official IDX files), `arrays` (in-memory, for programmatic use).
 """
 import gzip
@@ -11,6 +12,7 @@ import pathlib
 
 import numpy as np
 
+from ckd_jax.data import cifar
 from ckd_jax.data.dataset import Dataset, FileSplit, Split, channel_stats, decode_image
 from ckd_jax.distributed import is_primary
 
@@ -148,18 +150,23 @@ def _load_folder_split(split_dir, classes, image_size, cache_dir):
   files, labels = _list_images(split_dir, classes)
   if not files:
     raise DataUnavailableError(f'No images ({", ".join(IMAGE_SUFFIXES)}) under {split_dir}/<class>/')
+  return Split(_decode_cached(files, image_size, cache_dir, split_dir.name), labels)
+
+
+def _decode_cached(files, image_size, cache_dir, tag):
+  """The decoded images of `files`, through a .npy in `cache_dir` keyed on the file list."""
   cache = None
   if cache_dir:
-    cache = pathlib.Path(cache_dir) / f'{split_dir.name}-{_cache_key(files, image_size)}.npy'
+    cache = pathlib.Path(cache_dir) / f'{tag}-{_cache_key(files, image_size)}.npy'
     if cache.exists():
-      return Split(np.load(cache), labels)
+      return np.load(cache)
   images = _decode(files, image_size)
   if cache and is_primary():  # (several processes would write the same file)
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix('.tmp.npy')
     np.save(tmp, images)
     os.replace(tmp, cache)
-  return Split(images, labels)
+  return images
 
 
 def load_image_folder(root, train_split='train', test_split='test', image_size=None,
@@ -201,6 +208,97 @@ def _image_folder_classes(root, train_split, test_split):
   return [p.name for p in class_dirs]
 
 
+# ------------------------------------------------------------------------------------------ cifar
+def load_cifar(name, root, label='fine', download=False):
+  """CIFAR-10/100 from the official archives under `root` (cifar.py); `label`: CIFAR-100's 'fine'
+  (100 classes) or 'coarse' (20 superclasses)."""
+  try:
+    train, test, names = cifar.read(name, root, label, download, progress=is_primary())
+  except cifar.CifarError as e:
+    raise DataUnavailableError(str(e)) from None
+  return _make_dataset(name, _shuffle_once(train), _shuffle_once(test), len(names))
+
+
+def _check_cifar(data_config):
+  """The archive or folder is there (unpacked, or downloaded first with `download`)."""
+  name, label = data_config.name, data_config.get('label', 'fine')
+  cifar.check_name(name, label)
+  root = data_config.get('root') or DEFAULT_CIFAR_ROOT
+  download = data_config.get('download', False)
+  if download and not is_primary() and cifar.find(name, pathlib.Path(root).expanduser()) is None:
+    raise DataUnavailableError(f'{name} is not in {root}: with several processes, fetch it first '
+                               'with a single-process run (--config.stages=teacher stops after it)')
+  try:
+    cifar.ensure_available(name, root, download and is_primary(), progress=True)
+  except cifar.CifarError as e:
+    raise DataUnavailableError(str(e)) from None
+
+
+# Where the official PyTorch code (torchvision's `root='./data'`) leaves its copy, so that a user
+# of that code finds theirs without a flag.
+DEFAULT_CIFAR_ROOT = './data'
+
+
+# ----------------------------------------------------------------------------------- tiny_imagenet
+def _tiny_imagenet_root(root):
+  """The `tiny-imagenet-200/` folder: `root` itself or inside it, with its files checked."""
+  root = pathlib.Path(root or '.').expanduser()
+  if (root / 'tiny-imagenet-200').is_dir():
+    root = root / 'tiny-imagenet-200'
+  if not (root / 'wnids.txt').is_file() or not (root / 'train').is_dir():
+    raise DataUnavailableError(
+        f'tiny_imagenet: no wnids.txt and train/ in {root}: set --config.data.root to the folder '
+        'that tiny-imagenet-200.zip unpacks to (or the one that holds it)')
+  if not (root / 'val' / 'val_annotations.txt').is_file():
+    raise DataUnavailableError(f'tiny_imagenet: {root}/val/val_annotations.txt is missing: the '
+                               "val split's labels are in it; unzip the archive again")
+  return root
+
+
+def read_tiny_imagenet(root, image_size=None, cache_dir=None):
+  """(train Split, val Split, wnids) of the official layout: train/<wnid>/images/*, the val
+  images labelled by val/val_annotations.txt; classes are the sorted wnids of wnids.txt (the
+  order of torchvision's ImageFolder). The unlabelled test split is not read."""
+  root = _tiny_imagenet_root(root)
+  wnids = sorted({line.split()[0] for line in (root / 'wnids.txt').read_text().splitlines()
+                  if line.strip()})
+  index = {wnid: i for i, wnid in enumerate(wnids)}
+  train_files, train_labels = [], []
+  for wnid in wnids:
+    images = root / 'train' / wnid / 'images'
+    found = sorted(p for p in images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if (
+        images.is_dir()) else []
+    if not found:
+      raise DataUnavailableError(f'tiny_imagenet: no images in {images}')
+    train_files += found
+    train_labels += [index[wnid]] * len(found)
+  val_files, val_labels = [], []
+  annotations = root / 'val' / 'val_annotations.txt'
+  for number, line in enumerate(annotations.read_text().splitlines(), 1):
+    fields = line.split('\t')
+    if not line.strip():
+      continue
+    if len(fields) < 2 or fields[1] not in index:
+      raise ValueError(f'{annotations}:{number}: {line!r} names no class of wnids.txt')
+    path = root / 'val' / 'images' / fields[0]
+    if not path.is_file():
+      raise DataUnavailableError(f'tiny_imagenet: {path} (listed in {annotations}) is missing')
+    val_files.append(path)
+    val_labels.append(index[fields[1]])
+  def split(files, labels, tag):
+    return Split(_decode_cached(files, image_size, cache_dir, tag),
+                 np.asarray(labels, dtype=np.int32))
+  return split(train_files, train_labels, 'tiny-train'), split(val_files, val_labels, 'tiny-val'), wnids
+
+
+def load_tiny_imagenet(root, image_size=None, cache_dir=None):
+  """Tiny-ImageNet's train and val splits (`read_tiny_imagenet`), decoded once into `cache_dir`
+  (default: tiny-imagenet-200/decoded)."""
+  cache_dir = cache_dir or _tiny_imagenet_root(root) / 'decoded'
+  train, val, wnids = read_tiny_imagenet(root, image_size, cache_dir)
+  return _make_dataset('tiny_imagenet', _shuffle_once(train), _shuffle_once(val), len(wnids))
+
+
 # ------------------------------------------------------------------------------------------- tfds
 def _check_prepared(builder, name, data_dir):
   if not builder.is_prepared():
@@ -232,6 +330,21 @@ def _tfds_split_via_tensorflow(tfds, builder, split):
         "`pip install -e .[tfds]`, or prepare it with file_format='array_record'.") from None
   data = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
   return Split(data['image'].astype(np.uint8), data['label'].astype(np.int32))
+
+
+# What TFDS's download and preparation import beyond tensorflow-datasets itself (its builders read
+# the archives through tf.io.gfile; etils' resources need importlib_resources): the `tfds` extra.
+TFDS_DOWNLOAD_NEEDS = ('tensorflow', 'importlib_resources')
+
+
+def _check_tfds_download_needs():
+  import importlib.util
+  missing = [m for m in TFDS_DOWNLOAD_NEEDS if importlib.util.find_spec(m) is None]
+  if missing:
+    raise DataUnavailableError(
+        f"TFDS's download needs {' and '.join(missing)}, which are not installed: "
+        "pip install -e '.[tfds]', or read the official CIFAR archives without TFDS with "
+        '--config.data.source=cifar')
 
 
 def _tfds_builder(name, data_dir):
@@ -268,14 +381,20 @@ def _shuffle_order(n, seed=0):
 
 
 # ------------------------------------------------------------------------------------- dispatcher
-SOURCES = ('tfds', 'image_folder', 'digits', 'fashion_mnist')
+SOURCES = ('cifar', 'tiny_imagenet', 'tfds', 'image_folder', 'digits', 'fashion_mnist')
 
 
 def check_available(data_config):
   """Raises at once, reading no image, when the data of `config.data` is not there or is laid
   out wrongly: the pipeline calls it before it writes anything to the workdir."""
   source = data_config.source
-  if source == 'tfds':
+  if source == 'cifar':
+    _check_cifar(data_config)
+  elif source == 'tiny_imagenet':
+    _tiny_imagenet_root(data_config.get('root'))
+  elif source == 'tfds':
+    if data_config.get('download', False):
+      _check_tfds_download_needs()
     _, builder = _tfds_builder(data_config.name, data_config.get('data_dir') or None)
     if not data_config.get('download', False):
       _check_prepared(builder, data_config.name, data_config.get('data_dir') or None)
@@ -296,7 +415,13 @@ def _unknown_source(source):
 def load_dataset(data_config):
   """Loads `config.data` → Dataset, optionally cut to `train_examples` / `test_examples`."""
   source = data_config.source
-  if source == 'tfds':
+  if source == 'cifar':
+    dataset = load_cifar(data_config.name, data_config.get('root') or DEFAULT_CIFAR_ROOT,
+                         data_config.get('label', 'fine'), data_config.get('download', False))
+  elif source == 'tiny_imagenet':
+    dataset = load_tiny_imagenet(data_config.get('root'), data_config.get('image_size') or None,
+                                 data_config.get('cache_dir') or None)
+  elif source == 'tfds':
     dataset = load_tfds(data_config.name, data_config.get('data_dir') or None,
                         data_config.get('download', False))
   elif source == 'image_folder':

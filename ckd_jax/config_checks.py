@@ -107,8 +107,11 @@ def _validate_select(config):
     raise ValueError('select.repeats must be >= 1 (1: one estimate on all samples) and '
                      'select.subsample in (0, 1]')
   if sc.num_samples < 0 or sc.fit_samples < 1 or sc.batch_size < 1:
-    raise ValueError('select.num_samples >= 0 (0: the whole test split), fit_samples and '
-                     'batch_size >= 1')
+    raise ValueError('select.num_samples >= 0 (0: every image of the split left after the fit), '
+                     'fit_samples and batch_size >= 1')
+  if sc.split not in mi.SPLITS:
+    raise ValueError(f'select.split must be one of {mi.SPLITS} (train: held-out training images, '
+                     'no test image read; test: the test split, labels included)')
 
 
 def _validate_distill(config):

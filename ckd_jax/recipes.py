@@ -120,7 +120,10 @@ def select_config(**overrides):
   config = ml_collections.ConfigDict(dict(
       method='variational',  # or 'kde', 'binning'; 'kde,binning' or 'all': the first decides T*
       feature='penultimate',  # or 'logits'
-      num_samples=10000,  # test images the estimate is evaluated on (0: all)
+      # 'train': fit on the first fit_samples training images (at most half), evaluate on the next
+      # num_samples (0: all the rest): no test image is read. 'test': evaluate on the test split.
+      split='train',
+      num_samples=10000,  # images the estimate is evaluated on (0: all of the split's rest)
       fit_samples=10000,  # training images the variational probe/decoder are fitted on
       batch_size=500,  # feature extraction chunk
       normalization='minmax', weights=(1.0, 1.0),

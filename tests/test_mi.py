@@ -83,6 +83,21 @@ def test_probe_bound_approaches_ln_k_minus_conditional_entropy():
   assert 'I_XF' not in got  # no images given: absent, not NaN
 
 
+@pytest.mark.parametrize('n,d', [(300, 64), (2000, 64), (2000, 8)])
+def test_probe_bound_on_label_independent_features_is_about_zero_not_below(n, d):
+  """Features that say nothing about the labels, with few fitting samples per dimension (a probe
+  trained to the end memorises them): the early-stopped probe from the prior scores ≈ 0, within
+  the held-out sampling error, never clearly below."""
+  rng = np.random.default_rng(n + d)
+  k = 10
+  f = rng.normal(size=(2, n, d)).astype(np.float32)
+  y = rng.integers(0, k, (2, n))
+  with pytest.warns(UserWarning, match='estimates I\\(Y;F\\) only'):
+    got = mi.estimate_stacked(f[1][None], y[1], k, 'variational', fit_features=f[0][None],
+                              fit_labels=y[0], probe=dict(steps=1000, learning_rate=1e-2))
+  assert -0.03 < got['I_YF'][0] < 0.05
+
+
 def test_decoder_bound_sees_information_only_when_there_is_some():
   rng = np.random.default_rng(3)
   f = rng.normal(size=(2000, 4)).astype(np.float32)

@@ -17,7 +17,7 @@ from ckd_jax.workdir.layout import teacher_run_dir
 def tiny_config(stages='teacher,select', **select):
   select_settings = dict(num_samples=0, fit_samples=256, batch_size=64, variational=dict(
       seed=0, probe=dict(steps=100, batch_size=64, learning_rate=1e-2),
-      decoder=dict(hidden=32, steps=100, batch_size=64, learning_rate=1e-3, pixel_noise_std=0.1)))
+      decoder=dict(hidden=32, steps=100, batch_size=64, learning_rate=1e-2, pixel_noise_std=0.1)))
   select_settings.update(select)
   return pipeline_configs.tiny_config(train=256, test=120, eval_batch=40, epochs=3,
                                       milestones=(2,), student_epochs=1, choices=('selected',),
@@ -47,7 +47,8 @@ def test_mi_json_records_every_snapshot_and_the_choice(workdir):
   assert result['chosen_epoch'] == snaps[int(np.argmax([s['score'] for s in snaps]))]['epoch']
   assert result['estimator']['method'] == 'variational' and result['units'] == 'nats'
   assert result['estimator']['settings']['probe']['steps'] == 100
-  assert result['estimator']['num_samples'] == 120
+  # the default split: 256 training images, the first 128 fit the probes, the other 128 evaluate
+  assert result['estimator']['split'] == 'train' and result['estimator']['num_samples'] == 128
   png = (workdir / 'selection' / 'mi.png').read_bytes()
   assert png[:8] == b'\x89PNG\r\n\x1a\n' and len(png) > 10_000
 
@@ -223,8 +224,9 @@ def test_several_estimators_are_compared_on_the_same_snapshots(workdir, kde_alon
   assert result['snapshots'] == kde['snapshots']
   for together, alone in zip(kde['snapshots'], kde_alone['snapshots']):
     assert together == pytest.approx(alone, rel=1e-6)
-  assert binning['estimator'] == {'method': 'binning', 'feature': 'penultimate', 'num_samples': 120,
-                                  'settings': {'num_bins': 4}, 'fit_samples': 0}
+  assert binning['estimator'] == {'method': 'binning', 'feature': 'penultimate', 'split': 'train',
+                                  'num_samples': 128, 'settings': {'num_bins': 4},
+                                  'fit_samples': 0}
   comparison = result['comparison']
   assert comparison['methods'] == ['kde', 'binning'] and comparison['decides'] == 'kde'
   assert comparison['chosen_epochs'] == {'kde': kde['chosen_epoch'],
@@ -264,3 +266,56 @@ def test_distill_refuses_a_stale_selection_without_the_select_stage(workdir, tmp
   with pytest.raises(ValueError, match="mi.json is stale .* 'selected' cannot use it"):
     pipeline.run(tiny_config('distill'), copy)
   assert not (copy / 'students').exists()
+
+
+def test_a_bound_below_zero_is_clamped_and_flagged_on_the_console_in_mi_json_and_the_report(
+    workdir, tmp_path, capsys):
+  """A decoder with a learning rate too small for its budget does worse than the mean image: the
+  lower bound is below zero at every snapshot, so it is no estimate."""
+  copy = _copy(workdir, tmp_path)
+  config = tiny_config('select,report')
+  config.select.variational.decoder.learning_rate = 1e-5
+  pipeline.run(config, copy, allow_config_change=True)
+  out = capsys.readouterr().out
+  assert ('warning: I(X;F) is below zero (a lower bound, so no estimate) at 3 snapshot(s): the '
+          'decoder reconstructs held-out images worse than the mean image; clamped to 0 for the '
+          'score') in out
+  result = _mi_json(copy)
+  assert any('I(X;F) is below zero' in w for w in result['warnings'])
+  for s in result['snapshots']:
+    assert s['I_XF'] == 0.0 and s['I_XF_raw'] < 0 and s['I_XF_normalized'] == 0.0
+    assert 'I_YF_raw' not in s and s['I_YF'] > 0
+  assert '**Warning:** I(X;F) is below zero' in (copy / 'report.md').read_text()
+
+
+def test_the_default_selection_reads_no_test_image(workdir):
+  """split='train': the estimates are the same whatever the test split holds, and the probes'
+  fitting and evaluation images are disjoint training images."""
+  from ckd_jax.data import Dataset, Split, load_dataset
+  config = tiny_config()
+  dataset = load_dataset(config.data)
+  scrambled = Dataset(dataset.name, dataset.train,
+                      Split(255 - dataset.test.images, (dataset.test.labels + 1) % 10),
+                      dataset.num_classes, dataset.mean, dataset.std)
+  sc = config.select
+  fit, evaluation = mi.selection_samples(dataset, 'train', sc.num_samples, sc.fit_samples)
+  assert len(fit) == len(evaluation) == 128
+  np.testing.assert_array_equal(np.concatenate([fit.images, evaluation.images]),
+                                dataset.train.images)
+  np.testing.assert_array_equal(mi.selection_labels(dataset, 'train', 0, sc.fit_samples),
+                                evaluation.labels)
+  from ckd_jax.checkpoints import restore_snapshots
+  from ckd_jax.models import get_model
+  stacked, _ = restore_snapshots(teacher_run_dir(workdir, 'resnet8_b', 0), [1, 3])
+  model = get_model('resnet8_b', 10)
+  settings = {'kde': sc.kde.to_dict(), 'binning': sc.binning.to_dict()}
+  ours, theirs = (mi.compare_over_snapshots(stacked, model, d, settings, num_samples=0,
+                                            fit_samples=sc.fit_samples, batch_size=64)
+                  for d in (dataset, scrambled))
+  for method in settings:
+    for key in ('I_XF', 'I_YF'):
+      np.testing.assert_array_equal(ours[method][key], theirs[method][key])
+  on_test = mi.compare_over_snapshots(stacked, model, dataset, {'kde': settings['kde']},
+                                      num_samples=0, fit_samples=sc.fit_samples, batch_size=64,
+                                      split='test')
+  assert not np.array_equal(on_test['kde']['I_YF'], ours['kde']['I_YF'])

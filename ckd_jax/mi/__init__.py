@@ -11,9 +11,10 @@ Kolchinsky & Tracey used by Saxe et al.) and 'binning' (Shwartz-Ziv & Tishby). E
 written for one snapshot and `vmap`ped over the snapshot axis inside one jitted program.
 """
 from ckd_jax.mi.binning import binning_mi
-from ckd_jax.mi.estimation import (METHODS, StackedEstimator, check_method,
+from ckd_jax.mi.estimation import (METHODS, SPLITS, StackedEstimator, check_method,
                                    compare_over_snapshots, estimate, estimate_over_snapshots,
-                                   estimate_stacked, parse_methods, repeat_plan)
+                                   estimate_stacked, parse_methods, repeat_plan,
+                                   selection_labels, selection_samples)
 from ckd_jax.mi.features import FEATURES, extract_features
 from ckd_jax.mi.kde import kde_mi
 from ckd_jax.mi.selection import (NORMALIZATIONS, compare_estimators, diagnose, label_entropy,
@@ -21,7 +22,7 @@ from ckd_jax.mi.selection import (NORMALIZATIONS, compare_estimators, diagnose, 
                                   select_teacher, stability, stability_sentence)
 from ckd_jax.mi.variational import variational_mi
 
-__all__ = ['METHODS', 'FEATURES', 'NORMALIZATIONS', 'check_method', 'parse_methods', 'estimate',
+__all__ = ['METHODS', 'SPLITS', 'selection_samples', 'selection_labels', 'FEATURES', 'NORMALIZATIONS', 'check_method', 'parse_methods', 'estimate',
            'estimate_stacked', 'estimate_over_snapshots', 'compare_over_snapshots',
            'StackedEstimator', 'repeat_plan', 'extract_features', 'select_teacher',
            'normalize_curve', 'normalization_of', 'stability', 'stability_sentence', 'diagnose',

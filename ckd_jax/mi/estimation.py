@@ -8,12 +8,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ckd_jax.data.dataset import Split
 from ckd_jax.mi.binning import binning_mi
 from ckd_jax.mi.features import extract_features
 from ckd_jax.mi.kde import kde_mi
 from ckd_jax.mi.variational import variational_mi
 
 METHODS = ('variational', 'kde', 'binning')
+SPLITS = ('train', 'test')
 
 
 def check_method(method, what='MI method'):
@@ -166,35 +168,74 @@ def estimate(features, labels, images=None, method='kde', num_classes=None, eval
 
 def estimate_over_snapshots(stacked_variables, model, dataset, method='variational',
                             feature='penultimate', num_samples=2000, fit_samples=5000,
-                            batch_size=500, **settings):
+                            batch_size=500, split='train', **settings):
   """{'I_XF': (S,), 'I_YF': (S,)} for S stacked snapshots of `model` on a `Dataset`; (R, S) with
   `repeats=R` (passed on to `estimate_stacked`, like `subsample`).
 
-  Evaluated on the first `num_samples` test images; 'variational' fits on the first `fit_samples`
-  training images. Features come from one compiled forward; estimation is one compiled program.
+  The samples are `selection_samples(dataset, split, num_samples, fit_samples)`. Features come
+  from one compiled forward; estimation is one compiled program.
   """
   repeats = {k: settings.pop(k) for k in ('repeats', 'subsample') if k in settings}
   return compare_over_snapshots(stacked_variables, model, dataset, {method: settings},
                                 feature=feature, num_samples=num_samples,
-                                fit_samples=fit_samples, batch_size=batch_size, **repeats)[method]
+                                fit_samples=fit_samples, batch_size=batch_size, split=split,
+                                **repeats)[method]
+
+
+def selection_samples(dataset, split='train', num_samples=0, fit_samples=5000):
+  """(fit, evaluation) Splits of the estimators: the variational probes and decoders fit on the
+  first, every estimator is evaluated on the second.
+
+  'train' (the default): both from the training split and disjoint: the first min(fit_samples,
+  N/2) training images fit, the next `num_samples` (0: all the others) evaluate. No test image is
+  read, and the estimate describes the images the students are distilled on, with probes judged on
+  images they were not fitted on. 'test': the first `num_samples` test images (0: all) evaluate, the
+  first `fit_samples` training images fit; this reads test labels, so a selection made with it
+  cannot be reported as untouched by the test split.
+  """
+  n_fit, n_eval = _selection_sizes(dataset, split, num_samples, fit_samples)
+  if split == 'test':
+    return dataset.train.take(n_fit).in_memory(), dataset.test.take(n_eval)
+  part = dataset.train.take(n_fit + n_eval).in_memory()  # (a streamed split is files)
+  return (Split(part.images[:n_fit], part.labels[:n_fit]),
+          Split(part.images[n_fit:], part.labels[n_fit:]))
+
+
+def selection_labels(dataset, split='train', num_samples=0, fit_samples=5000):
+  """The labels of `selection_samples`'s evaluation split, without reading an image."""
+  n_fit, n_eval = _selection_sizes(dataset, split, num_samples, fit_samples)
+  if split == 'test':
+    return dataset.test.take(n_eval).labels
+  return np.asarray(dataset.train.labels[n_fit:n_fit + n_eval])
+
+
+def _selection_sizes(dataset, split, num_samples, fit_samples):
+  """(fitting samples, evaluation samples) of `selection_samples`."""
+  if split not in SPLITS:
+    raise ValueError(f'Unknown select.split {split!r}; choose one of {SPLITS}')
+  if split == 'test':
+    return min(fit_samples, len(dataset.train)), len(dataset.test.take(num_samples))
+  total = len(dataset.train)
+  n_fit = min(fit_samples, total // 2)
+  return n_fit, min(num_samples or total, total - n_fit)
 
 
 def compare_over_snapshots(stacked_variables, model, dataset, methods, feature='penultimate',
                            num_samples=2000, fit_samples=5000, batch_size=500, repeats=None,
-                           subsample=0.5):
+                           subsample=0.5, split='train'):
   """{method: curves} for every `methods` entry (method -> its settings) on the SAME features,
-  extracted once (see `estimate_over_snapshots` for the curves and the samples)."""
-  test = dataset.test.take(num_samples)
+  extracted once (see `estimate_over_snapshots` for the curves and `selection_samples` for the
+  samples)."""
+  fit_split, eval_split = selection_samples(dataset, split, num_samples, fit_samples)
   extract = functools.partial(extract_features, model, stacked_variables, mean=dataset.mean,
                               std=dataset.std, feature=feature, batch_size=batch_size)
-  features = extract(test.images)
+  features = extract(eval_split.images)
   fit = {}
   if 'variational' in methods:
-    train = dataset.train.take(fit_samples).in_memory()  # (a streamed split is files)
-    fit = dict(fit_features=extract(train.images), fit_labels=train.labels,
-               fit_images=train.images.astype(np.float32) / 255.0,
-               images=test.images.astype(np.float32) / 255.0)
-  return {method: estimate_stacked(features, test.labels, dataset.num_classes, method,
+    fit = dict(fit_features=extract(fit_split.images), fit_labels=fit_split.labels,
+               fit_images=fit_split.images.astype(np.float32) / 255.0,
+               images=eval_split.images.astype(np.float32) / 255.0)
+  return {method: estimate_stacked(features, eval_split.labels, dataset.num_classes, method,
                                    repeats=repeats, subsample=subsample,
                                    **(fit if method == 'variational' else {}), **settings)
           for method, settings in methods.items()}

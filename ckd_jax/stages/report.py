@@ -102,6 +102,10 @@ def _teacher_section(workdir, config):
   return lines
 
 
+_SPLIT_WORDS = {'train': 'held-out training images (no test image read)',
+                'test': 'test images (the selection saw test labels)'}
+
+
 def _mi_section(workdir):
   path = layout.selection_path(workdir)
   if not path.exists():
@@ -109,8 +113,9 @@ def _mi_section(workdir):
   result = read_json(path)
   est = result['estimator']
   lines = ['## Mutual information and T*', '',
-           f'Estimator `{est["method"]}` on the {est["feature"]} feature, {est["num_samples"]} test '
-           f'images; normalisation `{result["normalization"]}`, weights {result["weights"]}; nats.',
+           f'Estimator `{est["method"]}` on the {est["feature"]} feature, {est["num_samples"]} '
+           f'{_SPLIT_WORDS[est.get("split", "test")]}; normalisation `{result["normalization"]}`, '
+           f'weights {result["weights"]}; nats.',
            '', '| epoch | teacher acc (%) | I(X;F) | I(Y;F) | I(X;F) norm. | I(Y;F) norm. | score | '
            'T* in repeats |', '|---:|---:|---:|---:|---:|---:|---:|---:|']
   for s in result['snapshots']:

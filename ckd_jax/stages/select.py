@@ -62,8 +62,8 @@ def run_selection(config, dataset, teacher_run_dir, inputs):
   curves = mi.compare_over_snapshots(stacked, model, dataset, methods, feature=sc.feature,
                                      num_samples=sc.num_samples, fit_samples=sc.fit_samples,
                                      batch_size=sc.batch_size, repeats=repeats,
-                                     subsample=sc.subsample)
-  eval_labels = dataset.test.take(sc.num_samples).labels
+                                     subsample=sc.subsample, split=sc.split)
+  eval_labels = _evaluation_labels(dataset, sc)
   results = {m: _one_estimator(config, m, curves[m], epochs, metadata, eval_labels)
              for m in methods}
   result = dict(results[next(iter(methods))], teacher_run=str(teacher_run_dir), inputs=inputs,
@@ -82,6 +82,32 @@ def run_selection(config, dataset, teacher_run_dir, inputs):
   return result
 
 
+def _evaluation_labels(dataset, sc):
+  return mi.selection_labels(dataset, sc.split, sc.num_samples, sc.fit_samples)
+
+
+def describe_samples(sc, count):
+  """'359 held-out training images' / '359 test images': what the estimate was evaluated on."""
+  return f'{count} ' + ('held-out training images' if sc.split == 'train' else 'test images')
+
+
+def _clamped_below_zero(curves, method):
+  """Lower bounds below 0 are no estimates: clamped to 0 for the score, with one warning per
+  curve naming the epochs (the raw means stay in mi.json as `<curve>_raw`)."""
+  clamped, warnings = {}, []
+  for key, name, what in (
+      ('I_XF', 'I(X;F)', 'the decoder reconstructs held-out images worse than the mean image'),
+      ('I_YF', 'I(Y;F)', 'the probe predicts held-out labels no better than the label prior')):
+    if key not in curves or method != 'variational':
+      continue
+    below = curves[key].mean(0) < 0
+    if below.any():
+      clamped[key] = below
+      warnings.append(f'{name} is below zero (a lower bound, so no estimate) at {int(below.sum())} '
+                      f'snapshot(s): {what}; clamped to 0 for the score')
+  return clamped, warnings
+
+
 def _one_estimator(config, method, curves, epochs, metadata, eval_labels):
   """One estimator's selection: per-snapshot mean ± std over the repeats, T*, its stability and
   the warnings (saturation, ties, instability)."""
@@ -89,6 +115,9 @@ def _one_estimator(config, method, curves, epochs, metadata, eval_labels):
   curves = {k: np.atleast_2d(v) for k, v in curves.items()}  # (repeats, snapshots)
   if not all(np.all(np.isfinite(curves[k])) for k in ('I_XF', 'I_YF')):
     raise FloatingPointError(f'the {method} estimator returned non-finite MI: {curves}')
+  clamped, clamp_warnings = _clamped_below_zero(curves, method)
+  raw = {k: curves[k].mean(0) for k in ('I_XF', 'I_YF')}
+  curves = {k: np.maximum(v, 0.0) if k in clamped else v for k, v in curves.items()}
   i_xf, i_yf = curves['I_XF'].mean(0), curves['I_YF'].mean(0)
   rule = (sc.normalization, tuple(sc.weights))
   chosen = mi.select_teacher(epochs, i_xf, i_yf, *rule)
@@ -104,13 +133,15 @@ def _one_estimator(config, method, curves, epochs, metadata, eval_labels):
       snapshot.update({key: float(mean[i]), f'{key}_std': std,
                        f'{key}_normalized': chosen[f'{key}_normalized'][i],
                        f'{key}_normalized_std': std * scale})
+      if key in clamped and clamped[key][i]:
+        snapshot[f'{key}_raw'] = float(raw[key][i])
     if 'noise_variance' in curves:  # kde: the σ² the estimate used (mean over repeats)
       snapshot['noise_variance'] = float(curves['noise_variance'][:, i].mean())
     snapshots.append(snapshot)
   repeats = None if sc.repeats == 1 else sc.repeats
   per_estimate = mi.repeat_plan(len(eval_labels), repeats, subsample=sc.subsample)[0].shape[1]
-  warnings = mi.diagnose(epochs, i_xf, i_yf, chosen['score'], method, per_estimate,
-                         mi.label_entropy(eval_labels))
+  warnings = clamp_warnings + mi.diagnose(epochs, i_xf, i_yf, chosen['score'], method,
+                                         per_estimate, mi.label_entropy(eval_labels))
   stability = mi.stability_sentence(chosen['chosen_epoch'], agreement['chosen_epochs'])
   if sc.repeats > 1 and set(agreement['chosen_epochs']) != {chosen['chosen_epoch']}:
     warnings.append(f'T* is not stable: {stability}')
@@ -118,7 +149,7 @@ def _one_estimator(config, method, curves, epochs, metadata, eval_labels):
           'repeats': {'count': sc.repeats, 'subsample': sc.subsample if repeats else 1.0,
                       'chosen_epochs': agreement['chosen_epochs'], 'stability': stability},
           'estimator': {'method': method, 'feature': sc.feature, 'settings': sc[method].to_dict(),
-                        'num_samples': len(eval_labels),
+                        'split': sc.split, 'num_samples': len(eval_labels),
                         'fit_samples': sc.fit_samples if method == 'variational' else 0}}
 
 
@@ -208,7 +239,7 @@ def run(config, workdir):
     # One compiled program per estimator, with no progress to show: say what it does before.
     print(f'select: {", ".join(mi.parse_methods(sc.method))} MI over the snapshots of epochs '
           f'{list(config.teacher.snapshot_epochs)} of {teacher} on '
-          f'{len(dataset.test.take(sc.num_samples))} test images, {sc.repeats} repeat(s)')
+          f'{describe_samples(sc, len(_evaluation_labels(dataset, sc)))}, {sc.repeats} repeat(s)')
     result = run_selection(config, dataset, teacher, current)
     write_selection(result, workdir)  # (process 0 only: the others go on with `result`)
   print(report.selection_console_table(result))

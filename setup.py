@@ -16,6 +16,7 @@ setup(
     long_description=open('README.md', encoding='utf-8').read(),
     long_description_content_type='text/markdown',
     packages=find_packages(include=['ckd_jax', 'ckd_jax.*']),
+    license='Apache-2.0',
     python_requires='>=3.10',
     install_requires=[
         'jax>=0.6',

@@ -319,3 +319,17 @@ def test_the_default_selection_reads_no_test_image(workdir):
                                       num_samples=0, fit_samples=sc.fit_samples, batch_size=64,
                                       split='test')
   assert not np.array_equal(on_test['kde']['I_YF'], ours['kde']['I_YF'])
+
+
+def test_a_damaged_selection_is_recomputed_by_the_select_stage_and_named_by_distill(workdir,
+                                                                                  tmp_path, capsys):
+  copy = _copy(workdir, tmp_path)
+  path = copy / 'selection' / 'mi.json'
+  good = json.loads(path.read_text())
+  path.write_text(path.read_text()[:50])  # torn
+  with pytest.raises(ValueError, match=r'mi.json is damaged \(.*\): rerun the select stage'):
+    pipeline.run(tiny_config('distill'), copy)
+  capsys.readouterr()
+  pipeline.run(tiny_config('select'), copy)
+  assert f'selection {path} is damaged: recomputing it' in capsys.readouterr().out
+  assert _mi_json(copy)['chosen_epoch'] == good['chosen_epoch']

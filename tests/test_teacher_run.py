@@ -129,6 +129,43 @@ def test_kill_mid_epoch_then_rerun_ends_exactly_like_an_uninterrupted_run(tmp_pa
   _assert_ends_like_the_reference(tmp_path, reference)
 
 
+def test_a_record_torn_by_the_kill_is_repaired_on_resume(tmp_path, monkeypatch, reference):
+  """A kill (or a full disk) during the append of an epoch record leaves half a line: it follows
+  the last checkpoint, so the resume drops it and redoes that epoch."""
+  real_batch = batching.TrainBatches.batch
+
+  def killed_at_step_11(self, step):
+    if step == 11:
+      raise RuntimeError('simulated kill')
+    return real_batch(self, step)
+
+  monkeypatch.setattr(batching.TrainBatches, 'batch', killed_at_step_11)
+  with pytest.raises(RuntimeError, match='simulated kill'):
+    pipeline.run(tiny_config(), tmp_path)
+  monkeypatch.setattr(batching.TrainBatches, 'batch', real_batch)
+  metrics = run_dir(tmp_path) / 'metrics.jsonl'
+  metrics.write_text(metrics.read_text() + '{"epoch": 2, "train_lo')
+  from ckd_jax.workdir.files import DamagedFileError, read_jsonl
+  with pytest.raises(DamagedFileError, match='metrics.jsonl is damaged .its last line was cut '
+                                             'short.: rerun the same command'):
+    read_jsonl(metrics)
+  pipeline.run(tiny_config(), tmp_path)
+  _assert_ends_like_the_reference(tmp_path, reference)
+
+
+def test_a_damaged_record_of_a_finished_run_is_named_not_a_parse_error(reference, tmp_path):
+  import shutil
+  copy = tmp_path / 'copy'
+  shutil.copytree(reference, copy)
+  metrics = run_dir(copy) / 'metrics.jsonl'
+  lines = metrics.read_text().splitlines(keepends=True)
+  metrics.write_text(lines[0] + '{"epoch": 2, oops}\n' + ''.join(lines[2:]))
+  config = tiny_config()
+  config.stages = 'report'
+  with pytest.raises(ValueError, match=r'metrics.jsonl is damaged \(line 2: '):
+    pipeline.run(config, copy)
+
+
 def test_rerunning_a_finished_run_does_nothing(reference):
   final = run_dir(reference) / 'final.json'
   before = final.stat().st_mtime_ns

@@ -16,7 +16,7 @@ from ckd_jax.data import load_dataset
 from ckd_jax.distributed import primary_only
 from ckd_jax.models import get_model
 from ckd_jax.stages import report
-from ckd_jax.workdir.files import read_json, write_json
+from ckd_jax.workdir.files import DamagedFileError, read_json, write_json
 from ckd_jax.workdir.layout import RunFiles, selection_path, selection_plot_path, teacher_run_dir
 
 
@@ -207,11 +207,22 @@ def write_selection(result, workdir):
   write_json(path, result)
 
 
-def _recorded_and_current_inputs(config, workdir):
+def _recorded_and_current_inputs(config, workdir, recompute_if_damaged=False):
   teacher = teacher_run_dir(workdir, config.teacher.arch, config.seed)
   path = selection_path(workdir)
-  recorded = read_json(path).get('inputs') if path.exists() else None
+  recorded = None
+  if path.exists():
+    try:
+      recorded = read_json(path, _REDO_SELECTION).get('inputs')
+    except DamagedFileError:
+      if not recompute_if_damaged:
+        raise
+      print(f'selection {path} is damaged: recomputing it')
   return recorded, selection_inputs(config, teacher), teacher
+
+
+_REDO_SELECTION = 'rerun the select stage (add it to --config.stages), which recomputes it'
+
 
 
 def check_current(config, workdir):
@@ -228,12 +239,13 @@ def run(config, workdir):
   """Estimates MI over the snapshots of teacher seed config.seed and picks T*; a selection is
   recomputed only when its snapshots or settings changed."""
   path = selection_path(workdir)
-  recorded, current, teacher = _recorded_and_current_inputs(config, workdir)
+  recorded, current, teacher = _recorded_and_current_inputs(config, workdir,
+                                                             recompute_if_damaged=True)
   if recorded == current:
     logging.info('selection %s is current; skipping', path)
     result = read_json(path)
   else:
-    if path.exists():
+    if recorded is not None:
       print(f'selection {path} is stale (its snapshots or settings changed): recomputing it')
     dataset, sc = load_dataset(config.data), config.select
     # One compiled program per estimator, with no progress to show: say what it does before.

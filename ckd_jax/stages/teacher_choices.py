@@ -91,7 +91,8 @@ def read_chosen_epoch(workdir):
   path = selection_path(workdir)
   if not path.exists():
     raise ValueError(f"teacher choice 'selected' needs {path}: run the select stage first")
-  return read_json(path)['chosen_epoch']
+  return read_json(path, 'rerun the select stage (add it to --config.stages), which recomputes '
+                         'it')['chosen_epoch']
 
 
 def member_paths(choice, workdir, teacher_config, base_seed):

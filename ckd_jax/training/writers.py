@@ -5,10 +5,11 @@ epoch record (a flat dict of numbers with 'epoch'); `MultiWriter` fans one recor
 `metrics.jsonl` (JsonlWriter) is the record the library itself reads back; the others are views.
 """
 import abc
+import pathlib
 
 from absl import logging
 
-from ckd_jax.workdir.files import append_jsonl, read_jsonl, write_jsonl
+from ckd_jax.workdir.files import append_jsonl, jsonl_text, read_jsonl, write_jsonl
 
 
 class MetricWriter(abc.ABC):
@@ -34,10 +35,12 @@ class JsonlWriter(MetricWriter):
     return read_jsonl(self.path)
 
   def truncate_after(self, epoch):
-    """Drops epochs a killed run logged after its last resume checkpoint (they will be redone)."""
-    records = self.read()
-    kept = [r for r in records if r['epoch'] <= epoch]
-    if len(kept) != len(records):
+    """Drops epochs a killed run logged after its last resume checkpoint (they will be redone),
+    and a record torn by the kill (appended before the checkpoint of its epoch, so after the last
+    one)."""
+    kept = [r for r in read_jsonl(self.path, drop_torn_tail=True) if r['epoch'] <= epoch]
+    path = pathlib.Path(self.path)
+    if path.exists() and path.read_text() != jsonl_text(kept):
       write_jsonl(self.path, kept)
 
 

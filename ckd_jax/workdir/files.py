@@ -22,26 +22,57 @@ def write_json(path, obj):
   write_text(path, json.dumps(obj, indent=2, sort_keys=True))
 
 
-def read_json(path):
-  return json.loads(pathlib.Path(path).read_text())
+class DamagedFileError(ValueError):
+  """A workdir file that does not parse; the message names it and says what to do."""
 
 
-def read_jsonl(path):
-  """The records of a JSON-lines file; [] when it does not exist yet."""
+def read_json(path, what_to_do='delete it and rerun the stage that writes it'):
+  path = pathlib.Path(path)
+  try:
+    return json.loads(path.read_text())
+  except json.JSONDecodeError as e:
+    raise DamagedFileError(f'{path} is damaged ({e.msg} at line {e.lineno}): {what_to_do}'
+                           ) from None
+
+
+def read_jsonl(path, drop_torn_tail=False):
+  """The records of a JSON-lines file; [] when it does not exist yet. A last line cut short (a
+  kill or a full disk during the append) is dropped with `drop_torn_tail` (a resume redoes
+  it), else refused with the file named, like any other damaged line."""
   path = pathlib.Path(path)
   if not path.exists():
     return []
-  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+  text = path.read_text()
+  lines = text.splitlines()
+  records = []
+  for number, line in enumerate(lines, 1):
+    if not line.strip():
+      continue
+    try:
+      records.append(json.loads(line))
+    except json.JSONDecodeError as e:
+      torn = number == len(lines) and not text.endswith('\n')
+      if torn and drop_torn_tail:
+        break
+      cause = 'its last line was cut short' if torn else f'line {number}: {e.msg}'
+      raise DamagedFileError(f'{path} is damaged ({cause}): rerun the same command, which '
+                             'resumes the run and repairs it, or delete the run folder to train '
+                             'it again') from None
+  return records
+
+
+def jsonl_text(records):
+  return ''.join(json.dumps(r, sort_keys=True) + '\n' for r in records)
 
 
 def write_jsonl(path, records):
-  write_text(path, ''.join(json.dumps(r, sort_keys=True) + '\n' for r in records))
+  write_text(path, jsonl_text(records))
 
 
 @primary_only
 def append_jsonl(path, record):
   with pathlib.Path(path).open('a') as f:
-    f.write(json.dumps(record, sort_keys=True) + '\n')
+    f.write(jsonl_text([record]))
 
 
 @primary_only

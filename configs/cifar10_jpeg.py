@@ -8,7 +8,8 @@ The images are re-encoded JPEG (quality ~75), so accuracies are not comparable w
 CIFAR-10 numbers. ResNet-20 → ResNet-8 (option B), the recipe of configs/fashion_mnist.py on 1,000
 training images, 2,000 test images. Arguments after ':' (key=value, comma-separated): root= (the
 unpacked folder), teacher=, student=, train_examples= (0: all 50,000), epochs=, batch_size= (the
-learning rate follows it: 0.1 per 128). For a GPU (see EXPERIMENTS.md):
+learning rate follows it: 0.1 per 128), regime= ('study', or 'fit': no augmentation, one
+teacher that fits its images, students from every snapshot). For a GPU (see EXPERIMENTS.md):
 `teacher=wrn_40_2,student=wrn_40_1,train_examples=0,epochs=60,batch_size=128`.
 """
 import os

@@ -8,7 +8,8 @@ ResNet-20 → ResNet-8 (option B), 3 teacher seeds × 30 epochs on 1,000 trainin
 3 students per teacher choice: T0.3/T0.5/T0.7, T_full, T*, a snapshot ensemble, the full ensemble of
 3 and no teacher; 2,000 test images. Arguments after ':' (key=value, comma-separated): teacher=,
 student=, train_examples= (0: all 60,000), epochs=, batch_size= (the learning rate
-follows it: 0.1 per 128).
+follows it: 0.1 per 128), regime= ('study', or 'fit': no augmentation, one
+teacher that fits its images, students from every snapshot).
 """
 from ckd_jax import recipes
 

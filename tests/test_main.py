@@ -121,6 +121,13 @@ def test_study_configs_keep_ten_snapshots_with_the_last_epoch_and_refuse_bad_arg
     _load('configs/fashion_mnist.py:epochs=5')
   with pytest.raises(ValueError, match="epochs='abc' must be an integer"):
     _load('configs/cifar10_jpeg.py:epochs=abc')
+  fit = _load('configs/cifar10_jpeg.py:regime=fit')  # a teacher that fits its images
+  config_checks.validate(fit)
+  assert (fit.data.crop_padding, fit.data.flip, fit.teacher.num_seeds) == (0, False, 1)
+  assert fit.distill.teachers == tuple(f'epoch:{e}' for e in range(3, 30, 3)) + (
+      'final', 'selected', 'none')
+  with pytest.raises(ValueError, match="Unknown regime 'fits'"):
+    _load('configs/fashion_mnist.py:regime=fits')
 
 
 def test_paper_recipe_numbers():

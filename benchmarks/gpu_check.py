@@ -98,7 +98,7 @@ def pipeline_command(workdir, cpu, data_root):
   if cpu:
     config = ['--config=configs/quickstart.py', '--config.teacher.arch=resnet8_b',
               '--config.distill.student=resnet8_b', '--config.data.train_examples=256',
-              '--config.data.test_examples=120', '--config.select.fit_samples=256']
+              '--config.data.test_examples=120', '--config.select.method=kde']
   else:
     config = [f'--config=configs/cifar10_jpeg.py:root={data_root},teacher=wrn_40_2,'
               'student=wrn_40_1,train_examples=10000,epochs=10,batch_size=128',

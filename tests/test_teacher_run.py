@@ -109,29 +109,9 @@ def _assert_ends_like_the_reference(workdir, reference):
       assert got[key] == want[key], key
 
 
-def test_kill_mid_epoch_then_rerun_ends_exactly_like_an_uninterrupted_run(tmp_path, monkeypatch,
-                                                                         reference):
-  real_batch = batching.TrainBatches.batch
-
-  def killed_at_step_11(self, step):
-    if step == 11:  # epoch 2, step 5; the last rolling checkpoint is at step 8
-      raise RuntimeError('simulated kill')
-    return real_batch(self, step)
-
-  monkeypatch.setattr(batching.TrainBatches, 'batch', killed_at_step_11)
-  with pytest.raises(RuntimeError, match='simulated kill'):
-    pipeline.run(tiny_config(), tmp_path)
-  assert (run_dir(tmp_path) / 'resume' / '8').exists()
-  assert not (run_dir(tmp_path) / 'final.json').exists()
-  monkeypatch.setattr(batching.TrainBatches, 'batch', real_batch)
-
-  pipeline.run(tiny_config(), tmp_path)
-  _assert_ends_like_the_reference(tmp_path, reference)
-
-
-def test_a_record_torn_by_the_kill_is_repaired_on_resume(tmp_path, monkeypatch, reference):
-  """A kill (or a full disk) during the append of an epoch record leaves half a line: it follows
-  the last checkpoint, so the resume drops it and redoes that epoch."""
+def _killed_at_step_11(workdir, monkeypatch):
+  """Runs tiny_config() until a simulated kill at step 11 (epoch 2, step 5; the last rolling
+  checkpoint is at step 8)."""
   real_batch = batching.TrainBatches.batch
 
   def killed_at_step_11(self, step):
@@ -141,8 +121,24 @@ def test_a_record_torn_by_the_kill_is_repaired_on_resume(tmp_path, monkeypatch, 
 
   monkeypatch.setattr(batching.TrainBatches, 'batch', killed_at_step_11)
   with pytest.raises(RuntimeError, match='simulated kill'):
-    pipeline.run(tiny_config(), tmp_path)
+    pipeline.run(tiny_config(), workdir)
   monkeypatch.setattr(batching.TrainBatches, 'batch', real_batch)
+
+
+def test_kill_mid_epoch_then_rerun_ends_exactly_like_an_uninterrupted_run(tmp_path, monkeypatch,
+                                                                         reference):
+  _killed_at_step_11(tmp_path, monkeypatch)
+  assert (run_dir(tmp_path) / 'resume' / '8').exists()
+  assert not (run_dir(tmp_path) / 'final.json').exists()
+
+  pipeline.run(tiny_config(), tmp_path)
+  _assert_ends_like_the_reference(tmp_path, reference)
+
+
+def test_a_record_torn_by_the_kill_is_repaired_on_resume(tmp_path, monkeypatch, reference):
+  """A kill (or a full disk) during the append of an epoch record leaves half a line: it follows
+  the last checkpoint, so the resume drops it and redoes that epoch."""
+  _killed_at_step_11(tmp_path, monkeypatch)
   metrics = run_dir(tmp_path) / 'metrics.jsonl'
   metrics.write_text(metrics.read_text() + '{"epoch": 2, "train_lo')
   from ckd_jax.workdir.files import DamagedFileError, read_jsonl

@@ -102,7 +102,9 @@ def main(argv):
     raise app.UsageError('--workdir is required: the folder where every stage reads and writes')
   single_process = not (_COORDINATOR.value or _NUM_PROCESSES.value > 1 or
                         distributed.slurm_num_processes() > 1)
-  if single_process and _RESUME_AFTER_ABORT.value > 0 and not supervise.is_child():
+  if supervise.is_child():
+    supervise.follow_parent()
+  elif single_process and _RESUME_AFTER_ABORT.value > 0:
     command = [sys.executable, '-m', 'ckd_jax.main', *sys.argv[1:]]
     sys.exit(supervise.supervise(command, _RESUME_AFTER_ABORT.value))
   # JAX is imported only by the process that computes (a supervisor's start stays quick)

@@ -9,8 +9,10 @@ user's, and a cause that repeats still ends the run after `max_restarts`. Nothin
 retried: any other exit status is the child's own, passed on unchanged.
 
 The child runs in a process group of its own, so that the signals a terminal, `timeout` or a
-cluster sends to this process reach it exactly once (forwarded here); on Linux it is killed with
-this process, so a SIGKILL never leaves it running on the workdir.
+cluster sends to this process reach it exactly once (forwarded here); on Linux it asks to be killed
+with this process (`follow_parent`, its first act), so a SIGKILL never leaves it running on the
+workdir. (Not through subprocess's preexec_fn: that forks a process with JAX's threads, which can
+deadlock.)
 """
 import ctypes
 import os
@@ -18,29 +20,32 @@ import signal
 import subprocess
 import sys
 
-CHILD_ENV = 'CKD_JAX_SUPERVISED'  # set in the child: it computes, and supervises nothing
+CHILD_ENV = 'CKD_JAX_SUPERVISED'  # in the child: the supervisor's pid; it computes, supervises nothing
 COLLECTIVE_ABORT = 'Termination timeout'  # XLA's words when a collective's participants are late
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
 _PR_SET_PDEATHSIG = 1
 
 
 def is_child():
-  return os.environ.get(CHILD_ENV) == '1'
+  return bool(os.environ.get(CHILD_ENV))
 
 
-def _die_with_parent():
-  """In the child, before exec: the kernel sends it SIGKILL when the supervisor dies (Linux)."""
+def follow_parent():
+  """In the child: the kernel sends it SIGKILL when the supervisor dies (Linux; elsewhere a
+  killed supervisor leaves the child running). A supervisor that died before this call is seen
+  as a changed parent, and the child stops at once."""
   try:
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-  except (OSError, AttributeError):  # not Linux: a killed supervisor leaves the child running
-    pass
+  except (OSError, AttributeError):
+    return
+  if str(os.getppid()) != os.environ.get(CHILD_ENV):
+    os._exit(1)
 
 
 def _run_once(command, env):
   """Runs `command`, its stderr passed through; returns (exit status, whether XLA's collective
   abort message was seen)."""
-  child = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, start_new_session=True,
-                           preexec_fn=_die_with_parent)
+  child = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, start_new_session=True)
   previous = {s: signal.signal(s, lambda signum, frame: child.send_signal(signum))
               for s in FORWARDED}
   tail, seen = b'', False
@@ -62,7 +67,7 @@ def _run_once(command, env):
 def supervise(command, max_restarts, env=None):
   """Runs `command` (the same command line, which then computes) until it ends other than by
   SIGABRT, or has aborted `max_restarts` + 1 times; returns the exit status to leave with."""
-  env = dict(os.environ if env is None else env, **{CHILD_ENV: '1'})
+  env = dict(os.environ if env is None else env, **{CHILD_ENV: str(os.getpid())})
   restarts = 0
   while True:
     status, collective = _run_once(command, env)

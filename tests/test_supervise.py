@@ -23,7 +23,7 @@ def _child(tmp_path, body):
       starts = pathlib.Path({str(tmp_path / 'starts')!r})
       n = int(starts.read_text()) + 1 if starts.exists() else 1
       starts.write_text(str(n))
-      assert os.environ[{supervise.CHILD_ENV!r}] == '1'
+      assert os.environ[{supervise.CHILD_ENV!r}] == str(os.getppid())
   ''') + textwrap.dedent(body))
   return [sys.executable, str(script)]
 
@@ -97,6 +97,9 @@ def test_a_killed_supervisor_takes_its_child_along(tmp_path):
     pytest.skip('the child dies with its parent through prctl, on Linux only')
   pid_file = tmp_path / 'pid'
   child = _child(tmp_path, f'''
+      sys.path.insert(0, {str(ROOT)!r})
+      from ckd_jax import supervise
+      supervise.follow_parent()  # as the command line's child does first
       pathlib.Path({str(pid_file)!r}).write_text(str(os.getpid()))
       time.sleep(60)
   ''')

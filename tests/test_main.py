@@ -30,11 +30,27 @@ def _load(path_and_arg):
   return module.get_config(arg or None)
 
 
-def test_quickstart_teacher_run_from_the_command_line(tmp_path):
-  result = _main('--config=configs/quickstart.py', '--config.stages=teacher',
-                 '--config.teacher.num_seeds=1', '--config.teacher.epochs=2',
-                 '--config.teacher.snapshot_epochs=(1,2)', '--config.teacher.optimizer.milestones=(1,)',
-                 '--config.progress=False', workdir=tmp_path)
+# The quick-start's teacher stage, short, with a rolling checkpoint every 10 steps.
+TEACHER_RUN = ('--config=configs/quickstart.py', '--config.stages=teacher',
+               '--config.teacher.num_seeds=1', '--config.teacher.epochs=2',
+               '--config.teacher.snapshot_epochs=(1,2)', '--config.teacher.optimizer.milestones=(1,)',
+               '--config.teacher.checkpoint_every_steps=10', '--config.progress=False')
+
+
+@pytest.fixture(scope='module')
+def teacher_run(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp('teacher_run')
+  return workdir, _main(*TEACHER_RUN, workdir=workdir)
+
+
+def _records(workdir):
+  lines = (workdir / 'teachers' / 'resnet20_seed0' / 'metrics.jsonl').read_text().splitlines()
+  timing = ('epoch_time_s', 'img_per_sec')
+  return [{k: v for k, v in json.loads(line).items() if k not in timing} for line in lines]
+
+
+def test_quickstart_teacher_run_from_the_command_line(teacher_run):
+  tmp_path, result = teacher_run
   assert result.returncode == 0, result.stderr[-3000:]
   assert f'done: results in {tmp_path}' in result.stdout
   run = tmp_path / 'teachers' / 'resnet20_seed0'
@@ -43,6 +59,36 @@ def test_quickstart_teacher_run_from_the_command_line(tmp_path):
   assert final['last_test_accuracy'] > 0.3  # 10 classes: well above chance after two epochs
   assert json.loads((tmp_path / 'config.json').read_text())['teacher']['epochs'] == 2
   assert any((tmp_path / 'xla_cache').iterdir())  # the default compilation cache of the workdir
+  assert 'warning' not in result.stderr  # nothing was restarted
+
+
+def test_a_run_whose_process_aborts_ends_where_an_undisturbed_run_ends(teacher_run, tmp_path):
+  """SIGABRT to the computing process (the command line's child) after the first snapshot: the
+  command line says so in one line, resumes from the last checkpoint and ends with the
+  undisturbed run's records."""
+  import signal
+  import time
+  reference, result = teacher_run
+  assert result.returncode == 0, result.stderr[-3000:]
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  env['PYTHONPATH'] = str(ROOT)
+  disturbed = subprocess.Popen(
+      [sys.executable, '-m', 'ckd_jax.main', f'--workdir={tmp_path}', *TEACHER_RUN,
+       f'--compilation_cache_dir={reference / "xla_cache"}'],
+      cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  snapshot = tmp_path / 'teachers' / 'resnet20_seed0' / 'snapshots' / '1'
+  deadline = time.time() + 300
+  while not snapshot.exists() and time.time() < deadline and disturbed.poll() is None:
+    time.sleep(0.05)
+  children = subprocess.run(['pgrep', '-P', str(disturbed.pid)], capture_output=True,
+                            text=True).stdout.split()
+  assert len(children) == 1 and snapshot.exists()
+  os.kill(int(children[0]), signal.SIGABRT)
+  out, err = disturbed.communicate(timeout=600)
+  assert disturbed.returncode == 0, err[-3000:]
+  assert err.count('warning: the pipeline process died (it was aborted (SIGABRT))') == 1
+  assert 'done: results in' in out
+  assert _records(tmp_path) == _records(reference)
 
 
 @pytest.mark.parametrize('override,message', [

@@ -1,5 +1,4 @@
 """The command line's supervisor: restarts after SIGABRT only, bounded, signals forwarded once."""
-import json
 import os
 import pathlib
 import signal
@@ -120,47 +119,3 @@ def test_a_killed_supervisor_takes_its_child_along(tmp_path):
       return
     time.sleep(0.05)
   pytest.fail('the child outlived its supervisor')
-
-
-def _teacher_run(workdir, cache):
-  """The quick-start's teacher stage, small, with a rolling checkpoint every 5 steps."""
-  env = {k: v for k, v in os.environ.items() if k not in ('XLA_FLAGS', supervise.CHILD_ENV)}
-  env['PYTHONPATH'] = str(ROOT)
-  return subprocess.Popen(
-      [sys.executable, '-m', 'ckd_jax.main', f'--workdir={workdir}',
-       '--config=configs/quickstart.py', '--config.stages=teacher', '--config.progress=False',
-       '--config.teacher.arch=resnet8_b', '--config.teacher.num_seeds=1',
-       '--config.teacher.epochs=3', '--config.teacher.snapshot_epochs=(1,3)',
-       '--config.teacher.optimizer.milestones=(2,)', '--config.teacher.checkpoint_every_steps=5',
-       '--config.data.train_examples=320', '--config.data.test_examples=120',
-       f'--compilation_cache_dir={cache}'],
-      cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def _records(workdir):
-  lines = (workdir / 'teachers' / 'resnet8_b_seed0' / 'metrics.jsonl').read_text().splitlines()
-  timing = ('epoch_time_s', 'img_per_sec', 'time')
-  return [{k: v for k, v in json.loads(line).items() if k not in timing} for line in lines]
-
-
-def test_a_run_whose_process_aborts_ends_where_an_undisturbed_run_ends(tmp_path):
-  """SIGABRT to the computing process after the first snapshot: the command line says so in one
-  line, resumes from the last checkpoint and ends with the undisturbed run's records."""
-  cache = tmp_path / 'cache'
-  undisturbed = _teacher_run(tmp_path / 'a', cache)
-  out, err = undisturbed.communicate(timeout=600)
-  assert undisturbed.returncode == 0, err[-3000:]
-  disturbed = _teacher_run(tmp_path / 'b', cache)
-  snapshot = tmp_path / 'b' / 'teachers' / 'resnet8_b_seed0' / 'snapshots' / '1'
-  deadline = time.time() + 300
-  while not snapshot.exists() and time.time() < deadline and disturbed.poll() is None:
-    time.sleep(0.05)
-  children = subprocess.run(['pgrep', '-P', str(disturbed.pid)], capture_output=True,
-                            text=True).stdout.split()
-  assert len(children) == 1 and snapshot.exists()
-  os.kill(int(children[0]), signal.SIGABRT)
-  out, err = disturbed.communicate(timeout=600)
-  assert disturbed.returncode == 0, err[-3000:]
-  assert err.count('warning: the pipeline process died (it was aborted (SIGABRT))') == 1
-  assert 'done: results in' in out
-  assert _records(tmp_path / 'b') == _records(tmp_path / 'a')

@@ -42,6 +42,7 @@ setup(
         'tfds': ['tensorflow-cpu>=2.16', 'importlib_resources>=6.0'],
         'tensorboard': ['tensorboardX>=2.6'],
         'launch': ['submitit>=1.5'],  # launch/slurm.py, launch/sweep.py --slurm
-        'test': ['pytest>=8', 'pytest-xdist>=3.5', 'tensorboardX>=2.6', 'submitit>=1.5'],
+        'test': ['pytest>=8', 'pytest-xdist>=3.5', 'tensorboardX>=2.6', 'submitit>=1.5',
+                 'ruff>=0.6'],
     },
 )

@@ -14,7 +14,6 @@ OUTDIR/gpu_check.md; exits non-zero if any part failed, after writing what it ha
 """
 import argparse
 import json
-import os
 import pathlib
 import platform
 import subprocess

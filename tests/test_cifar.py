@@ -2,7 +2,6 @@
 download against a server of our own on 127.0.0.1."""
 import hashlib
 import http.server
-import io
 import os
 import pathlib
 import pickle

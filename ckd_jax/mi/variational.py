@@ -8,7 +8,6 @@ constant cancels in the min-max normalisation across snapshots, which is all the
 Probes and decoders are fitted on the training split and evaluated on held-out data; every snapshot
 gets the same initialisation, minibatches and budget, so snapshots are comparable. Units: nats.
 """
-import math
 
 import jax
 import jax.numpy as jnp

@@ -14,6 +14,7 @@ OUTDIR/gpu_check.md; exits non-zero if any part failed, after writing what it ha
 """
 import argparse
 import json
+import os
 import pathlib
 import platform
 import subprocess
@@ -103,6 +104,9 @@ def pipeline_command(workdir, cpu, data_root):
               'student=wrn_40_1,train_examples=10000,epochs=10,batch_size=128',
               '--config.data.test_examples=2000', '--config.select.num_samples=2000',
               '--config.select.fit_samples=2000']
+  # an XLA cache given to this process (the tests' shared one) serves the command line too
+  cache = os.environ.get('JAX_COMPILATION_CACHE_DIR')
+  config += [f'--compilation_cache_dir={cache}'] if cache else []
   return [sys.executable, '-m', 'ckd_jax.main', f'--workdir={workdir}', *config,
           '--config.progress=False', '--config.teacher.num_seeds=1',
           '--config.teacher.epochs=2', '--config.teacher.snapshot_epochs=(1,2)',

@@ -10,11 +10,14 @@ an evaluation and a read-back to the host. --processes workers run side by side 
 second study does), each for --minutes; a worker that dies is counted (by its signal; an XLA
 collective abort is SIGABRT with "Termination timeout" on stderr) and started again.
 
-Settings (--settings, comma-separated), each in its own processes:
-  default   the library's CPU default as `ckd_jax.main` sets it (parallel.cpu_mesh_xla_flags).
-  xla       XLA's own collective timeouts (20 s warning, 40 s abort) and the library's devices.
-  devices2  two host devices instead of the default count.
-  none      one device, no mesh (no collective at all).
+Settings (--settings, comma-separated), each in its own processes, on the library's default count
+of host devices (`parallel.host_device_count(0)`) unless they say otherwise:
+  default                   the library as it is (the host paced: parallel.CPU_MAX_IN_FLIGHT).
+  unbounded                 pacing off (the library before it): XLA's 40 s collective timeouts.
+  unbounded_no_eigen        the same with --xla_cpu_multi_thread_eigen=false.
+  unbounded_long_timeouts   the same with both collective timeouts at 900 s (hangs, not aborts).
+  unbounded_devices2        two host devices, pacing off.
+  none                      one device, no mesh (no collective at all).
 Prints a table (runs, steps, aborts, aborts per hour, ms per step) and writes JSON (--out).
 """
 import argparse
@@ -75,18 +78,22 @@ def worker(args):
     run += 1
 
 
+def _host_devices(count):
+  return [f'--xla_force_host_platform_device_count={count}']
+
+
 def setting_env(setting, base_env):
   """The environment of a worker of `setting`: XLA_FLAGS as the command line would set them."""
   from ckd_jax import parallel
   count = parallel.host_device_count(0)
-  flags = {'default': parallel.cpu_mesh_xla_flags(count),
-           'unbounded': parallel.cpu_mesh_xla_flags(count),
-           'unbounded_no_eigen': parallel.cpu_mesh_xla_flags(count) + [
+  flags = {'default': _host_devices(count),
+           'unbounded': _host_devices(count),
+           'unbounded_no_eigen': _host_devices(count) + [
                '--xla_cpu_multi_thread_eigen=false'],
-           'unbounded_long_timeouts': parallel.cpu_mesh_xla_flags(count) + [
+           'unbounded_long_timeouts': _host_devices(count) + [
                '--xla_cpu_collective_timeout_seconds=900',
                '--xla_cpu_collective_call_terminate_timeout_seconds=900'],
-           'unbounded_devices2': parallel.cpu_mesh_xla_flags(2),
+           'unbounded_devices2': _host_devices(2),
            'none': []}[setting]
   return dict(base_env, JAX_PLATFORMS='cpu', PYTHONUNBUFFERED='1',
               XLA_FLAGS=' '.join([base_env.get('XLA_FLAGS', '')] + flags).strip())

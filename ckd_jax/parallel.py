@@ -20,13 +20,13 @@ from jax.sharding import NamedSharding, PartitionSpec
 AXIS_NAME = 'batch'
 MODES = ('auto', 'none', 'pmap', 'mesh')
 _HOST_DEVICE_FLAG = '--xla_force_host_platform_device_count'
-# XLA's CPU client lets the host run up to 32 programs per device ahead of the devices (a per-device
-# semaphore). On a CPU split into host devices, a multi-device program whose launch on one device
-# waited on that semaphore, while its shards on the other devices already blocked the intra-op
-# threads in an all-reduce, never completed: XLA aborted the process after 40 s
-# (benchmarks/mesh_stress.py reproduces it, benchmarks/RESULTS.md has the rates before and after).
-# With the host kept this many calls ahead, the semaphore never fills. Revisit when jaxlib's CPU
-# client changes: rerun the stress benchmark with setting `unbounded`.
+# XLA's CPU client lets the host run a bounded number of programs per device ahead of the devices
+# (a per-device semaphore). On a CPU split into host devices, a multi-device program whose launch on
+# one device waited on that semaphore, while its shards on the other devices already held the
+# intra-op threads in an all-reduce, never completed, and XLA aborted the process at its collective
+# timeout. With the host kept this many calls ahead, the semaphore never fills. Evidence and rates:
+# benchmarks/mesh_stress.py, benchmarks/RESULTS.md (2026-12-01). Revisit when jaxlib's CPU client
+# changes: rerun the stress benchmark with setting `unbounded`.
 CPU_MAX_IN_FLIGHT = 4
 
 
@@ -53,11 +53,6 @@ def host_device_count(setting):
   if setting < 0:
     raise ValueError(f'host_devices must be >= 0 (0: two per core), got {setting}')
   return setting or min(8, 2 * (os.cpu_count() or 1))
-
-
-def cpu_mesh_xla_flags(count):
-  """XLA_FLAGS that give a process `count` host devices (for benchmarks and child processes)."""
-  return [f'{_HOST_DEVICE_FLAG}={count}']
 
 
 class DataParallel:

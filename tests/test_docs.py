@@ -1,0 +1,75 @@
+"""The README and docs/ stay true: the fields, files, links and numbers they name exist."""
+import importlib.util
+import pathlib
+import re
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+PAGES = [ROOT / 'README.md', *sorted((ROOT / 'docs').glob('*.md'))]
+# A config field as the docs write it: --config.a.b=… or `a.b` with a known top-level section.
+FIELD_FLAG = re.compile(r'--config\.([a-z_][a-z0-9_.]*)=')
+FIELD_NAMED = re.compile(r'`((?:data|teacher|distill|select)\.[a-z_][a-z0-9_.]*)')
+LINK = re.compile(r'\]\(([^)#\s]+)(?:#[^)]*)?\)')
+CONFIG_FILE = re.compile(r'configs/[a-z0-9_]+\.py')
+
+
+def _config_fields():
+  """Every field path of every config in configs/, from their get_config() (no JAX work)."""
+  fields = set()
+
+  def walk(config, prefix):
+    for key, value in config.items():
+      fields.add(prefix + key)
+      if hasattr(value, 'items'):
+        walk(value, prefix + key + '.')
+
+  for path in sorted((ROOT / 'configs').glob('*.py')):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    walk(module.get_config(), '')
+  return fields
+
+
+@pytest.fixture(scope='module')
+def config_fields():
+  return _config_fields()
+
+
+def test_every_config_field_named_in_the_docs_exists(config_fields):
+  unknown, checked = {}, 0
+  for page in PAGES:
+    text = page.read_text()
+    named = {name.rstrip('.') for name in FIELD_FLAG.findall(text) + FIELD_NAMED.findall(text)}
+    checked += len(named)
+    unknown[page.name] = sorted(name for name in named if name not in config_fields)
+  assert checked > 25  # the patterns find what the docs name (31 when written)
+  assert {page: names for page, names in unknown.items() if names} == {}
+
+
+@pytest.mark.parametrize('page', PAGES, ids=lambda p: p.name)
+def test_every_link_and_config_file_in_the_docs_exists(page):
+  text = page.read_text()
+  targets = [t for t in LINK.findall(text) if not t.startswith(('http://', 'https://'))]
+  missing = [t for t in targets if not (page.parent / t).exists()]
+  missing += [f for f in CONFIG_FILE.findall(text) if not (ROOT / f).exists()]
+  assert not missing, f'{page.name} points to files that do not exist: {missing}'
+
+
+def test_the_readme_is_short_and_its_results_come_from_experiments():
+  readme = (ROOT / 'README.md').read_text()
+  assert len(readme.splitlines()) <= 150
+  table = readme[readme.index('## Results so far'):readme.index('## Documentation')]
+  numbers = re.findall(r'\d+\.\d\d ± \d+\.\d\d', table)
+  assert len(numbers) == 10
+  experiments = (ROOT / 'EXPERIMENTS.md').read_text()
+  assert [n for n in numbers if n not in experiments] == []
+
+
+def test_the_docs_hold_no_machine_timings():
+  """Measured speeds live in benchmarks/RESULTS.md, dated, with the machine; the docs link it."""
+  timing = re.compile(r'\d(?:\.\d+)?\s*(?:×|x) (?:faster|slower)|\d+(?:\.\d+)?\s*img/s|'
+                      r'\d+(?:\.\d+)? ?(?:s|ms|min|minutes|seconds) (?:shorter|faster|longer)')
+  found = {p.name: timing.findall(p.read_text()) for p in PAGES}
+  assert {name: hits for name, hits in found.items() if hits} == {}

@@ -147,9 +147,10 @@ def main(argv):
 def _exit_now(message):
   """Prints `message` and exits with status 1 without finalising the interpreter. An interrupt can
   land while XLA still runs dispatched work on its own threads (e.g. the select stage's program):
-  finalising then crashed the process with a segmentation fault after the message (3 kills out of
-  3, 7 s into the select stage of the quick-start). Everything to keep is saved by then (checkpoints are written before the
-  interrupt propagates; the workdir lock is released by the OS)."""
+  finalising then crashed the process with a segmentation fault after the message (a kill during
+  the quick-start's select stage reproduced it). Everything to keep is saved by then (checkpoints
+  are written before the interrupt propagates; the workdir lock is released by the OS). Revisit if
+  jaxlib's shutdown waits for its in-flight work."""
   print(message, file=sys.stderr)
   sys.stdout.flush()
   sys.stderr.flush()

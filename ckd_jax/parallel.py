@@ -33,8 +33,8 @@ CPU_MAX_IN_FLIGHT = 4
 def use_host_devices(count):
   """Splits the CPU into `count` host devices (0: leave JAX's default of one), before JAX starts.
 
-  A training step on one XLA CPU device leaves cores idle: the same batch split over 4 host
-  devices ran 1.2–1.5× faster on 2 cores (benchmarks/RESULTS.md). Returns the count in effect, or
+  A training step on one XLA CPU device leaves cores idle: the same batch split over several host
+  devices runs faster (benchmarks/RESULTS.md, `benchmarks/run.py`). Returns the count in effect, or
   None when it was not ours to set: an explicit XLA_FLAGS count wins, and once JAX has run
   anything its devices are fixed.
   """
@@ -48,8 +48,8 @@ def use_host_devices(count):
 
 
 def host_device_count(setting):
-  """config.host_devices: a count, or 0 for the default of two per core, at most 8 (on the 2-core
-  machine of benchmarks/RESULTS.md, 4 devices were the fastest for 32×32 images)."""
+  """config.host_devices: a count, or 0 for the default of two per core, at most 8 (the fastest
+  split for 32×32 images in benchmarks/RESULTS.md; revisit on machines with many cores)."""
   if setting < 0:
     raise ValueError(f'host_devices must be >= 0 (0: two per core), got {setting}')
   return setting or min(8, 2 * (os.cpu_count() or 1))

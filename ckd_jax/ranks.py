@@ -1,7 +1,7 @@
 """Spearman's rank correlation in numpy, for the select stage and the report's claims.
 
-Why not scipy.stats.spearmanr: importing scipy.stats takes ~1 s, which the select and report stages
-paid for one number; this is the same statistic (ties share their average rank; tested against
+Why not scipy.stats.spearmanr: importing scipy.stats costs more than the select and report stages
+spend on this one number; this is the same statistic (ties share their average rank; tested against
 scipy) and imports nothing but numpy, so the report stays free of JAX and scipy.
 """
 import numpy as np

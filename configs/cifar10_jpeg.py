@@ -1,4 +1,4 @@
-"""CIFAR-10 JPEG study (EXPERIMENTS.md): the lossy JPEG copy of CIFAR-10, ~65 minutes on 2 CPU cores.
+"""CIFAR-10 JPEG study (EXPERIMENTS.md): the lossy JPEG copy of CIFAR-10, about an hour on 2 CPU cores.
 
   mkdir -p ~/.cache/ckd_jax/cifar10-jpeg
   tar -xzf ../shared/data/cifar10-jpeg/cifar10-jpeg.tar.gz -C ~/.cache/ckd_jax/cifar10-jpeg

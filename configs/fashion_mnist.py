@@ -1,4 +1,4 @@
-"""Fashion-MNIST study (EXPERIMENTS.md): the official IDX files, offline, ~50 minutes on 2 CPU cores.
+"""Fashion-MNIST study (EXPERIMENTS.md): the official IDX files, offline, about an hour on 2 CPU cores.
 
   sudo apt-get install dataset-fashion-mnist      # Debian: /usr/share/datasets/fashion-mnist
   python -m ckd_jax.main --config=configs/fashion_mnist.py --workdir=runs/fashion_mnist

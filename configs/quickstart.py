@@ -22,7 +22,7 @@ def get_config(arg=None):
                 'none'),
       alpha=0.5, temperature=4.0, ensemble_mode='probs', kd_until_epoch=0,
       teacher_train_mode_batch_norm=False)
-  # Rolling checkpoints every 100 of a run's 220 steps (~2 s of training); each costs 0.1-0.2 s.
+  # Rolling checkpoints every 100 of a run's 220 steps: an Orbax save costs a fixed time per save.
   # 8×8 digits: a 1-pixel crop jitter; no flips (a flipped digit is another symbol).
   data = dict(source='digits', name='digits', crop_padding=1, flip=False, eval_batch_size=360)
   select = dict(num_samples=0, fit_samples=1438, batch_size=360, variational=dict(
@@ -30,7 +30,7 @@ def get_config(arg=None):
       decoder=dict(hidden=128, steps=300, batch_size=256, learning_rate=1e-3,
                    pixel_noise_std=0.1)))
   config = recipes.base_config(data, teacher, distill, select)
-  # 8×8 images are too little work to split: one CPU device ran ResNet-20 steps 1.6× faster than a
-  # mesh of 4 host devices on 2 cores (benchmarks/RESULTS.md), unlike 32×32 images.
+  # 8×8 images are too little work to split: one CPU device ran ResNet-20 steps faster than a
+  # mesh of host devices (benchmarks/RESULTS.md), unlike 32×32 images.
   config.parallel = 'none'
   return config

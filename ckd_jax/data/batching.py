@@ -60,7 +60,7 @@ class TrainBatches:
     cut = functools.partial(_cut_batch, batch_size=batch_size, rows=self.stream.rows,
                             mean=tuple(mean), std=tuple(std), padding=padding, flip=flip)
     # The step's key is drawn inside the compiled cut: one dispatch per batch (an eager fold_in
-    # cost as much as the cut on the quick-start's 8×8 batches).
+    # would be a second dispatch, as costly as the cut itself on small batches).
     cut_at = lambda images, labels, perm, step, aug_key, global_step: cut(
         images, labels, perm, step, jax.random.fold_in(aug_key, global_step))
     self._cut = jax.jit(cut_at)

@@ -65,7 +65,7 @@ def load_digits(test_fraction=0.2, seed=0):
 
 def _sklearn_digits():
   """(pixels 0-16 (N, 64), labels) from the CSV that sklearn ships, read as its `load_digits`
-  reads it but without importing sklearn (~1 s, with scipy); through sklearn if the file moved."""
+  reads it but without importing sklearn (which imports scipy); through sklearn if the file moved."""
   import importlib.util
   spec = importlib.util.find_spec('sklearn')
   path = pathlib.Path(spec.origin).parent / 'datasets' / 'data' / 'digits.csv.gz' if spec else None

@@ -1,7 +1,7 @@
 """Features of every snapshot at once: one compiled forward over the stacked parameters.
 
-The snapshots run in one compiled loop (`lax.map`; a `vmap` over stacked conv kernels is ~5× slower
-on the CPU, see `training.steps.make_teacher_forward`). The data is processed in chunks (a Python
+The snapshots run in one compiled loop (`lax.map`; a `vmap` over stacked conv kernels is slower on
+the CPU, see `training.steps.make_teacher_forward`). The data is processed in chunks (a Python
 loop over data, never over snapshots); every chunk runs the same compiled program.
 """
 import functools

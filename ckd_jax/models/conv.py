@@ -1,17 +1,17 @@
 """2-D convolution with its backward pass written out for XLA's CPU backend.
 
 Why: JAX differentiates a convolution into two convolutions whose dimension layouts XLA's CPU
-backend has to rearrange before its fast kernels take them. It does so in a program's top level, but not
-inside loops: there the kernel gradient ran 30–40× slower (a training step inside `lax.map` over
-stacked runs or `lax.scan` over K steps, benchmarks/RESULTS.md). Here both gradients are
+backend has to rearrange before its fast kernels take them. It does so in a program's top level,
+but not inside loops (a training step inside `lax.map` over stacked runs or `lax.scan` over K
+steps), where the kernel gradient then ran many times slower (benchmarks/RESULTS.md). Here both gradients are
 convolutions in the layout the kernels take (images NHWC, kernels HWIO), with the transposes
 explicit, so they are fast everywhere; the values are those of JAX's own rule (tested).
 Depthwise convolutions (MobileNetV2, ShuffleNetV2) are a sum of shifted, per-channel scaled
-images here: XLA's CPU backend ran them as dense convolutions over a block-diagonal kernel, 23×
-slower forward, 6× slower forward + backward and 160× slower inside loops
-(benchmarks/conv_grads.py). A kernel larger than its image (the 2×2 maps of the quick-start's ResNets)
-is one matrix product of the image's windows: XLA's CPU convolution was 6–23× slower there.
-Only the CPU takes these paths: GPUs keep XLA's own, which cuDNN's kernels expect.
+images here: XLA's CPU backend ran them as dense convolutions over a block-diagonal kernel. A
+kernel larger than its image (the 2×2 maps of the quick-start's ResNets) is one matrix product of
+the image's windows, where XLA's CPU convolution was slow too. `benchmarks/conv_grads.py` times
+each against XLA's own (benchmarks/RESULTS.md); revisit with each jaxlib release. Only the CPU
+takes these paths: GPUs keep XLA's own, which cuDNN's kernels expect.
 """
 import functools
 
@@ -83,7 +83,7 @@ def _depthwise(images, kernel, strides, padding):
 def _patches(images, kernel, strides, padding):
   """A kernel larger than the image (3×3 over the 2×2 maps of a ResNet's last stage on 8×8 digits):
   one matrix product of the windows, side by side, with the kernel as a (kh·kw·C_in, C_out) matrix.
-  XLA's CPU backend ran these convolutions, and the image gradient of each, 6–23× slower
+  XLA's CPU backend ran these convolutions, and the image gradient of each, slowly
   (benchmarks/conv_grads.py --shapes 64x2x64); autodiff of the product is fast, in loops too."""
   patches = jnp.concatenate(_windows(images, kernel.shape[:2], strides, padding), axis=3)
   out = lax.dot_general(patches, kernel.reshape(-1, kernel.shape[3]), (((3,), (0,)), ((), ())),

@@ -32,8 +32,8 @@ class DivergenceError(FloatingPointError):
 
 
 def _all_finite(tree):
-  """Checked on the host, where the loop's states are copied anyway: a jitted check compiled once
-  per state structure, ~0.5 s on the CPU, more than every epoch's host check of a ResNet-20."""
+  """Checked on the host, where the loop's states are copied anyway: a jitted check would compile
+  once per state structure, which costs more than all the epochs' host checks of a small model."""
   return all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(tree))
 
 
@@ -70,8 +70,8 @@ class LoopOptions:
   num_epochs: int
   snapshot_epochs: tuple = ()
   # The rolling resume checkpoint: every N steps, or 0: at every epoch end (and on Ctrl-C / SIGTERM
-  # either way). Only one of the two: each save costs ~0.13 s even for a small model (Orbax), a
-  # quarter of an epoch of the quick-start.
+  # either way). Only one of the two: an Orbax save has a fixed cost even for a small model, a
+  # large part of a short epoch.
   checkpoint_every_steps: int = 0
   steps_per_call: int = 1  # K > 1: K steps per device call, one lax.scan (see `_block_end`)
   progress: bool = True
@@ -86,8 +86,8 @@ def make_evaluator(eval_step, split, batch_size, mean, std, parallel, once=False
   (the training loop's own state), so nothing goes through the host but the three sums. The batch
   is rounded up to a multiple of the devices: padding is masked, so the result is the same.
   `once=True` (an evaluator used for one pass, e.g. a teacher ensemble's accuracy) compiles without
-  XLA's backend optimisations: for 3 ResNet-20s on the CPU, 0.8 s instead of 1.8 s, for a pass 1.8×
-  as long (a per-epoch evaluator would lose more than it saves).
+  XLA's backend optimisations: compiling faster pays for one slower pass, not for a per-epoch
+  evaluator's many.
   """
   compiled = parallel.compile(eval_step, compiler_options=(
       {'xla_backend_optimization_level': 0} if once else None))
@@ -106,8 +106,8 @@ def make_evaluator(eval_step, split, batch_size, mean, std, parallel, once=False
 
 
 def _add(a, b):
-  """a + b leaf by leaf (a None: nothing yet), in one device call: eager additions of the step
-  metrics cost ~0.4 ms each, more than the quick-start's 8×8 steps leave between two steps."""
+  """a + b leaf by leaf (a None: nothing yet), in one device call: one eager addition per metric
+  would dispatch several device calls per step, more host time than small steps leave."""
   return b if a is None else _tree_sum(a, b)
 
 

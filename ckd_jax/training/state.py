@@ -21,7 +21,7 @@ def create_train_state(model, tx, image_shape, seed):
   images = jnp.zeros((1,) + tuple(image_shape), jnp.float32)
   variables = _compiled_init(model, images.shape)(jax.random.key(seed), images)
   # As TrainState.create, with the optimizer state made by one compiled call: eagerly, every
-  # parameter shape compiled its own zeros (12 programs, ~0.6 s for a ResNet on the CPU). An array
+  # parameter shape would compile its own zeros (one program per distinct shape). An array
   # step (not a Python int) keeps its dtype through checkpoints and pmap.
   return TrainState(step=jnp.zeros((), jnp.int32), apply_fn=model.apply,
                     params=variables['params'], tx=tx,
@@ -35,8 +35,8 @@ def _compiled_init(model, images_shape):
   value): runs of one architecture (seeds, students of each teacher choice) share it.
 
   Compiled without XLA's backend optimisations: it runs once per run, and optimising its unrolled
-  random number code took 5.2 of the 5.5 s that a ResNet-8's init took to compile on the CPU (1.1 s
-  without; the values differ from optimised code's in the last bit at most).
+  random number code was most of its compile time on the CPU (the values differ from optimised
+  code's in the last bit at most).
   """
   init = jax.jit(model.init, static_argnames=('train',))
   return init.lower(jax.random.key(0), jnp.zeros(images_shape, jnp.float32), train=False).compile(

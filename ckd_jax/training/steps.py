@@ -44,8 +44,8 @@ def make_teacher_forward(teacher_model, train_mode_batch_norm=False):
   """(stacked teacher variables, images) -> (M, B, K) logits, no gradient, inside the step.
 
   The members run one after another in ONE compiled loop (`lax.map`): a `vmap` over stacked conv
-  kernels was 5.6× slower on the CPU for 3 ResNet-20 teachers (a batched-kernel convolution), and
-  the loop compiles once whatever M. Teachers are frozen and use their running BN statistics.
+  kernels becomes a batched-kernel convolution, which XLA's CPU backend runs far slower
+  (benchmarks/RESULTS.md; revisit on GPUs), and the loop compiles once whatever M. Teachers are frozen and use their running BN statistics.
   `train_mode_batch_norm=True` reproduces the authors' code, which left the teacher in train mode
   (batch statistics, updates discarded).
   """
@@ -70,8 +70,7 @@ def make_teacher_targets(teacher_forward, temperature, ensemble_mode='probs',
 
   The training loop runs it as a program of its own before each step (`add_targets`), so that the
   student's step takes no teacher: one compiled step serves every teacher choice, and only this
-  forward compiles once per member count (the fused ResNet-8 KD step took ~4 s to compile per
-  count on the CPU, this forward ~1.5 s).
+  forward, smaller than a fused KD step, compiles once per member count.
   """
   losses.check_ensemble_mode(ensemble_mode)
   dtype = precision.check_dtype(compute_dtype, 'compute_dtype')
@@ -146,8 +145,8 @@ def over_runs(step):
 
   On accelerators a `vmap`: the runs fill the device together. On the CPU a compiled loop over the
   runs (`lax.map`): XLA's CPU backend turns vmapped convolutions (a kernel per run) into
-  batched-kernel convolutions, and 5 vmapped KD runs took 20.8× the time of one
-  (benchmarks/RESULTS.md). Both compute each run exactly as its own step would.
+  batched-kernel convolutions, far slower than one run after another (benchmarks/RESULTS.md,
+  `benchmarks/run.py`). Both compute each run exactly as its own step would.
   """
   if jax.default_backend() != 'cpu':
     return jax.vmap(step)

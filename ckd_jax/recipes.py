@@ -118,8 +118,9 @@ def int_config_args(args, keys):
 def select_config(**overrides):
   """MI estimation over snapshots and the choice of T* (Algorithm 1, steps 2-3)."""
   config = ml_collections.ConfigDict(dict(
-      method='variational',  # or 'kde', 'binning'; 'kde,binning' or 'all': the first decides T*
-      feature='penultimate',  # or 'logits'
+      # or 'kde', 'binning', 'infopro'; a list ('kde,infopro') or 'all': the first decides T*
+      method='variational',
+      feature='penultimate',  # or 'logits', 'spatial' (infopro always reads 'spatial')
       # 'train': fit on the first fit_samples training images (at most half), evaluate on the next
       # num_samples (0: all the rest): no test image is read. 'test': evaluate on the test split.
       split='train',
@@ -132,6 +133,9 @@ def select_config(**overrides):
       variational=dict(seed=0, probe=dict(steps=1000, batch_size=256, learning_rate=1e-2),
                        decoder=dict(hidden=256, steps=1000, batch_size=256, learning_rate=1e-3,
                                     pixel_noise_std=0.1)),
+      # the decoder reads the last spatial map (a per-location MLP, binary cross-entropy)
+      infopro=dict(seed=0, probe=dict(steps=1000, batch_size=256, learning_rate=1e-2),
+                   decoder=dict(hidden=64, steps=1000, batch_size=128, learning_rate=1e-3)),
       kde=dict(noise_variance='auto', chunk_size=1024),  # or a fixed σ², e.g. '0.5'
       binning=dict(num_bins=30)))
   config.update(overrides)

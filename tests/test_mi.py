@@ -12,6 +12,7 @@ from ckd_jax.data import load_digits
 from ckd_jax.mi import estimation
 from ckd_jax.mi.kde import kde_mi as kde_mi_unpatched
 from ckd_jax.mi import features as features_module
+from ckd_jax.mi import infopro
 from ckd_jax.models import get_model
 
 
@@ -128,7 +129,7 @@ def _stack(trees):
 def test_vmapped_estimate_equals_a_loop_and_ignores_snapshot_order(snapshots, method):
   model, trees, dataset = snapshots
   settings = dict(num_samples=200, fit_samples=300)
-  if method == 'variational':
+  if method in mi.FITTED:
     settings.update(probe=dict(steps=50), decoder=dict(steps=50, hidden=32))
   together = mi.estimate_over_snapshots(_stack(trees), model, dataset, method, **settings)
   reversed_order = mi.estimate_over_snapshots(_stack(trees[::-1]), model, dataset, method,
@@ -168,6 +169,11 @@ def test_features_of_the_stack_equal_each_models_features(snapshots):
   logits = mi.extract_features(model, _stack(trees[:1]), images, dataset.mean, dataset.std,
                                feature='logits')
   assert logits.shape == (1, 50, 10)
+  maps = mi.extract_features(model, _stack(trees), images, dataset.mean, dataset.std,
+                             feature='spatial', batch_size=32)
+  chex.assert_shape(maps, (4, 50, 2, 2, 64))  # ResNet-8 on 8×8: the last stage is 2×2
+  # The pooled feature is the map's mean over its locations (the head pools what it returns).
+  np.testing.assert_allclose(maps.mean(axis=(2, 3)), got, rtol=1e-4, atol=1e-5)
 
 
 def test_normalisation_and_selection():
@@ -339,3 +345,84 @@ def test_estimators_that_disagree_on_t_star_are_reported():
   agreeing = mi.compare_estimators({'kde': selection([0.0, 1.0, 2.0], 30),
                                     'variational': selection([0.0, 1.0, 3.0], 30)})
   assert agreeing['warnings'] == []
+
+
+def _images_from_patches(patches, image_shape):
+  """The inverse of `infopro.image_patches`, written as a loop over map locations."""
+  n, h, w, _ = patches.shape
+  height, width, channels = image_shape
+  ph, pw = height // h, width // w
+  images = np.zeros((n, height, width, channels), patches.dtype)
+  for i in range(h):
+    for j in range(w):
+      images[:, i * ph:(i + 1) * ph, j * pw:(j + 1) * pw] = patches[:, i, j].reshape(
+          n, ph, pw, channels)
+  return images
+
+
+def test_image_patches_cut_the_block_under_each_map_location():
+  rng = np.random.default_rng(11)
+  patches = rng.random((3, 2, 4, 4 * 2 * 3)).astype(np.float32)
+  images = _images_from_patches(patches, (8, 8, 3))
+  np.testing.assert_array_equal(np.asarray(infopro.image_patches(jnp.asarray(images), (2, 4))),
+                                patches)
+  with pytest.raises(ValueError, match='does not tile'):
+    infopro.image_patches(jnp.zeros((1, 8, 8, 1)), (3, 3))
+
+
+def _spatial_case(rng, n, scale):
+  """Maps whose every location holds a latent that sets its image patch, maps of noise, labels
+  that a map's mean over locations separates, images in [0, 1]."""
+  labels = rng.integers(0, 4, n)
+  latent = rng.normal(size=(n, 2, 2, 6)) + 2.0 * np.eye(4, 6)[labels][:, None, None]
+  patches = 1 / (1 + np.exp(-(latent @ rng.normal(size=(6, 16 * 3)))))
+  images = _images_from_patches(patches.astype(np.float32), (8, 8, 3))
+  noise = rng.normal(size=latent.shape)
+  return np.stack([latent, noise]).astype(np.float32) * scale, labels, images
+
+
+@pytest.mark.parametrize('scale', [0.01, 1.0, 100.0])
+def test_infopro_sees_input_and_label_information_only_where_there_is_some(scale):
+  """Informative maps: I(X;F) well above 0 and I(Y;F) near H(Y) = ln 4; maps of noise: both
+  ≈ 0 (the decoder starts at the mean image, the probe at the prior). The same at every scale
+  of the maps (they are standardised)."""
+  maps, labels, images = _spatial_case(np.random.default_rng(12), 1600, scale)
+  got = mi.estimate_stacked(maps[:, 800:], labels[800:], 4, 'infopro', images=images[800:],
+                            fit_features=maps[:, :800], fit_labels=labels[:800],
+                            fit_images=images[:800], probe=dict(steps=300),
+                            decoder=dict(steps=400, learning_rate=3e-3))
+  (x_informative, x_noise), (y_informative, y_noise) = got['I_XF'], got['I_YF']
+  assert x_informative > 20 and abs(x_noise) < 0.05 * x_informative, got
+  assert y_informative > 0.8 * np.log(4) and -0.02 < y_noise < 0.05 * np.log(4), got
+  if scale == 1.0:
+    reference = mi.estimate_stacked(maps[:, 800:] * 100, labels[800:], 4, 'infopro',
+                                    images=images[800:], fit_features=maps[:, :800] * 100,
+                                    fit_labels=labels[:800], fit_images=images[:800],
+                                    probe=dict(steps=300),
+                                    decoder=dict(steps=400, learning_rate=3e-3))
+    # 1e-3: the standardisation's +1e-6 and float32 rounding differ between the two scales.
+    chex.assert_trees_all_close(reference, got, rtol=1e-3, atol=1e-3)
+
+
+def test_infopro_needs_maps_and_images():
+  maps = np.zeros((1, 20, 2, 2, 3), np.float32)
+  labels = np.arange(20) % 2
+  with pytest.raises(ValueError, match='spatial maps'):
+    mi.estimate_stacked(maps[:, :, 0, 0], labels, 2, 'infopro', images=np.zeros((20, 4, 4, 1)),
+                        fit_features=maps[:, :, 0, 0], fit_labels=labels,
+                        fit_images=np.zeros((20, 4, 4, 1)))
+  with pytest.raises(ValueError, match='images='):
+    mi.estimate_stacked(maps, labels, 2, 'infopro', fit_features=maps, fit_labels=labels)
+
+
+def test_infopro_over_snapshots_and_repeats_is_one_compiled_program(monkeypatch):
+  maps, labels, images = _spatial_case(np.random.default_rng(13), 400, 1.0)
+  maps = np.concatenate([maps, maps[:1] * 0.5])  # 3 snapshots
+  estimation._stacked_program.clear_cache()
+  chex.clear_trace_counter()
+  monkeypatch.setattr(estimation, 'infopro_mi', chex.assert_max_traces(infopro.infopro_mi, n=1))
+  out = mi.estimate_stacked(maps[:, 200:], labels[200:], 4, 'infopro', images=images[200:],
+                            fit_features=maps[:, :200], fit_labels=labels[:200],
+                            fit_images=images[:200], repeats=2, probe=dict(steps=20),
+                            decoder=dict(steps=20))
+  chex.assert_shape([out['I_XF'], out['I_YF']], (2, 3))

@@ -11,10 +11,15 @@ import numpy as np
 from ckd_jax.data.dataset import Split
 from ckd_jax.mi.binning import binning_mi
 from ckd_jax.mi.features import extract_features
+from ckd_jax.mi.infopro import infopro_mi
 from ckd_jax.mi.kde import kde_mi
 from ckd_jax.mi.variational import variational_mi
 
-METHODS = ('variational', 'kde', 'binning')
+METHODS = ('variational', 'kde', 'binning', 'infopro')
+# Estimators that fit a probe/decoder on one set of images and are evaluated on another.
+FITTED = ('variational', 'infopro')
+# infopro reads the spatial map before pooling, whatever select.feature says (its definition).
+_OWN_FEATURE = {'infopro': 'spatial'}
 SPLITS = ('train', 'test')
 
 
@@ -48,6 +53,9 @@ def _one_snapshot(method, settings, num_classes, seed):
       return kde_mi(eval_f, eval_y, num_classes, **settings)
     if method == 'binning':
       return binning_mi(eval_f, eval_y, num_classes, **settings)
+    if method == 'infopro':
+      return infopro_mi(fit_f, fit_y, eval_f, eval_y, num_classes, fit_x, eval_x, seed=seed,
+                        **settings)
     return variational_mi(fit_f, fit_y, eval_f, eval_y, num_classes, fit_x, eval_x, seed=seed,
                           **settings)
   return run
@@ -117,18 +125,28 @@ def estimate_stacked(features, labels, num_classes, method='kde', images=None, f
   """I(X;F), I(Y;F) for stacked features (S, N, d) -> {'I_XF': (S,), 'I_YF': (S,)} (numpy), or
   (R, S) arrays with `repeats=R` (half-samples and probe/decoder seeds, see `repeat_plan`).
 
-  kde and binning use (features, labels). variational fits on (fit_features, fit_labels[,
-  fit_images]) and evaluates on (features, labels[, images]); images are float, flattened or not.
+  kde and binning use (features, labels). variational and infopro fit on (fit_features,
+  fit_labels[, fit_images]) and evaluate on (features, labels[, images]); images are float in
+  [0, 1], (N, H, W, C) (variational flattens them). infopro's features are spatial maps
+  (S, N, h, w, c), and it needs the images.
   """
   check_method(method)
   labels = jnp.asarray(labels, jnp.int32)
   _check_inputs(labels, num_classes)
-  if method == 'variational':
+  if method != 'infopro':  # spatial maps, for the vector estimators, are vectors
+    flat = lambda f: f if f is None or np.ndim(f) <= 3 else jnp.reshape(f, f.shape[:2] + (-1,))
+    features, fit_features = flat(features), flat(fit_features)
+  if method in FITTED:
     if fit_features is None:
-      raise ValueError("method='variational' needs fit_features and fit_labels (a training split)")
+      raise ValueError(f"method={method!r} needs fit_features and fit_labels (a training split)")
+    if method == 'infopro' and (images is None or fit_images is None or
+                                np.ndim(features) != 5):
+      raise ValueError("method='infopro' needs spatial maps (S, N, h, w, c) as features and "
+                       'images= and fit_images= (N, H, W, C)')
     fit_labels = jnp.asarray(fit_labels, jnp.int32)
-    flat = lambda x: None if x is None else jnp.asarray(x, jnp.float32).reshape(x.shape[0], -1)
-    fit_x, eval_x = flat(fit_images), flat(images)
+    shape = (lambda x: x.reshape(x.shape[0], -1)) if method == 'variational' else (lambda x: x)
+    as_input = lambda x: None if x is None else shape(jnp.asarray(x, jnp.float32))
+    fit_x, eval_x = as_input(fit_images), as_input(images)
   else:
     fit_features, fit_labels, fit_x, eval_x = features, labels, None, None
   program = StackedEstimator(method, num_classes, **settings)
@@ -154,7 +172,7 @@ def estimate(features, labels, images=None, method='kde', num_classes=None, eval
   features = jnp.asarray(features, jnp.float32)
   labels = np.asarray(labels)
   num_classes = num_classes or int(labels.max()) + 1
-  if method == 'variational':
+  if method in FITTED:
     split = int(round(features.shape[0] * (1 - eval_fraction)))
     images = None if images is None else np.asarray(images)
     out = estimate_stacked(features[None, split:], labels[split:], num_classes, method,
@@ -224,18 +242,23 @@ def compare_over_snapshots(stacked_variables, model, dataset, methods, feature='
                            num_samples=2000, fit_samples=5000, batch_size=500, repeats=None,
                            subsample=0.5, split='train'):
   """{method: curves} for every `methods` entry (method -> its settings) on the SAME features,
-  extracted once (see `estimate_over_snapshots` for the curves and `selection_samples` for the
-  samples)."""
+  extracted once (infopro on the spatial maps, its own feature; see `estimate_over_snapshots` for
+  the curves and `selection_samples` for the samples)."""
   fit_split, eval_split = selection_samples(dataset, split, num_samples, fit_samples)
   extract = functools.partial(extract_features, model, stacked_variables, mean=dataset.mean,
-                              std=dataset.std, feature=feature, batch_size=batch_size)
-  features = extract(eval_split.images)
-  fit = {}
-  if 'variational' in methods:
-    fit = dict(fit_features=extract(fit_split.images), fit_labels=fit_split.labels,
-               fit_images=fit_split.images.astype(np.float32) / 255.0,
-               images=eval_split.images.astype(np.float32) / 255.0)
-  return {method: estimate_stacked(features, eval_split.labels, dataset.num_classes, method,
-                                   repeats=repeats, subsample=subsample,
-                                   **(fit if method == 'variational' else {}), **settings)
-          for method, settings in methods.items()}
+                              std=dataset.std, batch_size=batch_size)
+  images = lambda s: s.images.astype(np.float32) / 255.0
+  curves = {}
+  for wanted in dict.fromkeys(_OWN_FEATURE.get(m, feature) for m in methods):
+    same = [m for m in methods if _OWN_FEATURE.get(m, feature) == wanted]
+    features = extract(eval_split.images, feature=wanted)  # once per feature, for all its methods
+    fit = {}
+    if set(same) & set(FITTED):
+      fit = dict(fit_features=extract(fit_split.images, feature=wanted),
+                 fit_labels=fit_split.labels, fit_images=images(fit_split),
+                 images=images(eval_split))
+    for method in same:
+      curves[method] = estimate_stacked(features, eval_split.labels, dataset.num_classes, method,
+                                        repeats=repeats, subsample=subsample,
+                                        **(fit if method in FITTED else {}), **methods[method])
+  return {method: curves[method] for method in methods}

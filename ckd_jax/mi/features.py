@@ -12,7 +12,9 @@ import numpy as np
 
 from ckd_jax.data.augment import normalize
 
-FEATURES = ('penultimate', 'logits')
+# penultimate: the pooled vector F (d,); logits (K,); spatial: the last map before pooling (h, w, c).
+FEATURES = ('penultimate', 'logits', 'spatial')
+_RETURNS = {'penultimate': True, 'logits': True, 'spatial': 'spatial'}
 
 
 @functools.partial(jax.jit, static_argnames=('model', 'feature', 'mean', 'std'))
@@ -20,14 +22,15 @@ def _features_of_chunk(stacked_variables, images, *, model, feature, mean, std):
   x = normalize(images, mean, std)
 
   def one(variables):
-    logits, features = model.apply(variables, x, train=False, return_features=True)
-    return features if feature == 'penultimate' else logits
+    logits, features = model.apply(variables, x, train=False, return_features=_RETURNS[feature])
+    return logits if feature == 'logits' else features
   return jax.lax.map(one, stacked_variables)
 
 
 def extract_features(model, stacked_variables, images, mean, std, feature='penultimate',
                      batch_size=500):
-  """(S, N, d) features of S stacked snapshots on uint8 `images` (N, H, W, C)."""
+  """(S, N, d) features of S stacked snapshots on uint8 `images` (N, H, W, C); (S, N, h, w, c)
+  for 'spatial'."""
   if feature not in FEATURES:
     raise ValueError(f'feature must be one of {FEATURES}, got {feature!r}')
   n = images.shape[0]

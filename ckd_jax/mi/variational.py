@@ -19,7 +19,8 @@ def _standardize(train, test):
   return (train - mean) / std, (test - mean) / std
 
 
-def _fit(loss_fn, params, key, num_examples, steps, batch_size, learning_rate, keep_best=None):
+def fit_adam(loss_fn, params, key, num_examples, steps, batch_size, learning_rate,
+             keep_best=None):
   """Adam on minibatches drawn from `key`: identical draws for every snapshot. `keep_best`:
   (held-out loss of the parameters, every): the parameters checked every `every` steps (and the
   initial ones) with the lowest held-out loss are returned instead of the last."""
@@ -68,9 +69,9 @@ def probe_bound(train_f, train_y, test_f, test_y, num_classes, key, steps=300, b
     logits = f @ params['w'] + params['b']
     return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], 1))
 
-  params = _fit(lambda p, idx: nll(p, fit_f[idx], fit_y[idx]), params, key, fit_f.shape[0],
-                steps, batch_size, learning_rate,
-                keep_best=(lambda p: nll(p, hold_f, hold_y), max(1, steps // checks)))
+  params = fit_adam(lambda p, idx: nll(p, fit_f[idx], fit_y[idx]), params, key,
+                    fit_f.shape[0], steps, batch_size, learning_rate,
+                    keep_best=(lambda p: nll(p, hold_f, hold_y), max(1, steps // checks)))
   prior = {'w': jnp.zeros_like(params['w']), 'b': log_prior}
   return nll(prior, test_f, test_y) - nll(params, test_f, test_y)
 
@@ -89,8 +90,9 @@ def decoder_bound(train_f, train_x, test_f, test_x, key, hidden=256, steps=300, 
     recon = jax.nn.relu(f @ params['w1'] + params['b1']) @ params['w2'] + params['b2']
     return jnp.mean(jnp.sum((x - recon)**2, axis=1))
 
-  params = _fit(lambda p, idx: squared_error(p, train_f[idx], train_x[idx]), params,
-                jax.random.fold_in(key, 1), train_f.shape[0], steps, batch_size, learning_rate)
+  params = fit_adam(lambda p, idx: squared_error(p, train_f[idx], train_x[idx]), params,
+                    jax.random.fold_in(key, 1), train_f.shape[0], steps, batch_size,
+                    learning_rate)
   baseline = jnp.mean(jnp.sum((test_x - train_x.mean(0))**2, axis=1))
   return (baseline - squared_error(params, test_f, test_x)) / (2.0 * pixel_noise_std**2)
 

@@ -2,7 +2,8 @@
 
 Every model is a flax.linen Module called as `model.apply(variables, images, train=False,
 return_features=False)` on NHWC float images; with `return_features=True` it returns
-`(logits, features)`, features being the pooled penultimate vector F that the MI estimators measure.
+`(logits, features)`, features being the pooled penultimate vector F that the MI estimators measure;
+with `return_features='spatial'`, `(logits, feature_map)`, the last (N, h, w, c) map before pooling.
 """
 import functools
 import re

@@ -7,7 +7,7 @@ from typing import Optional
 
 import flax.linen as nn
 
-from ckd_jax.models.layers import batch_norm, classifier_output, conv, global_avg_pool
+from ckd_jax.models.layers import batch_norm, classifier_output, conv
 from ckd_jax.models.resnet import BasicBlock
 
 BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
@@ -31,4 +31,4 @@ class ImageNetResNet(nn.Module):
       for i in range(blocks):
         stride = 2 if stage and not i else 1
         x = BasicBlock(width, stride, 'B', self.axis_name, name=f'stage{stage}_block{i}')(x, train)
-    return classifier_output(global_avg_pool(x), self.num_classes, return_features)
+    return classifier_output(x, self.num_classes, return_features)

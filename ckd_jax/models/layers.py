@@ -77,9 +77,14 @@ def global_avg_pool(x):
   return jnp.mean(x, axis=(1, 2))
 
 
-def classifier_output(features, num_classes, return_features):
-  """The shared head contract: logits, or (logits, pooled penultimate features)."""
+def classifier_output(feature_map, num_classes, return_features):
+  """The shared head contract on the last (N, h, w, c) feature map: logits, or with
+  `return_features=True` (logits, pooled penultimate features F), or with 'spatial'
+  (logits, the map itself: what InfoPro-style decoders reconstruct the image from)."""
+  features = global_avg_pool(feature_map)
   logits = nn.Dense(num_classes, name='classifier')(features)
+  if return_features == 'spatial':
+    return logits, feature_map
   return (logits, features) if return_features else logits
 
 

@@ -7,7 +7,7 @@ from typing import Optional
 
 import flax.linen as nn
 
-from ckd_jax.models.layers import batch_norm, classifier_output, conv, global_avg_pool
+from ckd_jax.models.layers import batch_norm, classifier_output, conv
 
 # (expansion t, channels c, repeats n, first stride s)
 INVERTED_RESIDUAL_SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2),
@@ -43,4 +43,4 @@ class MobileNetV2(nn.Module):
                              name=f'stage{stage}_block{i}')(x, train)
     last = int(1280 * self.width_mult) if self.width_mult > 1.0 else 1280
     x = nn.relu(batch_norm(train, self.axis_name)(conv(last, 1)(x)))
-    return classifier_output(global_avg_pool(x), self.num_classes, return_features)
+    return classifier_output(x, self.num_classes, return_features)

@@ -9,7 +9,7 @@ from typing import Optional
 import flax.linen as nn
 import jax.numpy as jnp
 
-from ckd_jax.models.layers import batch_norm, classifier_output, conv, global_avg_pool
+from ckd_jax.models.layers import batch_norm, classifier_output, conv
 
 
 class BasicBlock(nn.Module):
@@ -58,4 +58,4 @@ class CifarResNet(nn.Module):
       for i in range(n):
         x = BasicBlock(width, stride if i == 0 else 1, self.shortcut, self.axis_name,
                        name=f'stage{stage}_block{i}')(x, train)
-    return classifier_output(global_avg_pool(x), self.num_classes, return_features)
+    return classifier_output(x, self.num_classes, return_features)

@@ -8,7 +8,7 @@ from typing import Optional
 import flax.linen as nn
 import jax.numpy as jnp
 
-from ckd_jax.models.layers import batch_norm, classifier_output, conv, global_avg_pool
+from ckd_jax.models.layers import batch_norm, classifier_output, conv
 
 STAGE_WIDTHS = {0.5: (48, 96, 192, 1024), 1.0: (116, 232, 464, 1024),
                 1.5: (176, 352, 704, 1024), 2.0: (244, 488, 976, 2048)}
@@ -64,4 +64,4 @@ class ShuffleNetV2(nn.Module):
         x = ShuffleUnit(width, 2 if i == 0 else 1, self.axis_name, name=f'stage{stage}_unit{i}')(
             x, train)
     x = nn.relu(batch_norm(train, self.axis_name)(conv(widths[3], 1, use_bias=True)(x)))
-    return classifier_output(global_avg_pool(x), self.num_classes, return_features)
+    return classifier_output(x, self.num_classes, return_features)

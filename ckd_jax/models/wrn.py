@@ -3,7 +3,7 @@ from typing import Optional
 
 import flax.linen as nn
 
-from ckd_jax.models.layers import batch_norm, classifier_output, conv, global_avg_pool
+from ckd_jax.models.layers import batch_norm, classifier_output, conv
 
 
 class WideBlock(nn.Module):
@@ -44,4 +44,4 @@ class WideResNet(nn.Module):
         x = WideBlock(width * self.widen_factor, stride if i == 0 else 1, self.axis_name,
                       name=f'group{group}_block{i}')(x, train)
     x = nn.relu(batch_norm(train, self.axis_name)(x))
-    return classifier_output(global_avg_pool(x), self.num_classes, return_features)
+    return classifier_output(x, self.num_classes, return_features)

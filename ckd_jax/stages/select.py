@@ -98,7 +98,7 @@ def _clamped_below_zero(curves, method):
   for key, name, what in (
       ('I_XF', 'I(X;F)', 'the decoder reconstructs held-out images worse than the mean image'),
       ('I_YF', 'I(Y;F)', 'the probe predicts held-out labels no better than the label prior')):
-    if key not in curves or method != 'variational':
+    if key not in curves or method not in mi.FITTED:
       continue
     below = curves[key].mean(0) < 0
     if below.any():
@@ -150,7 +150,7 @@ def _one_estimator(config, method, curves, epochs, metadata, eval_labels):
                       'chosen_epochs': agreement['chosen_epochs'], 'stability': stability},
           'estimator': {'method': method, 'feature': sc.feature, 'settings': sc[method].to_dict(),
                         'split': sc.split, 'num_samples': len(eval_labels),
-                        'fit_samples': sc.fit_samples if method == 'variational' else 0}}
+                        'fit_samples': sc.fit_samples if method in mi.FITTED else 0}}
 
 
 def plot_selection(result, path):

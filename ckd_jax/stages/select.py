@@ -73,6 +73,9 @@ def run_selection(config, dataset, teacher_run_dir, inputs):
     comparison = mi.compare_estimators(results)
     result.update(estimators=results, comparison=comparison, warnings=[
         f'{m}: {w}' for m, r in results.items() for w in r['warnings']] + comparison['warnings'])
+  weak = weak_teacher_warning(result)
+  if weak:
+    result['warnings'] = result['warnings'] + [weak]
   test_split = dataset.test.fingerprint()
   if any(m.get('test_split') != test_split for m in metadata):
     result['warnings'] = result['warnings'] + [
@@ -80,6 +83,32 @@ def run_selection(config, dataset, teacher_run_dir, inputs):
         'split that the MI is estimated on (the data config changed since, or the snapshots did not '
         'record their split)']
   return result
+
+
+# T* this many points of test accuracy below the final snapshot is a choice worth checking.
+WEAK_TEACHER_POINTS = 5.0
+
+
+def weak_teacher_warning(result):
+  """A warning when T*'s own test accuracy is more than WEAK_TEACHER_POINTS below the final
+  snapshot's and every repeat agrees on it (a choice that looks certain), else None.
+
+  The accuracies were recorded when the snapshots were saved; they are shown for judgement and
+  the choice itself never used them. In the studies of EXPERIMENTS.md such choices taught
+  students far worse than the final snapshot did (its regret table), so the user is told.
+  """
+  snapshots = result['snapshots']
+  chosen = next(s for s in snapshots if s['epoch'] == result['chosen_epoch'])
+  final = max(snapshots, key=lambda s: s['epoch'])
+  gap = 100 * (final['teacher_test_accuracy'] - chosen['teacher_test_accuracy'])
+  if chosen is final or gap <= WEAK_TEACHER_POINTS or set(
+      result['repeats']['chosen_epochs']) != {result['chosen_epoch']}:
+    return None
+  return (f"T* (epoch {chosen['epoch']}) is a teacher {gap:.1f} points of test accuracy below the "
+          f"final snapshot (epoch {final['epoch']}), and every repeat chose it: in the studies of "
+          'EXPERIMENTS.md such choices taught students far worse than the final snapshot did (see '
+          "its regret table); distill from 'final' as well before trusting T* (the accuracies are "
+          'shown for judgement; the choice did not use them)')
 
 
 def _evaluation_labels(dataset, sc):

@@ -15,7 +15,9 @@ setup(
     description='Knowledge distillation from model checkpoints (Wang et al., NeurIPS 2022) in JAX',
     long_description=open('README.md', encoding='utf-8').read(),
     long_description_content_type='text/markdown',
-    packages=find_packages(include=['ckd_jax', 'ckd_jax.*']),
+    # configs/ (default.py holds every field's default) is installed inside the package.
+    packages=find_packages(include=['ckd_jax', 'ckd_jax.*']) + ['ckd_jax.configs'],
+    package_dir={'ckd_jax.configs': 'configs'},
     license='Apache-2.0',
     python_requires='>=3.10',
     install_requires=[

@@ -1,8 +1,14 @@
 """Training recipes and config presets shared by the files in configs/.
 
-Configs stay the single source of truth: these functions only fill ConfigDicts with the numbers
-from the papers, so that the files in configs/ do not repeat them.
+Configs stay the single source of truth: every field and its default is in configs/default.py
+(the paper's recipe included); these functions start from it and fill in the other papers'
+numbers (RepDistiller, early-stopped teachers) and the CPU studies' sizes, so that the files in
+configs/ do not repeat them.
 """
+import functools
+import importlib.util
+import pathlib
+
 import ml_collections
 
 RECIPES = ('paper', 'repdistiller')
@@ -17,13 +23,32 @@ def optimizer(learning_rate, milestones, weight_decay=5e-4, nesterov=True, sched
       schedule=schedule, milestones=tuple(milestones), gamma=0.1))
 
 
+@functools.lru_cache(maxsize=1)
+def _default_module():
+  """configs/default.py: inside the package when installed (setup.py installs configs/ as
+  ckd_jax.configs), beside it in a checkout (an editable install, or PYTHONPATH)."""
+  here = pathlib.Path(__file__).resolve().parent
+  for path in (here / 'configs' / 'default.py', here.parent / 'configs' / 'default.py'):
+    if path.exists():
+      spec = importlib.util.spec_from_file_location('ckd_jax_default_config', path)
+      module = importlib.util.module_from_spec(spec)
+      spec.loader.exec_module(module)
+      return module
+  raise FileNotFoundError(f'configs/default.py is neither in {here} nor beside it: reinstall ckd_jax')
+
+
+def default_config():
+  """A fresh copy of configs/default.py's config: every field with its default."""
+  return _default_module().get_config()
+
+
 def paper_teacher(arch):
-  """Wang et al.: 200 epochs, batch 128, SGD 0.1 Nesterov, wd 5e-4, ×0.1 at 60/120/180,
-  snapshots every 20 epochs."""
-  return ml_collections.ConfigDict(dict(
-      arch=arch, num_seeds=1, epochs=200, batch_size=128, label_smoothing=0.0,
-      snapshot_epochs=tuple(range(20, 201, 20)), checkpoint_every_steps=500,
-      optimizer=optimizer(0.1, (60, 120, 180))))
+  """Wang et al.: configs/default.py's teacher (200 epochs, batch 128, SGD 0.1 Nesterov, wd 5e-4,
+  ×0.1 at 60/120/180, snapshots every 20 epochs) with `arch`."""
+  config = default_config().teacher
+  del config.vectorize  # (base_config adds it)
+  config.arch = arch
+  return config
 
 
 def repdistiller_teacher(arch):
@@ -65,12 +90,13 @@ def student_recipe(recipe, student, teachers):
   light = student.startswith(('mobilenetv2', 'shufflenetv2'))
   if recipe == 'repdistiller' and light:
     config.optimizer.learning_rate = 0.01
+  paper = default_config().distill
   config.update(dict(
-      student=student, teachers=tuple(teachers), num_seeds=1,
-      alpha=0.5 if recipe == 'paper' else 0.1, temperature=5.0 if recipe == 'paper' else 4.0,
-      ensemble_mode='probs',  # 'probs': the paper's equation; 'logits': the authors' code
-      kd_until_epoch=0,  # ESKD variant (b): CE only after this student epoch; 0 = KD throughout
-      teacher_train_mode_batch_norm=False))  # True reproduces the authors' train-mode teacher BN
+      student=student, teachers=tuple(teachers), num_seeds=paper.num_seeds,
+      alpha=paper.alpha if recipe == 'paper' else 0.1,
+      temperature=paper.temperature if recipe == 'paper' else 4.0,
+      ensemble_mode=paper.ensemble_mode, kd_until_epoch=paper.kd_until_epoch,
+      teacher_train_mode_batch_norm=paper.teacher_train_mode_batch_norm))
   return config
 
 
@@ -116,53 +142,19 @@ def int_config_args(args, keys):
 
 
 def select_config(**overrides):
-  """MI estimation over snapshots and the choice of T* (Algorithm 1, steps 2-3)."""
-  config = ml_collections.ConfigDict(dict(
-      # or 'kde', 'binning', 'infopro'; a list ('kde,infopro') or 'all': the first decides T*
-      method='variational',
-      feature='penultimate',  # or 'logits', 'spatial' (infopro always reads 'spatial')
-      # 'train': fit on the first fit_samples training images (at most half), evaluate on the next
-      # num_samples (0: all the rest): no test image is read. 'test': evaluate on the test split.
-      split='train',
-      num_samples=10000,  # images the estimate is evaluated on (0: all of the split's rest)
-      fit_samples=10000,  # training images the variational probe/decoder are fitted on
-      batch_size=500,  # feature extraction chunk
-      normalization='minmax', weights=(1.0, 1.0),
-      repeats=5,  # estimates on half-samples with probe/decoder seeds seed+r: mean ± std, T*'s stability
-      subsample=0.5,  # the fraction of the evaluation samples each repeat draws (without replacement)
-      variational=dict(seed=0, probe=dict(steps=1000, batch_size=256, learning_rate=1e-2),
-                       decoder=dict(hidden=256, steps=1000, batch_size=256, learning_rate=1e-3,
-                                    pixel_noise_std=0.1)),
-      # the decoder reads the last spatial map (a per-location MLP, binary cross-entropy)
-      infopro=dict(seed=0, probe=dict(steps=1000, batch_size=256, learning_rate=1e-2),
-                   decoder=dict(hidden=64, steps=1000, batch_size=128, learning_rate=1e-3)),
-      kde=dict(noise_variance='auto', chunk_size=1024),  # or a fixed σ², e.g. '0.5'
-      binning=dict(num_bins=30)))
+  """MI estimation over snapshots and the choice of T* (Algorithm 1, steps 2-3): configs/default.py's
+  select section with `overrides`."""
+  config = default_config().select
   config.update(overrides)
   return config
 
 
 def base_config(data, teacher, distill, select=None, stages='teacher,select,distill,report'):
-  """Fields every config has; `data`, `teacher`, `distill` and `select` are ConfigDicts or dicts."""
-  config = ml_collections.ConfigDict()
-  config.seed = 0
+  """configs/default.py's config with `data` merged in, `teacher` and `distill` as given (each
+  with `vectorize` False) and `select` merged into the default selection; dicts or ConfigDicts."""
+  config = default_config()
   config.stages = stages
-  config.parallel = 'auto'  # 'mesh' (sharded jit over all local devices) if >1, else 'none'; 'pmap'
-  config.host_devices = 0  # CPU only: split it into this many devices (0: two per core, at most 8)
-  config.sync_batch_norm = True  # under pmap, BN statistics over the global batch (mesh: always)
-  config.steps_per_call = 1  # K > 1: K training steps per device call (one lax.scan; fast GPUs)
-  config.dtype = 'float32'  # or 'bfloat16': bf16 compute, float32 parameters, statistics, losses
-  config.progress = True
-  config.tensorboard = False  # True: also TensorBoard scalars (needs the `tensorboard` extra)
-  config.data = ml_collections.ConfigDict(dict(
-      source='tfds', name='', data_dir='', download=False, root='', cache_dir='', image_size=0,
-      train_examples=0, test_examples=0, crop_padding=4, flip=True, eval_batch_size=500,
-      # image_folder only: read the training images as they are needed (larger than memory)
-      stream=False, stream_threads=16))
   config.data.update(data)
-  config.vectorize_max_runs = 0  # runs per vectorised program (0: all, halved while out of memory)
-  # vectorize=True: the seeds of the teacher stage, and the students whose teachers have as many
-  # members, train as one vmapped program each (a GPU's way to run many small models at once).
   config.teacher = ml_collections.ConfigDict({'vectorize': False, **teacher})
   config.distill = ml_collections.ConfigDict({'vectorize': False, **distill})
   config.select = select_config(**(select or {}))

@@ -24,7 +24,7 @@ def _config_fields():
       if hasattr(value, 'items'):
         walk(value, prefix + key + '.')
 
-  for path in sorted((ROOT / 'configs').glob('*.py')):
+  for path in sorted((ROOT / 'configs').glob('[!_]*.py')):
     spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -80,3 +80,18 @@ def test_no_machine_timings_in_the_docs_or_the_code():
   assert {name: hits for name, hits in found.items() if hits} == {}
   assert TIMING.findall('took 5.2 of the 5.5 s, 1.8× slower, ~0.4 ms, 1261 img/s') == [
       '5.5 s', '1.8× slower', '0.4 ms', '1261 img/s']
+
+
+def test_configs_default_holds_the_papers_recipe_that_the_recipes_start_from():
+  """configs/default.py's teacher and student sections are what recipes build for the paper's
+  pair, and its teacher choices are the paper's (so the file a newcomer reads is the truth)."""
+  from ckd_jax import recipes
+  default = recipes.default_config()
+  student = recipes.student_recipe('paper', 'wrn_40_1', default.distill.teachers)
+  assert {'vectorize': False, **student.to_dict()} == default.distill.to_dict()
+  assert recipes.paper_teacher_choices(default.teacher, 1) == tuple(default.distill.teachers)
+  assert {'vectorize': False, **recipes.paper_teacher('wrn_40_2').to_dict()} == (
+      default.teacher.to_dict())
+  text = (ROOT / 'configs' / 'default.py').read_text()
+  fields = re.findall(r'^  (?:config|data|teacher|distill|select)\.(\w+) = ', text, re.MULTILINE)
+  assert len(fields) > 40  # every field, one line each (the pattern finds them)

@@ -357,3 +357,33 @@ def test_a_certain_choice_of_a_far_weaker_teacher_is_flagged():
   assert select.weak_teacher_warning(_selection(10, (0.57, 0.55, 0.60), [10, 10])) is None
   assert select.weak_teacher_warning(_selection(30, (0.40, 0.55, 0.60), [30, 30])) is None
   assert select.weak_teacher_warning(_selection(10, (0.40, 0.55, 0.60), [10, 20])) is None
+
+
+def test_students_of_selected_are_copied_from_the_same_snapshots_students(workdir, tmp_path,
+                                                                          capsys):
+  """`selected` = `epoch:E`: one student is trained, the other copied (final.json names the
+  choice and the source); training `selected` alone gives the same records, so the copy is what
+  training would have given."""
+  chosen = _mi_json(workdir)['chosen_epoch']
+
+  def distill(choices):
+    copy = _copy(workdir, tmp_path / '_'.join(c.replace(':', '') for c in choices))
+    shutil.rmtree(copy / 'students', ignore_errors=True)  # (an earlier test's students)
+    config = tiny_config('distill')
+    config.distill.teachers = choices
+    pipeline.run(config, copy, allow_config_change=True)
+    return copy / 'students'
+
+  both = distill((f'epoch:{chosen}', 'selected'))
+  assert 'copied' in capsys.readouterr().out
+  copied = json.loads((both / 'resnet8_b_from_selected_seed0' / 'final.json').read_text())
+  trained = json.loads((both / f'resnet8_b_from_epoch{chosen}_seed0' / 'final.json').read_text())
+  assert copied['teacher_choice'] == 'selected' and copied['copied_from'].endswith(
+      f'resnet8_b_from_epoch{chosen}_seed0')
+  assert {k: v for k, v in copied.items() if k not in ('teacher_choice', 'copied_from')} == (
+      {k: v for k, v in trained.items() if k != 'teacher_choice'})
+  alone = distill(('selected',))
+  records = lambda d: [{k: v for k, v in r.items() if k not in ('epoch_time_s', 'img_per_sec')}
+                       for r in map(json.loads, (d / 'metrics.jsonl').read_text().splitlines())]
+  assert records(alone / 'resnet8_b_from_selected_seed0') == records(
+      both / 'resnet8_b_from_selected_seed0')

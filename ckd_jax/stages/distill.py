@@ -6,6 +6,7 @@ soft targets to the batch; the student step, which takes no teacher, compiles on
 """
 import functools
 import itertools
+import shutil
 
 from ckd_jax.checkpoints import SnapshotStore, restore_stacked, snapshot_digests
 from ckd_jax.data import load_dataset, steps_per_epoch
@@ -17,7 +18,7 @@ from ckd_jax.stages.supervised import RunSpec, train_groups, train_models, vecto
 from ckd_jax.training import (ensemble_predict, make_distillation_loss_and_grads, make_eval_step,
                               make_evaluator, make_loss_and_grads, make_teacher_forward,
                               make_teacher_targets)
-from ckd_jax.workdir.files import read_json, remove_tree
+from ckd_jax.workdir.files import read_json, remove_tree, write_json
 from ckd_jax.workdir.layout import RunFiles, student_run_dir
 
 
@@ -96,6 +97,18 @@ def train_students(config, dataset, runs, parallel, steps, stacked=True):
                                   for info, (_, _, seed, _) in zip(infos, runs)])
 
 
+def copy_student(source_dir, target_dir, choice_spec):
+  """A finished student's run under another teacher choice's name (the same snapshots and seed):
+  its files copied, final.json last (what marks a run finished), naming the choice and the source."""
+  source, target = RunFiles(source_dir), RunFiles(target_dir)
+  remove_tree(target.dir)
+  shutil.copytree(source.dir, target.dir, ignore=shutil.ignore_patterns('resume', 'final.json*'))
+  final = read_json(source.final)
+  write_json(target.final, {**final, 'teacher_choice': choice_spec,
+                            'copied_from': str(source.dir)})
+  print(f'student {target.dir}: the same snapshots and seed as {source.dir}, copied')
+
+
 def _member_count(run):
   """Students stack only with students whose teachers have as many members (0: no teacher)."""
   teacher = run[1]
@@ -116,7 +129,8 @@ def run(config, workdir):
   dc = config.distill
   seeds = [config.seed + k for k in range(dc.num_seeds)]
   dataset = None
-  plan = []
+  plan, copies = [], []
+  first_with = {}  # member digests -> the first choice that learns from exactly those snapshots
   choices = teacher_choices.parse_all(dc.teachers, config.teacher)
   if any(choice.kind == 'selected' for choice in choices):
     select.check_current(config, workdir)
@@ -134,6 +148,13 @@ def run(config, workdir):
         finished = False
       if not finished:
         pending.append(seed)
+    known = digests and None not in digests
+    same = first_with.setdefault(tuple(digests), choice) if known else None
+    if pending and same is not None and same is not choice:
+      # Same snapshots, same seeds: the students would be identical (training is deterministic),
+      # e.g. `selected` and the `epoch:E` it chose. They are copied once the first has trained.
+      copies += [(same, choice, seed) for seed in pending]
+      pending = []
     if pending:
       dataset = dataset or load_dataset(config.data)
       check_members(choice, members, config.teacher.arch, dataset.num_classes)
@@ -155,5 +176,9 @@ def run(config, workdir):
   train_group = functools.partial(train_students, config, dataset, parallel=parallel, steps=steps,
                                   stacked=dc.vectorize)
   list(train_groups(groups, train_group, stacked=dc.vectorize))
+  if is_primary():
+    for source, target, seed in copies:
+      copy_student(student_run_dir(workdir, dc.student, source.slug, seed),
+                   student_run_dir(workdir, dc.student, target.slug, seed), target.spec)
   if is_primary():  # (it reads the students' final.json, which process 0 writes)
     print(report.students_console_table(workdir))

@@ -4,9 +4,12 @@ The frozen teacher snapshots of a choice are restored once as ONE stacked pytree
 student step, a program of its own runs all of them in one compiled loop (`lax.map`) and adds their
 soft targets to the batch; the student step, which takes no teacher, compiles once for all choices.
 """
+import dataclasses
 import functools
 import itertools
+import pathlib
 import shutil
+from typing import Optional
 
 from ckd_jax.checkpoints import SnapshotStore, restore_stacked, snapshot_digests
 from ckd_jax.data import load_dataset, steps_per_epoch
@@ -74,27 +77,40 @@ class StudentSteps:
                                             config.dtype)
 
 
+@dataclasses.dataclass(frozen=True)
+class StudentRun:
+  """One student to train: its teacher choice, the restored teacher (None: no teacher), its seed."""
+  choice: teacher_choices.TeacherChoice
+  teacher: Optional[FrozenTeacher]
+  seed: int
+  run_dir: pathlib.Path
+
+  @property
+  def member_count(self):
+    """Students stack only with students whose teachers have as many members (0: no teacher)."""
+    return 0 if self.teacher is None else len(self.teacher.metadata)
+
+
 def train_students(config, dataset, runs, parallel, steps, stacked=True):
-  """Trains students of `config.distill` with `steps` (a `StudentSteps`): `runs` = [(choice,
-  FrozenTeacher or None, seed, run_dir)], all with the same number of teacher members, each student
-  with its own teachers (several: one vectorised program when `stacked`, else one after another)."""
+  """Trains the `StudentRun`s `runs` of `config.distill` with `steps` (a `StudentSteps`), all with
+  the same number of teacher members, each student with its own teachers (several: one
+  vectorised program when `stacked`, else one after another)."""
   dc = config.distill
-  teachers = [teacher for _, teacher, _, _ in runs]
-  if teachers[0] is None:
+  if runs[0].teacher is None:
     factory, add_targets = steps.cross_entropy, None
     inputs = [()] * len(runs)
-    infos = [{'teacher_choice': choice.spec} for choice, _, _, _ in runs]
+    infos = [{'teacher_choice': run.choice.spec} for run in runs]
   else:
     factory, add_targets = steps.distillation, steps.add_targets
-    inputs = [(teacher.variables,) for teacher in teachers]
-    infos = [teacher.info(choice) for choice, teacher, _, _ in runs]
-  specs = [RunSpec.from_config(config, dc, dc.student, seed,
-                               f'{dc.student} from {choice.spec} seed {seed}')
-           for choice, _, seed, _ in runs]
-  return train_models(specs, dataset, [run_dir for _, _, _, run_dir in runs], parallel, factory,
+    inputs = [(run.teacher.variables,) for run in runs]
+    infos = [run.teacher.info(run.choice) for run in runs]
+  specs = [RunSpec.from_config(config, dc, dc.student, run.seed,
+                               f'{dc.student} from {run.choice.spec} seed {run.seed}')
+           for run in runs]
+  return train_models(specs, dataset, [run.run_dir for run in runs], parallel, factory,
                       step_inputs=inputs, add_targets=add_targets, stacked=stacked,
-                      final_info=[{**info, 'student': dc.student, 'seed': seed}
-                                  for info, (_, _, seed, _) in zip(infos, runs)])
+                      final_info=[{**info, 'student': dc.student, 'seed': run.seed}
+                                  for info, run in zip(infos, runs)])
 
 
 def copy_student(source_dir, target_dir, choice_spec):
@@ -107,12 +123,6 @@ def copy_student(source_dir, target_dir, choice_spec):
   write_json(target.final, {**final, 'teacher_choice': choice_spec,
                             'copied_from': str(source.dir)})
   print(f'student {target.dir}: the same snapshots and seed as {source.dir}, copied')
-
-
-def _member_count(run):
-  """Students stack only with students whose teachers have as many members (0: no teacher)."""
-  teacher = run[1]
-  return 0 if teacher is None else len(teacher.metadata)
 
 
 def _learnt_from(files):
@@ -162,16 +172,17 @@ def run(config, workdir):
   runs = []
   for choice, members, pending in plan:
     teacher = FrozenTeacher(config, dataset, members, parallel) if members and pending else None
-    runs += [(choice, teacher, seed, student_run_dir(workdir, dc.student, choice.slug, seed))
+    runs += [StudentRun(choice, teacher, seed,
+                        student_run_dir(workdir, dc.student, choice.slug, seed))
              for seed in pending]
   if dc.vectorize:  # students whose teachers have as many members stack together
     same_count = {}
     for run in runs:
-      same_count.setdefault(_member_count(run), []).append(run)
+      same_count.setdefault(run.member_count, []).append(run)
     groups = [group for same in same_count.values()
               for group in vectorised_groups(same, config.vectorize_max_runs)]
   else:  # one after another in the config's order (all KD groups share one student step)
-    groups = [list(same) for _, same in itertools.groupby(runs, _member_count)]
+    groups = [list(same) for _, same in itertools.groupby(runs, lambda run: run.member_count)]
   steps = StudentSteps(config, dataset) if runs else None
   train_group = functools.partial(train_students, config, dataset, parallel=parallel, steps=steps,
                                   stacked=dc.vectorize)

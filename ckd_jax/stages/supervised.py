@@ -50,17 +50,6 @@ class RunSpec:
                description=description)
 
 
-def train_model(spec, dataset, run_dir, parallel, loss_and_grads_factory, *, step_inputs=(),
-                snapshot_metadata=None, final_info=None):
-  """Trains `spec.arch` on `dataset`; `loss_and_grads_factory(model) -> loss_and_grads`.
-
-  Returns (final state, final record).
-  """
-  return train_models([spec], dataset, [run_dir], parallel, loss_and_grads_factory,
-                      step_inputs=[step_inputs], snapshot_metadata=[snapshot_metadata],
-                      final_info=[final_info])[0]
-
-
 def train_models(specs, dataset, run_dirs, parallel, loss_and_grads_factory, *, step_inputs=None,
                  add_targets=None, snapshot_metadata=None, final_info=None, stacked=True):
   """Trains runs that differ only in their seed (and step inputs, e.g. their teachers, which go to

@@ -73,14 +73,6 @@ def student_run_dir(workdir, student, choice_slug, seed):
   return pathlib.Path(workdir) / 'students' / f'{student}_from_{choice_slug}_seed{seed}'
 
 
-def teachers_dir(workdir):
-  return pathlib.Path(workdir) / 'teachers'
-
-
-def students_dir(workdir):
-  return pathlib.Path(workdir) / 'students'
-
-
 def selection_dir(workdir):
   return pathlib.Path(workdir) / SELECTION_DIR
 

@@ -175,7 +175,16 @@ def restore_snapshots(run_dir, epochs, target=None):
   """Restores several snapshots as ONE pytree whose leaves have a leading snapshot axis.
 
   This is the input of everything vectorised over checkpoints (MI estimation, ensembles).
-  Returns (stacked_variables, [metadata per epoch]).
+
+  Args:
+    run_dir: a teacher run directory (`WORKDIR/teachers/<arch>_seed<k>`).
+    epochs: the snapshot epochs to restore, in the order of the stacked axis.
+    target: optional pytree with the variables' structure (Orbax restores into it).
+  Returns:
+    (stacked variables {'params', 'batch_stats'} with leaves (S, …), [metadata dict per epoch]).
+  Raises:
+    SnapshotError: a snapshot is missing or its digests do not match (the message says how to
+      recreate it).
   """
   return restore_stacked([(run_dir, e) for e in epochs], target)
 

@@ -59,8 +59,18 @@ def _kd_loss(student_logits, teacher_logits, labels, alpha, temperature):
   return distillation_loss(student_logits, teacher_log_probs, labels, alpha, temperature)
 
 
-def kd_loss(student_logits, teacher_logits, labels, alpha=0.5, temperature=5.0):
-  """Hinton KD: α·CE(y, p_s) + (1−α)·τ²·KL(p_t^τ ‖ p_s^τ), batch mean. Teacher gets no gradient."""
+def kd_loss(student_logits: jax.Array, teacher_logits: jax.Array, labels: jax.Array,
+            alpha: float = 0.5, temperature: float = 5.0) -> jax.Array:
+  """Hinton KD: α·CE(y, p_s) + (1−α)·τ²·KL(p_t^τ ‖ p_s^τ), batch mean. Teacher gets no gradient.
+
+  Args:
+    student_logits, teacher_logits: (B, K) logits.
+    labels: (B,) integer labels.
+    alpha: the weight of the cross-entropy with the labels, in [0, 1] (the paper: 0.5).
+    temperature: τ > 0 of both softmaxes (the paper: 5).
+  Returns:
+    The scalar loss (jit-compatible; raises ValueError for α or τ out of range).
+  """
   check_kd_hyperparameters(alpha, temperature)
   return _kd_loss(student_logits, jax.lax.stop_gradient(teacher_logits), labels, alpha,
                   temperature)
@@ -88,9 +98,20 @@ def _ensemble_kd_loss(student_logits, teacher_logits_stack, labels, alpha, tempe
   return distillation_loss(student_logits, teacher_log_probs, labels, alpha, temperature)
 
 
-def ensemble_kd_loss(student_logits, teacher_logits_stack, labels, alpha=0.5, temperature=5.0,
-                     mode='probs', weights=None):
-  """KD from an ensemble: `teacher_logits_stack` is (M, B, K); see the module docstring."""
+def ensemble_kd_loss(student_logits: jax.Array, teacher_logits_stack: jax.Array,
+                     labels: jax.Array, alpha: float = 0.5, temperature: float = 5.0,
+                     mode: str = 'probs', weights=None) -> jax.Array:
+  """KD from an ensemble (see the module docstring).
+
+  Args:
+    student_logits: (B, K); teacher_logits_stack: (M, B, K), the members' logits; labels: (B,).
+    alpha, temperature: as in `kd_loss`.
+    mode: 'probs' (the paper: average the members' softened probabilities) or 'logits' (the
+      authors' code: average the logits before the softmax).
+    weights: optional (M,) member weights (default: equal).
+  Returns:
+    The scalar loss.
+  """
   check_kd_hyperparameters(alpha, temperature)
   check_ensemble_mode(mode)
   if teacher_logits_stack.ndim != 3 or teacher_logits_stack.shape[0] == 0:

@@ -187,11 +187,22 @@ def estimate(features, labels, images=None, method='kde', num_classes=None, eval
 def estimate_over_snapshots(stacked_variables, model, dataset, method='variational',
                             feature='penultimate', num_samples=2000, fit_samples=5000,
                             batch_size=500, split='train', **settings):
-  """{'I_XF': (S,), 'I_YF': (S,)} for S stacked snapshots of `model` on a `Dataset`; (R, S) with
-  `repeats=R` (passed on to `estimate_stacked`, like `subsample`).
+  """I(X;F) and I(Y;F) of S stacked snapshots, in nats: one compiled forward for the features,
+  one compiled program for the estimate.
 
-  The samples are `selection_samples(dataset, split, num_samples, fit_samples)`. Features come
-  from one compiled forward; estimation is one compiled program.
+  Args:
+    stacked_variables: the snapshots' variables with a leading axis S
+      (`checkpoints.restore_snapshots`).
+    model: the flax module of the snapshots (`models.get_model`).
+    dataset: a `ckd_jax.data.Dataset`.
+    method: one of METHODS; feature: one of FEATURES (infopro always reads 'spatial').
+    num_samples, fit_samples, split: which images (`selection_samples`; 'train' reads no test
+      image).
+    batch_size: the feature extraction chunk.
+    **settings: the estimator's settings (e.g. `probe=`, `decoder=`, `noise_variance=`), and
+      `repeats=R`, `subsample=` for half-sample repeats.
+  Returns:
+    {'I_XF': (S,), 'I_YF': (S,)} numpy arrays, or (R, S) with `repeats=R`.
   """
   repeats = {k: settings.pop(k) for k in ('repeats', 'subsample') if k in settings}
   return compare_over_snapshots(stacked_variables, model, dataset, {method: settings},

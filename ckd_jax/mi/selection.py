@@ -29,7 +29,16 @@ def normalize_curve(values, mode='minmax'):
 
 
 def select_teacher(epochs, i_xf, i_yf, normalization='minmax', weights=(1.0, 1.0)):
-  """Returns the normalised curves, the scores and the chosen epoch (ties: the earliest)."""
+  """Algorithm 1's choice: T* maximises weights[0]·norm(I(X;F)) + weights[1]·norm(I(Y;F)).
+
+  Args:
+    epochs: the snapshots' epochs; i_xf, i_yf: one value per snapshot (nats).
+    normalization: of each curve across snapshots, one of NORMALIZATIONS.
+    weights: the two terms' weights.
+  Returns:
+    {'I_XF_normalized', 'I_YF_normalized', 'score': lists per snapshot, 'chosen_epoch': int};
+    a tie goes to the earliest of the tied snapshots.
+  """
   if len(epochs) != len(i_xf) or len(epochs) != len(i_yf) or not epochs:
     raise ValueError('need one I(X;F) and one I(Y;F) value per snapshot epoch')
   x_norm = normalize_curve(i_xf, normalization)

@@ -52,8 +52,8 @@ EXAMPLE_NAMES = ('wrn_40_2', 'wrn_40_1', 'wrn_16_2', 'resnet110', 'resnet32', 'r
                  'imagenet_resnet34')
 
 
-def get_model(name, num_classes, axis_name=None, **kwargs):
-  """Builds a model by name.
+def get_model(name: str, num_classes: int, axis_name=None, **kwargs):
+  """Builds a flax.linen model by name (see the module docstring for how it is called).
 
   Names: `wrn_<depth>_<k>`, `resnet<depth>` (option-A shortcut, the authors'), `resnet<depth>_b`
   (option B, RepDistiller's), `resnet<depth>x<width>` (RepDistiller's wide ResNets, option B),

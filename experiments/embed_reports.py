@@ -2,8 +2,9 @@
 
   python experiments/embed_reports.py fashion_mnist=runs/fashion_mnist cifar10_jpeg=runs/cifar10_jpeg
 
-For each `study=workdir`: rebuilds the workdir's report (files only, seconds), copies its figures
-and results.csv to experiments/<study>/ (refusing a PNG over 200 KB), and replaces the block between
+For each `study=workdir`: rebuilds the workdir's report (files only, seconds), copies its figures,
+results.csv, config.json and selection/mi.json to experiments/<study>/ (refusing a PNG over
+200 KB; experiments/regret.py reruns on those copies), and replaces the block between
 `<!-- report:<study> -->` and `<!-- end report:<study> -->` in EXPERIMENTS.md by the report, its
 headings one level down and its images pointing at the copies.
 """
@@ -39,16 +40,20 @@ def embed(document, study, report_text, figure_dir):
   return f'{head}{begin}\n{body}\n{end}{tail}'
 
 
-def figures(workdir):
-  """The report's PNGs and results.csv that exist; raises on a figure too big to commit."""
+def study_files(workdir):
+  """[(source, path under experiments/<study>/)] of the files that exist: the report's PNGs,
+  results.csv, and config.json with selection/mi.json (so that experiments/regret.py can rerun on
+  the copies); raises on a figure too big to commit."""
   sources = [workdir / layout.TEACHER_PLOT, workdir / layout.STUDENTS_PLOT,
              layout.selection_dir(workdir) / layout.MI_PLOT, workdir / layout.RESULTS_CSV]
-  sources = [source for source in sources if source.exists()]
-  for source in sources:
+  files = [(source, source.name) for source in sources if source.exists()]
+  for source, _ in files:
     if source.suffix == '.png' and source.stat().st_size > MAX_FIGURE_BYTES:
       raise ValueError(f'{source} is {source.stat().st_size // 1024} KB; figures must stay '
                        f'under {MAX_FIGURE_BYTES // 1024} KB')
-  return sources
+  records = [(workdir / layout.CONFIG, layout.CONFIG),
+             (layout.selection_path(workdir), f'{layout.SELECTION_DIR}/{layout.MI_JSON}')]
+  return files + [(source, name) for source, name in records if source.exists()]
 
 
 def main(argv):
@@ -63,14 +68,14 @@ def main(argv):
     try:
       document = embed(document, study, report.build_report(workdir).read_text(),
                        f'experiments/{study}')
-      studies.append((study, figures(workdir)))
+      studies.append((study, study_files(workdir)))
     except ValueError as e:
       raise SystemExit(f'error: {e}') from None
   for study, sources in studies:
-    target = ROOT / 'experiments' / study
-    target.mkdir(parents=True, exist_ok=True)
-    for source in sources:
-      shutil.copyfile(source, target / source.name)
+    for source, name in sources:
+      target = ROOT / 'experiments' / study / name
+      target.parent.mkdir(parents=True, exist_ok=True)
+      shutil.copyfile(source, target)
   write_text(DOCUMENT, document)  # atomic: a kill leaves the old or the new file
   print(f'updated {DOCUMENT}')
 

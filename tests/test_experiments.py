@@ -40,7 +40,11 @@ def test_a_missing_block_or_a_figure_too_big_is_refused(tmp_path):
   with pytest.raises(ValueError, match='report:fm'):
     embed_reports.embed('no markers', 'fm', REPORT, 'x')
   (tmp_path / 'results.csv').write_text('kind\n')
-  assert embed_reports.figures(tmp_path) == [tmp_path / 'results.csv']  # what exists
+  (tmp_path / 'selection').mkdir()
+  (tmp_path / 'selection' / 'mi.json').write_text('{}')
+  assert embed_reports.study_files(tmp_path) == [  # what exists, and where its copy goes
+      (tmp_path / 'results.csv', 'results.csv'),
+      (tmp_path / 'selection' / 'mi.json', 'selection/mi.json')]
   (tmp_path / 'teacher_accuracy.png').write_bytes(b'0' * (embed_reports.MAX_FIGURE_BYTES + 1))
   with pytest.raises(ValueError, match='under 200 KB'):
-    embed_reports.figures(tmp_path)
+    embed_reports.study_files(tmp_path)

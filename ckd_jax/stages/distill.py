@@ -47,7 +47,8 @@ class FrozenTeacher:
     evaluate = make_evaluator(
         make_eval_step(ensemble_predict(eval_forward, config.distill.ensemble_mode),
                        parallel.axis_name),
-        dataset.test, config.data.eval_batch_size, dataset.mean, dataset.std, parallel, once=True)
+        dataset.test, config.data.eval_batch_size, dataset.mean, dataset.std, parallel,
+        single_pass=True)
     self.test_accuracy = evaluate(self.variables)['test_accuracy']
 
   def info(self, choice):
@@ -115,7 +116,7 @@ def train_students(config, dataset, runs, parallel, steps, stacked=True):
 
 def copy_student(source_dir, target_dir, choice_spec):
   """A finished student's run under another teacher choice's name (the same snapshots and seed):
-  its files copied, final.json last (what marks a run finished), naming the choice and the source."""
+  its files copied, final.json last (what marks a run finished), naming the choice and source."""
   source, target = RunFiles(source_dir), RunFiles(target_dir)
   remove_tree(target.dir)
   shutil.copytree(source.dir, target.dir, ignore=shutil.ignore_patterns('resume', 'final.json*'))

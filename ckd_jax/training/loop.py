@@ -79,18 +79,18 @@ class LoopOptions:
   description: str = 'train'
 
 
-def make_evaluator(eval_step, split, batch_size, mean, std, parallel, once=False):
+def make_evaluator(eval_step, split, batch_size, mean, std, parallel, single_pass=False):
   """variables -> {'test_loss', 'test_accuracy'} over the whole split (padded last batch).
 
   `evaluate(variables, replicated=True)` takes variables already placed by `parallel.replicate`
   (the training loop's own state), so nothing goes through the host but the three sums. The batch
   is rounded up to a multiple of the devices: padding is masked, so the result is the same.
-  `once=True` (an evaluator used for one pass, e.g. a teacher ensemble's accuracy) compiles without
-  XLA's backend optimisations: compiling faster pays for one slower pass, not for a per-epoch
-  evaluator's many.
+  `single_pass=True` (an evaluator used for one pass, e.g. a teacher ensemble's accuracy)
+  compiles without XLA's backend optimisations: compiling faster pays for one slower pass, not for
+  a per-epoch evaluator's many.
   """
   compiled = parallel.compile(eval_step, compiler_options=(
-      {'xla_backend_optimization_level': 0} if once else None))
+      {'xla_backend_optimization_level': 0} if single_pass else None))
   batch_size = -(-batch_size // parallel.num_devices) * parallel.num_devices
 
   def evaluate(variables, replicated=False):
@@ -178,9 +178,9 @@ def train_many(run_dirs, states, train_step, evaluate, batches, parallel, option
     groups.setdefault(ResumeStore(run_dir).latest_step(), []).append(i)
   results = [None] * count
   for members in groups.values():
-    books = [_RunBook(RunFiles(run_dirs[i]), options, descriptions[i], snapshot_metadata[i] or {},
-                      final_info[i] or {}) for i in members]
-    loop = _EpochLoop(books, [batches[i] for i in members], parallel, options)
+    outputs = [_RunOutputs(RunFiles(run_dirs[i]), options, descriptions[i],
+                           snapshot_metadata[i] or {}, final_info[i] or {}) for i in members]
+    loop = _EpochLoop(outputs, [batches[i] for i in members], parallel, options)
     done = loop.run([states[i] for i in members], train_step, add_targets, evaluate,
                     [step_inputs[i] for i in members], learning_rate_fn)
     for i, result in zip(members, done):
@@ -188,7 +188,7 @@ def train_many(run_dirs, states, train_step, evaluate, batches, parallel, option
   return results
 
 
-class _RunBook:
+class _RunOutputs:
   """One run's files: metrics log, snapshots, resume checkpoint and final record."""
 
   def __init__(self, files, options, description, snapshot_metadata, final_info):
@@ -257,26 +257,26 @@ class _RunBook:
 
 class _EpochLoop:
   """The device side of S runs in lockstep: one state (S = 1) or S stacked states and the step
-  mapped over them; `_RunBook`s keep each run's files."""
+  mapped over them; `_RunOutputs`s keep each run's files."""
 
-  def __init__(self, books, batches, parallel, options):
+  def __init__(self, outputs, batches, parallel, options):
     if len({(b.steps_per_epoch, b.batch_size) for b in batches}) != 1:
       raise ValueError('runs trained together need the same batch size and steps per epoch')
-    self.books, self.batches, self.parallel, self.options = books, batches, parallel, options
-    self.stacked = len(books) > 1
+    self.outputs, self.batches, self.parallel, self.options = outputs, batches, parallel, options
+    self.stacked = len(outputs) > 1
 
   def run(self, states, train_step, add_targets, evaluate, step_inputs, learning_rate_fn):
-    opts, spe = self.options, self.batches[0].steps_per_epoch
+    opts, steps_per_epoch = self.options, self.batches[0].steps_per_epoch
     states, meter = self._resume(states)
-    start_step, total_steps = int(states[0].step), opts.num_epochs * spe
+    start_step, total_steps = int(states[0].step), opts.num_epochs * steps_per_epoch
     step_fn, multi_step_fn = _compiled_steps(train_step, self.parallel, self.stacked)
     inputs = self.parallel.replicate(self._stack(step_inputs))
     if add_targets is not None:  # the inputs feed the targets' program, not the step
       targets_fn, block_targets_fn = _compiled_targets(add_targets, self.parallel, self.stacked)
       inputs, targets_inputs = (), inputs
     self.replicated = self.parallel.replicate(self._stack(states))
-    for book in self.books:
-      book.open_writer()
+    for output in self.outputs:
+      output.open_writer()
     bar = tqdm(total=total_steps, initial=start_step, disable=not (opts.progress and is_primary()),
                desc=opts.description, unit='step', dynamic_ncols=True)
     try:
@@ -299,7 +299,7 @@ class _EpochLoop:
           meter.add(metrics)
           bar.update(end - step)
           step = end
-          epoch_end = step % spe == 0
+          epoch_end = step % steps_per_epoch == 0
           if epoch_end:
             record = self._end_epoch(step, meter, evaluate, learning_rate_fn)[0]
             bar.set_postfix(epoch=record['epoch'], loss=f"{record['train_loss']:.3f}",
@@ -318,9 +318,9 @@ class _EpochLoop:
       raise
     finally:
       bar.close()
-      for book in self.books:
-        book.writer.close()
-    return [book.finish(state) for book, state in zip(self.books, self._states())]
+      for output in self.outputs:
+        output.writer.close()
+    return [output.finish(state) for output, state in zip(self.outputs, self._states())]
 
   def _stack(self, trees):
     """One tree (S = 1) or the trees stacked on a new leading run axis."""
@@ -328,7 +328,7 @@ class _EpochLoop:
         self.stacked) else trees[0]
 
   def _unstack(self, tree):
-    return [jax.tree.map(lambda x: x[i], tree) for i in range(len(self.books))] if (
+    return [jax.tree.map(lambda x: x[i], tree) for i in range(len(self.outputs))] if (
         self.stacked) else [tree]
 
   def _data(self, get):
@@ -346,10 +346,10 @@ class _EpochLoop:
     shorter than K is one step, so that only two programs compile (K steps and one), not one per
     remainder length. The cuts depend on the step alone, so a run resumed at any checkpoint calls
     exactly the blocks an uninterrupted run calls."""
-    spe, k, every = self.batches[0].steps_per_epoch, self.options.steps_per_call, (
+    steps_per_epoch, k, every = self.batches[0].steps_per_epoch, self.options.steps_per_call, (
         self.options.checkpoint_every_steps)
-    in_epoch = step % spe
-    ends = [step - in_epoch + spe, step - in_epoch + (in_epoch // k + 1) * k]
+    in_epoch = step % steps_per_epoch
+    ends = [step - in_epoch + steps_per_epoch, step - in_epoch + (in_epoch // k + 1) * k]
     if every:
       ends.append((step // every + 1) * every)
     end = min(ends)
@@ -357,8 +357,8 @@ class _EpochLoop:
 
   def _resume(self, states):
     """Every run's state and the running epoch to continue from (all at the same step)."""
-    spe = self.batches[0].steps_per_epoch
-    resumed = [book.resume(state, spe) for book, state in zip(self.books, states)]
+    steps_per_epoch = self.batches[0].steps_per_epoch
+    resumed = [output.resume(state, steps_per_epoch) for output, state in zip(self.outputs, states)]
     if len({int(state.step) for state, _, _ in resumed}) != 1:
       raise RuntimeError('runs trained together resumed at different steps')
     partial = [sums for _, sums, _ in resumed]  # metrics of this epoch's steps before the kill
@@ -371,38 +371,39 @@ class _EpochLoop:
 
   def _sums(self, meter):
     if meter.sums is None:
-      return [None] * len(self.books)
+      return [None] * len(self.outputs)
     return self._unstack(jax.device_get(self.parallel.unreplicate(meter.sums)))
 
   def _end_epoch(self, steps_done, meter, evaluate, learning_rate_fn):
     """Each run's record (train means, test metrics, speed), written with its snapshot."""
-    spe, batch_size = self.batches[0].steps_per_epoch, self.batches[0].batch_size
+    steps_per_epoch, batch_size = self.batches[0].steps_per_epoch, self.batches[0].batch_size
     states, sums = self._states(), self._sums(meter)  # the one sync per epoch
     seconds = meter.seconds()  # after the sync: the steps dispatched ahead of the device are done
-    for book, state, run_sums in zip(self.books, states, sums):
-      book.check_finite(state, run_sums, steps_done)
+    for output, state, run_sums in zip(self.outputs, states, sums):
+      output.check_finite(state, run_sums, steps_done)
     records = []
-    for book, state, run_sums in zip(self.books, states, sums):
+    for output, state, run_sums in zip(self.outputs, states, sums):
       test = (evaluate(self.replicated.variables, replicated=True) if not self.stacked else
               evaluate(state.variables))
-      record = {'epoch': steps_done // spe, 'step': steps_done,
-                'train_loss': float(run_sums['loss']) / spe,
-                'train_accuracy': float(run_sums['accuracy']) / spe,
-                'img_per_sec': spe * batch_size / max(seconds, 1e-9),  # this run's images
+      record = {'epoch': steps_done // steps_per_epoch, 'step': steps_done,
+                'train_loss': float(run_sums['loss']) / steps_per_epoch,
+                'train_accuracy': float(run_sums['accuracy']) / steps_per_epoch,
+                # this run's images
+                'img_per_sec': steps_per_epoch * batch_size / max(seconds, 1e-9),
                 'epoch_time_s': seconds, **test}
       if learning_rate_fn is not None:
         record['learning_rate'] = float(learning_rate_fn(steps_done - 1))  # the epoch's last step
-      book.end_epoch(record, state)
+      output.end_epoch(record, state)
       records.append(record)
     return records
 
   def _checkpoint(self, meter):
     states, sums = self._states(), self._sums(meter)  # waits for the steps: their time counts
     with meter.paused():
-      for book, state, run_sums in zip(self.books, states, sums):
-        book.check_finite(state, run_sums, int(state.step))
-      for book, state, run_sums in zip(self.books, states, sums):
-        book.checkpoint(state, run_sums, meter.seconds())
+      for output, state, run_sums in zip(self.outputs, states, sums):
+        output.check_finite(state, run_sums, int(state.step))
+      for output, state, run_sums in zip(self.outputs, states, sums):
+        output.checkpoint(state, run_sums, meter.seconds())
 
 
 @functools.lru_cache(maxsize=8)

@@ -74,8 +74,9 @@ def get_config(arg=None):
   distill.temperature = 5.0  # τ
 
   config.select = select = ml_collections.ConfigDict()
-  # 'variational', 'kde', 'binning', 'infopro'; a list ('kde,infopro') or 'all': the first decides T*
-  select.method = 'variational'
+  # 'kde', 'variational', 'binning', 'infopro'; a list ('kde,infopro') or 'all': the first decides T*.
+  # kde: the smallest worst regret in EXPERIMENTS.md's comparison of selection settings.
+  select.method = 'kde'
   select.feature = 'penultimate'  # or 'logits', 'spatial' (infopro always reads 'spatial')
   # 'train': fit on the first fit_samples training images (at most half), evaluate on the next
   # num_samples (0: all the rest): no test image is read. 'test': evaluate on the test split.

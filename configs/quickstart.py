@@ -25,6 +25,8 @@ def get_config(arg=None):
   # Rolling checkpoints every 100 of a run's 220 steps: an Orbax save costs a fixed time per save.
   # 8×8 digits: a 1-pixel crop jitter; no flips (a flipped digit is another symbol).
   data = dict(source='digits', name='digits', crop_padding=1, flip=False, eval_batch_size=360)
+  # (the variational settings size its probes and decoders for digits, when
+  # --config.select.method=variational asks for them)
   select = dict(num_samples=0, fit_samples=1438, batch_size=360, variational=dict(
       seed=0, probe=dict(steps=300, batch_size=256, learning_rate=1e-2),
       decoder=dict(hidden=128, steps=300, batch_size=256, learning_rate=1e-3,

@@ -16,7 +16,8 @@ from ckd_jax.workdir.layout import teacher_run_dir
 
 
 def tiny_config(stages='teacher,select', **select):
-  select_settings = dict(num_samples=0, fit_samples=256, batch_size=64, variational=dict(
+  select_settings = dict(method='variational', num_samples=0, fit_samples=256, batch_size=64,
+                         variational=dict(
       seed=0, probe=dict(steps=100, batch_size=64, learning_rate=1e-2),
       decoder=dict(hidden=32, steps=100, batch_size=64, learning_rate=1e-2, pixel_noise_std=0.1)))
   select_settings.update(select)

@@ -75,7 +75,7 @@ def get_config(arg=None):
 
   config.select = select = ml_collections.ConfigDict()
   # 'kde', 'variational', 'binning', 'infopro'; a list ('kde,infopro') or 'all': the first decides T*.
-  # kde: the smallest worst regret in EXPERIMENTS.md's comparison of selection settings.
+  # kde with 'max': the smallest regret in EXPERIMENTS.md's comparison of selection settings.
   select.method = 'kde'
   select.feature = 'penultimate'  # or 'logits', 'spatial' (infopro always reads 'spatial')
   # 'train': fit on the first fit_samples training images (at most half), evaluate on the next
@@ -84,7 +84,8 @@ def get_config(arg=None):
   select.num_samples = 10000  # images the estimate is evaluated on (0: all of the split's rest)
   select.fit_samples = 10000  # training images the probes/decoders are fitted on
   select.batch_size = 500  # feature extraction chunk
-  select.normalization = 'minmax'  # of each curve across snapshots: 'minmax', 'max', 'none'
+  # of each curve across snapshots: 'max' (divide by the largest), 'minmax' (to [0, 1]), 'none'
+  select.normalization = 'max'
   select.weights = (1.0, 1.0)  # T* maximises weights[0]·I(X;F) + weights[1]·I(Y;F)
   select.repeats = 5  # estimates on half-samples with probe/decoder seeds seed+r: mean ± std
   select.subsample = 0.5  # the fraction of the evaluation samples each repeat draws

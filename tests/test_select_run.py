@@ -212,7 +212,8 @@ def _estimate_warnings(result):
 
 
 def test_the_default_kde_is_not_flat_on_real_snapshots(kde_alone):
-  assert _estimate_warnings(kde_alone) == [], kde_alone['warnings']
+  flat = [w for w in kde_alone['warnings'] if 'saturated' in w or 'tied' in w]
+  assert flat == [], kde_alone['warnings']
   assert len({round(s['I_YF'], 4) for s in kde_alone['snapshots']}) == 3
   assert all(s['noise_variance'] > 0 for s in kde_alone['snapshots'])
 

@@ -16,7 +16,7 @@ from ckd_jax.data import load_dataset, steps_per_epoch
 from ckd_jax.distributed import is_primary
 from ckd_jax.models import get_model
 from ckd_jax.parallel import DataParallel
-from ckd_jax.stages import report, select, teacher_choices
+from ckd_jax.stages import console, select, teacher_choices
 from ckd_jax.stages.supervised import RunSpec, train_groups, train_models, vectorised_groups
 from ckd_jax.training import (ensemble_predict, make_distillation_loss_and_grads, make_eval_step,
                               make_evaluator, make_loss_and_grads, make_teacher_forward,
@@ -193,4 +193,4 @@ def run(config, workdir):
       copy_student(student_run_dir(workdir, dc.student, source.slug, seed),
                    student_run_dir(workdir, dc.student, target.slug, seed), target.spec)
   if is_primary():  # (it reads the students' final.json, which process 0 writes)
-    print(report.students_console_table(workdir))
+    print(console.students_table(workdir))

@@ -1,8 +1,8 @@
 """The report stage: report.md, results.csv and PNG plots, built only from what the workdir holds.
 
 It reads files only (config.json, metrics.jsonl, final.json, mi.json) and imports neither JAX nor
-Orbax, so a report can be rebuilt anywhere. The tables that the select and distill stages print on
-the console come from here too.
+Orbax, so a report can be rebuilt anywhere. The select and distill stages' console tables
+(`stages/console.py`) are built from the same rows.
 
 Tables follow the paper: teacher accuracy per snapshot, the MI table with T*, student accuracy per
 teacher choice (Table 3 style: mean ± std over seeds, last and best epoch labelled, the winner in
@@ -121,7 +121,7 @@ def _mi_section(workdir):
   for s in result['snapshots']:
     mark = ' **T\\***' if s['epoch'] == result['chosen_epoch'] else ''
     lines.append(f'| {s["epoch"]}{mark} | {100 * s["teacher_test_accuracy"]:.2f} | '
-                 f'{_mi_value(s, "I_XF", 4)} | {_mi_value(s, "I_YF", 4)} | '
+                 f'{mi_value(s, "I_XF", 4)} | {mi_value(s, "I_YF", 4)} | '
                  f'{s["I_XF_normalized"]:.3f} | {s["I_YF_normalized"]:.3f} | {s["score"]:.3f} | '
                  f'{s.get("chosen_in_repeats", "")} |')
   plot = f'{layout.SELECTION_DIR}/{layout.MI_PLOT}'
@@ -139,12 +139,12 @@ def _mi_section(workdir):
               f'T* follows `{result["comparison"]["decides"]}`, the first in `select.method`. '
               "Spearman's ρ says whether two estimators order the snapshots alike (1: the same "
               'order; –: a flat curve orders nothing).', '']
-    lines += _markdown_table(*_estimator_rows(result)) + [''] + _markdown_table(
-        *_correlation_rows(result))
+    lines += _markdown_table(*estimator_rows(result)) + [''] + _markdown_table(
+        *correlation_rows(result))
   return lines
 
 
-def _estimator_rows(result):
+def estimator_rows(result):
   header = ('estimator', 'T*', 'T* in repeats', 'other epochs chosen', 'warnings')
   rows = []
   for method in result['comparison']['methods']:  # select.method's order (mi.json sorts keys)
@@ -156,7 +156,7 @@ def _estimator_rows(result):
   return header, rows
 
 
-def _correlation_rows(result):
+def correlation_rows(result):
   header = ('estimators', 'ρ I(X;F)', 'ρ I(Y;F)', 'ρ score')
   cell = lambda rho: '–' if rho is None else f'{rho:+.2f}'
   return header, [(' vs '.join(p['estimators']), cell(p['I_XF']), cell(p['I_YF']),
@@ -166,12 +166,6 @@ def _correlation_rows(result):
 def _markdown_table(header, rows):
   return (['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
           + ['| ' + ' | '.join(row) + ' |' for row in rows])
-
-
-def _console_table(header, rows):
-  widths = [max(len(str(x)) for x in column) for column in zip(header, *rows)]
-  return ['  '.join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip()
-          for row in (header, *rows)]
 
 
 def student_summary(rows):
@@ -368,44 +362,10 @@ def build_report(workdir):
   return path
 
 
-def _mi_value(snapshot, key, digits):
+def mi_value(snapshot, key, digits):
   """'mean ± std' of an MI value over the repeats (just the mean for one estimate)."""
   std = snapshot.get(f'{key}_std', 0.0)
   return f'{snapshot[key]:.{digits}f}' + (f' ± {std:.{digits}f}' if std else '')
-
-
-def selection_console_table(result):
-  """The select stage's summary: MI per snapshot (mean ± std over the repeats), T* marked."""
-  repeats = result.get('repeats', {}).get('count', 1)
-  lines = [f'{"epoch":>6} {"teacher acc":>11} {"I(X;F)":>18} {"I(Y;F)":>16} {"score":>7} '
-           f'{"T* in":>6}   ({result["estimator"]["method"]}, nats, {repeats} repeat(s))']
-  for s in result['snapshots']:
-    mark = '   <- T*' if s['epoch'] == result['chosen_epoch'] else ''
-    lines.append(f'{s["epoch"]:>6} {100 * s["teacher_test_accuracy"]:>11.2f} '
-                 f'{_mi_value(s, "I_XF", 4):>18} {_mi_value(s, "I_YF", 4):>16} '
-                 f'{s["score"]:>7.3f} {s.get("chosen_in_repeats", ""):>6}{mark}')
-  return '\n'.join(lines)
-
-
-def estimators_console_table(result):
-  """With several estimators: each one's T* and the rank correlations of their curves."""
-  return '\n'.join(_console_table(*_estimator_rows(result)) + _console_table(
-      *_correlation_rows(result)))
-
-
-def students_console_table(workdir):
-  """The distill stage's summary: student accuracy per teacher choice, and whether KD helped."""
-  summary = student_summary(collect(workdir, read_config(workdir)))
-  lines = [f'{"teacher choice":<32} {"teacher acc":>11} {"student last":>15} {"student best":>15}']
-  for choice, entry in summary.items():
-    teacher = '' if entry['teacher'] == '' else f'{100 * entry["teacher"]:.2f}'
-    lines.append(f'{choice:<32} {teacher:>11} {format_pct(entry["last"]):>15} '
-                 f'{format_pct(entry["best"]):>15}')
-  winners = kd_winners(summary)
-  if winners is not None:
-    lines.append('KD beat the no-KD baseline (last-epoch accuracy, mean over seeds) with: '
-                 + (', '.join(winners) if winners else 'no teacher choice'))
-  return '\n'.join(lines)
 
 
 @primary_only

@@ -15,7 +15,7 @@ from ckd_jax.checkpoints import SnapshotStore, restore_snapshots, snapshot_diges
 from ckd_jax.data import load_dataset
 from ckd_jax.distributed import primary_only
 from ckd_jax.models import get_model
-from ckd_jax.stages import report
+from ckd_jax.stages import console
 from ckd_jax.workdir.files import DamagedFileError, read_json, write_json
 from ckd_jax.workdir.layout import RunFiles, selection_path, selection_plot_path, teacher_run_dir
 
@@ -283,9 +283,9 @@ def run(config, workdir):
           f'{describe_samples(sc, len(_evaluation_labels(dataset, sc)))}, {sc.repeats} repeat(s)')
     result = run_selection(config, dataset, teacher, current)
     write_selection(result, workdir)  # (process 0 only: the others go on with `result`)
-  print(report.selection_console_table(result))
+  print(console.selection_table(result))
   if 'comparison' in result:
-    print(report.estimators_console_table(result))
+    print(console.estimators_table(result))
   for warning in result['warnings']:
     print(f'warning: {warning}')
   print(f'selected T* = epoch {result["chosen_epoch"]} ({result["repeats"]["stability"]}): {path} '

@@ -13,9 +13,11 @@ under every normalisation (recomputed from the recorded curves: Algorithm 1's ch
 of them), plus the plain rules 'final' and 'the snapshot with the best teacher accuracy'. A T*
 with no students is reported as such, never guessed.
 
-Writes experiments/regret.json and prints the table; with --embed it replaces the block between
-`<!-- regret -->` and `<!-- end regret -->` in EXPERIMENTS.md. The default setting should be the
-one whose worst regret is smallest.
+Prints the table, and a warning line for a partial study (unequal student seeds, one seed);
+with --embed, and only without such warnings, writes experiments/regret.json and replaces the
+block between `<!-- regret -->` and `<!-- end regret -->` in EXPERIMENTS.md. An extra selection
+computed from other snapshots than the study's is refused. The default setting should be the one
+whose worst regret is smallest.
 """
 import argparse
 import csv
@@ -35,6 +37,10 @@ BEGIN, END = '<!-- regret -->', '<!-- end regret -->'
 def snapshot_students(workdir):
   """{snapshot epoch: [last test accuracy (%) of each student seed]} of the single-snapshot
   teacher choices, from the report's results.csv."""
+  for name in ('config.json', 'results.csv', f'{layout.SELECTION_DIR}/{layout.MI_JSON}'):
+    if not (pathlib.Path(workdir) / name).exists():
+      raise SystemExit(f'error: {workdir}/{name} is missing: run the study (its report stage '
+                       'writes results.csv), or embed it with experiments/embed_reports.py')
   final_epoch = read_json(pathlib.Path(workdir) / 'config.json')['teacher']['epochs']
   by_epoch = {}
   with open(pathlib.Path(workdir) / 'results.csv', newline='') as f:
@@ -58,9 +64,15 @@ def _mean_se(values):
   return mean, math.sqrt(var / len(values))
 
 
-def settings(mi_json):
-  """[(setting name, T*)] for every estimator of a mi.json under every normalisation."""
+def settings(mi_json, digests=None):
+  """([(setting name, T*)] for every estimator of a mi.json under every normalisation, [(epoch,
+  teacher test accuracy)], the snapshot digests it was computed from). With `digests`, a mi.json
+  computed from other snapshots is refused (its T* would be judged on students it did not see)."""
   record = read_json(mi_json)
+  own = record.get('inputs', {}).get('snapshot_digests')
+  if digests is not None and own != digests:
+    raise SystemExit(f'error: {mi_json} was computed from other snapshots than the study\'s '
+                     'selection/mi.json: run its select stage on the study\'s teachers')
   estimators = record.get('estimators') or {record['estimator']['method']: record}
   weights = tuple(record.get('weights', (1.0, 1.0)))
   found = []
@@ -74,13 +86,12 @@ def settings(mi_json):
           normalization, weights)['chosen_epoch']
       name = f"{method} · {info['feature']} · {info['split']} · {normalization}"
       found.append((name, chosen))
-  return found, [(s['epoch'], s['teacher_test_accuracy']) for s in record['snapshots']]
+  return found, [(s['epoch'], s['teacher_test_accuracy']) for s in record['snapshots']], own
 
 
-def regret(students, chosen):
-  """(regret, its SE) of choosing epoch `chosen`, or None when no student learnt from it."""
-  means = {epoch: _mean_se(accs) for epoch, accs in students.items()}
-  best = max(means, key=lambda e: means[e][0])
+def regret(means, best, chosen):
+  """(regret, its SE) of choosing epoch `chosen` given {epoch: (mean, SE)} and the best epoch,
+  or None when no student learnt from `chosen`."""
   if chosen not in means:
     return None
   if chosen == best:
@@ -89,20 +100,33 @@ def regret(students, chosen):
   return b - c, math.hypot(b_se, c_se)
 
 
+def partial_warnings(workdir, students):
+  """One line per way the students are too few to judge by: unequal seeds, or one seed (no SE)."""
+  counts = {epoch: len(accs) for epoch, accs in students.items()}
+  warnings = []
+  if len(set(counts.values())) > 1:
+    warnings.append(f'{workdir}: the snapshots have unequal numbers of students {counts}: a '
+                    'partial study (rerun it to the end)')
+  if min(counts.values()) < 2:
+    warnings.append(f'{workdir}: a snapshot with one student has no standard error (± nan)')
+  return warnings
+
+
 def study_rows(workdir, extra_selections):
   students = snapshot_students(workdir)
-  found, teacher_acc = settings(layout.selection_path(workdir))
+  found, teacher_acc, digests = settings(layout.selection_path(workdir))
   for path in extra_selections:
-    found += settings(path)[0]
+    found += settings(path, digests)[0]
   found.append(('rule: final snapshot', max(e for e, _ in teacher_acc)))
   found.append(('rule: best teacher test accuracy (reads test labels)',
                 max(teacher_acc, key=lambda item: (item[1], item[0]))[0]))
   means = {epoch: _mean_se(accs) for epoch, accs in students.items()}
   best = max(means, key=lambda e: means[e][0])
-  rows = {name: {'chosen_epoch': chosen, 'regret': regret(students, chosen)}
+  rows = {name: {'chosen_epoch': chosen, 'regret': regret(means, best, chosen)}
           for name, chosen in found}
   return {'best_epoch': best, 'best_mean': means[best][0], 'best_se': means[best][1],
-          'students': {str(e): accs for e, accs in sorted(students.items())}, 'settings': rows}
+          'students': {str(e): accs for e, accs in sorted(students.items())}, 'settings': rows,
+          'warnings': partial_warnings(workdir, students)}
 
 
 def _cell(entry):
@@ -130,7 +154,8 @@ def table(studies):
     for study in studies.values():
       cells += _cell(study['settings'][name]) if name in study['settings'] else ['–', '–']
     w = worst(name)
-    lines.append(f'| {name} | ' + ' | '.join(cells) + f" | {'–' if w == float('inf') else f'{w:.2f}'} |")
+    worst_cell = '–' if w == float('inf') else f'{w:.2f}'
+    lines.append(f'| {name} | ' + ' | '.join(cells) + f' | {worst_cell} |')
   best = ', '.join(f"{s}: epoch {v['best_epoch']} ({v['best_mean']:.2f} ± {v['best_se']:.2f})"
                    for s, v in studies.items())
   return '\n'.join(lines) + f'\n\nBest snapshot in hindsight (students\' mean last-epoch test ' \
@@ -153,11 +178,18 @@ def main():
     study, sep, workdir = item.partition('=')
     if not sep:
       raise SystemExit(f'expected study=workdir, got {item!r}')
-    studies[study] = study_rows(workdir, extra.get(study, []))
+    studies[study] = study_rows(workdir, extra.pop(study, []))
+  if extra:
+    raise SystemExit(f'error: --selection names studies that are not given: {sorted(extra)}')
   text = table(studies)
   print(text)
-  write_text(ROOT / 'experiments' / 'regret.json', json.dumps(studies, indent=1) + '\n')
+  warnings = [w for study in studies.values() for w in study['warnings']]
+  for warning in warnings:
+    print(f'warning: {warning}')
   if args.embed:
+    if warnings:
+      raise SystemExit('error: not embedded: the table rests on partial studies (warnings above)')
+    write_text(ROOT / 'experiments' / 'regret.json', json.dumps(studies, indent=1) + '\n')
     document = DOCUMENT.read_text()
     if document.count(BEGIN) != 1 or document.count(END) != 1:
       raise SystemExit(f'EXPERIMENTS.md needs exactly one {BEGIN} … {END} block')

@@ -82,3 +82,19 @@ def test_a_t_star_without_students_is_said_and_ranks_last(tmp_path):
   body = [line for line in text.splitlines() if line.startswith(('| kde', '| variational', '| rule'))]
   unknown = ['no students' in line for line in body]
   assert unknown == sorted(unknown) and any(unknown)  # an unknown regret ranks after every known
+
+
+def test_a_partial_study_and_a_selection_from_other_snapshots_are_said(tmp_path):
+  workdir = _workdir(tmp_path)
+  record = json.loads((workdir / 'selection' / 'mi.json').read_text())
+  record['inputs'] = {'snapshot_digests': {'t@10': 'a'}}
+  (workdir / 'selection' / 'mi.json').write_text(json.dumps(record))
+  assert regret.study_rows(workdir, [])['warnings'] == []
+  other = tmp_path / 'other.json'
+  other.write_text(json.dumps(dict(record, inputs={'snapshot_digests': {'t@10': 'b'}})))
+  with pytest.raises(SystemExit, match='computed from other snapshots'):
+    regret.study_rows(workdir, [other])
+  with open(workdir / 'results.csv', 'a', newline='') as f:  # a third seed for one snapshot only
+    csv.writer(f).writerow(['student', 'epoch:20', 2, 0.6])
+  warnings = regret.study_rows(workdir, [])['warnings']
+  assert len(warnings) == 1 and 'unequal numbers of students' in warnings[0]

@@ -384,8 +384,30 @@ def test_students_of_selected_are_copied_from_the_same_snapshots_students(workdi
       f'resnet8_b_from_epoch{chosen}_seed0')
   assert {k: v for k, v in copied.items() if k not in ('teacher_choice', 'copied_from')} == (
       {k: v for k, v in trained.items() if k != 'teacher_choice'})
+  # A kill between the copy of the files and its final.json: the rerun copies it again.
+  (both / 'resnet8_b_from_selected_seed0' / 'final.json').unlink()
+  config = tiny_config('distill')
+  config.distill.teachers = (f'epoch:{chosen}', 'selected')
+  pipeline.run(config, both.parent, allow_config_change=True)
+  assert 'copied' in capsys.readouterr().out
+  assert json.loads((both / 'resnet8_b_from_selected_seed0' / 'final.json').read_text()) == copied
   alone = distill(('selected',))
   records = lambda d: [{k: v for k, v in r.items() if k not in ('epoch_time_s', 'img_per_sec')}
                        for r in map(json.loads, (d / 'metrics.jsonl').read_text().splitlines())]
   assert records(alone / 'resnet8_b_from_selected_seed0') == records(
       both / 'resnet8_b_from_selected_seed0')
+
+
+def test_infopro_records_the_spatial_map_it_reads(workdir, tmp_path):
+  """select.feature says 'penultimate'; infopro reads the spatial map, and mi.json says so."""
+  copy = _copy(workdir, tmp_path)
+  config = tiny_config('select', method='infopro,kde',
+                       infopro=dict(seed=0, probe=dict(steps=20, batch_size=64, learning_rate=1e-2),
+                                    decoder=dict(hidden=16, steps=20, batch_size=64,
+                                                 learning_rate=1e-3)))
+  pipeline.run(config, copy, allow_config_change=True)
+  result = _mi_json(copy)
+  assert result['estimator']['method'] == 'infopro'
+  assert result['estimator']['feature'] == 'spatial'
+  assert result['estimators']['kde']['estimator']['feature'] == 'penultimate'
+  assert all(np.isfinite(s['I_XF']) and s['I_XF'] >= 0 for s in result['snapshots'])

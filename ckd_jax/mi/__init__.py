@@ -14,7 +14,7 @@ written for one snapshot and `vmap`ped over the snapshot axis inside one jitted 
 from ckd_jax.mi.binning import binning_mi
 from ckd_jax.mi.estimation import (FITTED, METHODS, SPLITS, StackedEstimator, check_method,
                                    compare_over_snapshots, estimate, estimate_over_snapshots,
-                                   estimate_stacked, parse_methods, repeat_plan,
+                                   estimate_stacked, feature_of, parse_methods, repeat_plan,
                                    selection_labels, selection_samples)
 from ckd_jax.mi.features import FEATURES, extract_features
 from ckd_jax.mi.infopro import infopro_mi
@@ -25,7 +25,7 @@ from ckd_jax.mi.selection import (NORMALIZATIONS, compare_estimators, diagnose, 
 from ckd_jax.mi.variational import variational_mi
 
 __all__ = ['METHODS', 'FITTED', 'SPLITS', 'selection_samples', 'selection_labels', 'FEATURES',
-           'NORMALIZATIONS', 'check_method', 'parse_methods', 'estimate',
+           'NORMALIZATIONS', 'check_method', 'parse_methods', 'estimate', 'feature_of',
            'estimate_stacked', 'estimate_over_snapshots', 'compare_over_snapshots',
            'StackedEstimator', 'repeat_plan', 'extract_features', 'select_teacher',
            'normalize_curve', 'normalization_of', 'stability', 'stability_sentence', 'diagnose',

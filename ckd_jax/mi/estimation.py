@@ -20,6 +20,11 @@ METHODS = ('variational', 'kde', 'binning', 'infopro')
 FITTED = ('variational', 'infopro')
 # infopro reads the spatial map before pooling, whatever select.feature says (its definition).
 _OWN_FEATURE = {'infopro': 'spatial'}
+
+
+def feature_of(method, feature):
+  """The feature `method` reads when `feature` is asked for (what mi.json must record)."""
+  return _OWN_FEATURE.get(method, feature)
 SPLITS = ('train', 'test')
 
 
@@ -258,16 +263,18 @@ def compare_over_snapshots(stacked_variables, model, dataset, methods, feature='
   fit_split, eval_split = selection_samples(dataset, split, num_samples, fit_samples)
   extract = functools.partial(extract_features, model, stacked_variables, mean=dataset.mean,
                               std=dataset.std, batch_size=batch_size)
-  images = lambda s: s.images.astype(np.float32) / 255.0
+  pixels = {}  # images in [0, 1], for the fitted estimators: converted once
+  if set(methods) & set(FITTED):
+    pixels = dict(fit_images=fit_split.images.astype(np.float32) / 255.0,
+                  images=eval_split.images.astype(np.float32) / 255.0)
   curves = {}
-  for wanted in dict.fromkeys(_OWN_FEATURE.get(m, feature) for m in methods):
-    same = [m for m in methods if _OWN_FEATURE.get(m, feature) == wanted]
+  for wanted in dict.fromkeys(feature_of(m, feature) for m in methods):
+    same = [m for m in methods if feature_of(m, feature) == wanted]
     features = extract(eval_split.images, feature=wanted)  # once per feature, for all its methods
     fit = {}
     if set(same) & set(FITTED):
       fit = dict(fit_features=extract(fit_split.images, feature=wanted),
-                 fit_labels=fit_split.labels, fit_images=images(fit_split),
-                 images=images(eval_split))
+                 fit_labels=fit_split.labels, **pixels)
     for method in same:
       curves[method] = estimate_stacked(features, eval_split.labels, dataset.num_classes, method,
                                         repeats=repeats, subsample=subsample,

@@ -177,7 +177,8 @@ def _one_estimator(config, method, curves, epochs, metadata, eval_labels):
   return {'chosen_epoch': chosen['chosen_epoch'], 'snapshots': snapshots, 'warnings': warnings,
           'repeats': {'count': sc.repeats, 'subsample': sc.subsample if repeats else 1.0,
                       'chosen_epochs': agreement['chosen_epochs'], 'stability': stability},
-          'estimator': {'method': method, 'feature': sc.feature, 'settings': sc[method].to_dict(),
+          'estimator': {'method': method, 'feature': mi.feature_of(method, sc.feature),
+                        'settings': sc[method].to_dict(),
                         'split': sc.split, 'num_samples': len(eval_labels),
                         'fit_samples': sc.fit_samples if method in mi.FITTED else 0}}
 

@@ -13,7 +13,7 @@ from ckd_jax.parallel import AXIS_NAME, DataParallel
 from ckd_jax.training import (create_train_state, make_distillation_loss_and_grads,
                               make_kd_loss_and_grads, make_multi_step, make_teacher_forward,
                               make_teacher_targets, make_train_step)
-from ckd_jax.training.loop import _compiled_steps, _compiled_targets
+from ckd_jax.training.loop import _compiled_prepare, _compiled_update
 
 MEMBERS = 3
 
@@ -116,7 +116,7 @@ def _two_programs(model, teacher, parallel, stacked=False):
   """The loop's compiled targets and student step (one step and a block of K each)."""
   add_targets = make_teacher_targets(make_teacher_forward(teacher), 4.0)
   step = make_train_step(make_distillation_loss_and_grads(model, 0.5, 4.0), parallel.axis_name)
-  return _compiled_targets(add_targets, parallel, stacked), _compiled_steps(step, parallel, stacked)
+  return _compiled_prepare(add_targets, parallel, stacked), _compiled_update(step, parallel, stacked)
 
 
 class StudentStepVariantsTest(chex.TestCase):

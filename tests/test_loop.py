@@ -11,8 +11,8 @@ from ckd_jax.data import make_train_batches
 from ckd_jax.data.dataset import Split
 from ckd_jax.models import get_model
 from ckd_jax.parallel import DataParallel
-from ckd_jax.training import (LoopOptions, create_train_state, loop, make_loss_and_grads,
-                              make_train_step, train)
+from ckd_jax.training import (LoopOptions, LoopRun, Step, create_train_state, loop,
+                              make_loss_and_grads, make_train_step, train)
 
 WAIT_S = 0.5
 
@@ -37,16 +37,16 @@ def test_epoch_time_includes_the_wait_for_work_dispatched_ahead(tmp_path, monkey
   for the rest. Epochs timed before that sync (as they once were) made K-step blocks look 7× faster
   than they ran. Here the sync is made to last WAIT_S (no checkpoint syncs between the
   epochs): the epoch's time must hold it."""
-  real_sums = loop._EpochLoop._sums
+  real_sums = loop._Lockstep._sums
 
   def slow_sums(self, meter):
     time.sleep(WAIT_S)
     return real_sums(self, meter)
 
-  monkeypatch.setattr(loop._EpochLoop, '_sums', slow_sums)
+  monkeypatch.setattr(loop._Lockstep, '_sums', slow_sums)
   model, state, batches = _tiny_run()
-  train(tmp_path, state, make_train_step(make_loss_and_grads(model)), _no_evaluation, batches,
-        DataParallel('none'), LoopOptions(num_epochs=2, checkpoint_every_steps=1000,
+  train([LoopRun(tmp_path, state, batches)], Step(make_train_step(make_loss_and_grads(model))),
+        _no_evaluation, DataParallel('none'), LoopOptions(num_epochs=2, checkpoint_every_steps=1000,
                                           steps_per_call=4, progress=False))
   records = [json.loads(line) for line in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
   assert [r['epoch'] for r in records] == [1, 2]
@@ -60,8 +60,8 @@ def test_resume_checkpoints_every_n_steps_or_else_at_epoch_ends(tmp_path, monkey
   saved = []
   monkeypatch.setattr(ResumeStore, 'save', lambda self, state, extra: saved.append(int(state.step)))
   model, state, batches = _tiny_run()
-  train(tmp_path, state, make_train_step(make_loss_and_grads(model)), _no_evaluation, batches,
-        DataParallel('none'), LoopOptions(num_epochs=3, checkpoint_every_steps=every,
+  train([LoopRun(tmp_path, state, batches)], Step(make_train_step(make_loss_and_grads(model))),
+        _no_evaluation, DataParallel('none'), LoopOptions(num_epochs=3, checkpoint_every_steps=every,
                                           progress=False))
   assert saved == saved_at
 
@@ -86,8 +86,8 @@ def test_checkpoint_writes_are_not_counted_in_epoch_times(tmp_path, monkeypatch,
     clock.now += 10.0
   monkeypatch.setattr(ResumeStore, 'save', slow_save)
   model, state, batches = _tiny_run()
-  train(tmp_path, state, make_train_step(make_loss_and_grads(model)), _no_evaluation, batches,
-        DataParallel('none'), LoopOptions(num_epochs=3, checkpoint_every_steps=every,
+  train([LoopRun(tmp_path, state, batches)], Step(make_train_step(make_loss_and_grads(model))),
+        _no_evaluation, DataParallel('none'), LoopOptions(num_epochs=3, checkpoint_every_steps=every,
                                           progress=False))
   records = [json.loads(line) for line in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
   assert clock.now >= 20.0  # the checkpoints were written

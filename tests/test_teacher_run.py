@@ -17,8 +17,8 @@ from ckd_jax.checkpoints import SnapshotStore
 from ckd_jax.data import batching, load_dataset
 from ckd_jax.models import get_model
 from ckd_jax.parallel import DataParallel
-from ckd_jax.stages.supervised import train_groups
-from ckd_jax.training import make_eval_step, make_evaluator, model_predict
+from ckd_jax.stages import supervised
+from ckd_jax.training import make_eval_step, make_evaluator, make_loss_and_grads, model_predict
 from ckd_jax.training.loop import DivergenceError
 from ckd_jax.workdir.files import read_jsonl
 from ckd_jax.workdir.layout import teacher_run_dir
@@ -353,30 +353,46 @@ def test_stacked_seeds_that_do_not_fit_in_memory_train_one_by_one(tmp_path, monk
   assert (seed_1 / 'final.json').exists()
 
 
-def test_only_a_stacked_group_that_does_not_fit_is_split():
+def _train_with_fake_loop(monkeypatch, tmp_path, fake_train, vectorize, run_count=4, max_runs=3):
+  """supervised.train on `run_count` runs of the tiny config with `fake_train` as the loop (no state
+  is built, nothing compiles); returns what it returns."""
+  config = tiny_config()
+  config.teacher.vectorize, config.vectorize_max_runs = vectorize, max_runs
+  monkeypatch.setattr(supervised, 'create_train_state', lambda *args: None)
+  monkeypatch.setattr(supervised, 'make_train_batches', lambda *args, **kwargs: None)
+  monkeypatch.setattr(supervised.training, 'train', fake_train)
+  spec = supervised.RunSpec.from_config(config, config.teacher, 'resnet8_b')
+  runs = [supervised.Run(seed, tmp_path / f'run{seed}', f'run {seed}')
+          for seed in range(1, run_count + 1)]
+  return supervised.train(spec, load_dataset(config.data), runs, DataParallel('none'),
+                          make_loss_and_grads)
+
+
+def test_only_a_stacked_group_that_does_not_fit_is_split(tmp_path, monkeypatch):
+  """Runs 1-4 in chunks of at most 3: [1, 2, 3] does not fit, nor [1, 2]; each alone does."""
   tried = []
 
-  def train(group):
-    tried.append(group)
-    if len(group) > 1:
+  def fits_alone(runs, *args):
+    tried.append([run.description for run in runs])
+    if len(runs) > 1:
       raise _out_of_memory()
-    return [f'run {run}' for run in group]
+    return [f'{run.description} trained' for run in runs]
 
-  assert list(train_groups([[1, 2, 3], [4]], train, stacked=True)) == [
-      ([1], ['run 1']), ([2], ['run 2']), ([3], ['run 3']), ([4], ['run 4'])]
-  assert tried == [[1, 2, 3], [1, 2], [1], [2], [3], [4]]
-  with pytest.raises(jax.errors.JaxRuntimeError):  # runs one after another: each fails alone
-    list(train_groups([[1, 2]], train, stacked=False))
+  assert _train_with_fake_loop(monkeypatch, tmp_path, fits_alone, vectorize=True) == [
+      'run 1 trained', 'run 2 trained', 'run 3 trained', 'run 4 trained']
+  assert tried == [['run 1', 'run 2', 'run 3'], ['run 1', 'run 2'], ['run 1'], ['run 2'],
+                   ['run 3'], ['run 4']]
 
-  def fails_alone(group):
+  def fails_alone(runs, *args):
     raise _out_of_memory()
-  with pytest.raises(jax.errors.JaxRuntimeError, match='RESOURCE_EXHAUSTED'):
-    list(train_groups([[1, 2]], fails_alone, stacked=True))
+  for vectorize in (True, False):  # one run that does not fit fails as it would alone
+    with pytest.raises(jax.errors.JaxRuntimeError, match='RESOURCE_EXHAUSTED'):
+      _train_with_fake_loop(monkeypatch, tmp_path, fails_alone, vectorize)
 
-  def other_error(group):
+  def other_error(runs, *args):
     raise jax.errors.JaxRuntimeError('INTERNAL: something else')
   with pytest.raises(jax.errors.JaxRuntimeError, match='INTERNAL'):
-    list(train_groups([[1, 2]], other_error, stacked=True))
+    _train_with_fake_loop(monkeypatch, tmp_path, other_error, vectorize=True)
 
 
 def test_evaluation_pads_a_batch_that_the_devices_do_not_divide(reference):

@@ -16,8 +16,8 @@ from ckd_jax.data import load_dataset, steps_per_epoch
 from ckd_jax.distributed import is_primary
 from ckd_jax.models import get_model
 from ckd_jax.parallel import DataParallel
-from ckd_jax.stages import console, select, teacher_choices
-from ckd_jax.stages.supervised import RunSpec, train_groups, train_models, vectorised_groups
+from ckd_jax.stages import console, select, supervised, teacher_choices
+from ckd_jax.stages.supervised import Run, RunSpec
 from ckd_jax.training import (ensemble_predict, make_distillation_loss_and_grads, make_eval_step,
                               make_evaluator, make_loss_and_grads, make_teacher_forward,
                               make_teacher_targets)
@@ -74,8 +74,8 @@ class StudentSteps:
         kd_until_step=kd_until_step, compute_dtype=config.dtype)
     teacher_forward = make_teacher_forward(get_model(config.teacher.arch, dataset.num_classes),
                                            dc.teacher_train_mode_batch_norm)
-    self.add_targets = make_teacher_targets(teacher_forward, dc.temperature, dc.ensemble_mode,
-                                            config.dtype)
+    self.teacher_targets = make_teacher_targets(teacher_forward, dc.temperature, dc.ensemble_mode,
+                                                config.dtype)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,32 +86,23 @@ class StudentRun:
   seed: int
   run_dir: pathlib.Path
 
-  @property
-  def member_count(self):
-    """Students stack only with students whose teachers have as many members (0: no teacher)."""
-    return 0 if self.teacher is None else len(self.teacher.metadata)
 
-
-def train_students(config, dataset, runs, parallel, steps, stacked=True):
-  """Trains the `StudentRun`s `runs` of `config.distill` with `steps` (a `StudentSteps`), all with
-  the same number of teacher members, each student with its own teachers (several: one
-  vectorised program when `stacked`, else one after another)."""
+def train_students(config, dataset, runs, parallel, steps):
+  """Trains the `StudentRun`s `runs` of `config.distill` with `steps` (a `StudentSteps`), in order:
+  a student without a teacher with cross-entropy, the others by KD from their own teachers."""
   dc = config.distill
-  if runs[0].teacher is None:
-    factory, add_targets = steps.cross_entropy, None
-    inputs = [()] * len(runs)
-    infos = [{'teacher_choice': run.choice.spec} for run in runs]
-  else:
-    factory, add_targets = steps.distillation, steps.add_targets
-    inputs = [(run.teacher.variables,) for run in runs]
-    infos = [run.teacher.info(run.choice) for run in runs]
-  specs = [RunSpec.from_config(config, dc, dc.student, run.seed,
-                               f'{dc.student} from {run.choice.spec} seed {run.seed}')
-           for run in runs]
-  return train_models(specs, dataset, [run.run_dir for run in runs], parallel, factory,
-                      step_inputs=inputs, add_targets=add_targets, stacked=stacked,
-                      final_info=[{**info, 'student': dc.student, 'seed': run.seed}
-                                  for info, run in zip(infos, runs)])
+  spec = RunSpec.from_config(config, dc, dc.student)
+  for has_teacher, block in itertools.groupby(runs, lambda run: run.teacher is not None):
+    block = [Run(run.seed, run.run_dir, f'{dc.student} from {run.choice.spec} seed {run.seed}',
+                 constants=(run.teacher.variables,) if has_teacher else (),
+                 final_info={**(run.teacher.info(run.choice) if has_teacher else
+                                {'teacher_choice': run.choice.spec}),
+                             'student': dc.student, 'seed': run.seed})
+             for run in block]
+    if has_teacher:
+      supervised.train(spec, dataset, block, parallel, steps.distillation, steps.teacher_targets)
+    else:
+      supervised.train(spec, dataset, block, parallel, steps.cross_entropy)
 
 
 def copy_student(source_dir, target_dir, choice_spec):
@@ -176,18 +167,8 @@ def run(config, workdir):
     runs += [StudentRun(choice, teacher, seed,
                         student_run_dir(workdir, dc.student, choice.slug, seed))
              for seed in pending]
-  if dc.vectorize:  # students whose teachers have as many members stack together
-    same_count = {}
-    for run in runs:
-      same_count.setdefault(run.member_count, []).append(run)
-    groups = [group for same in same_count.values()
-              for group in vectorised_groups(same, config.vectorize_max_runs)]
-  else:  # one after another in the config's order (all KD groups share one student step)
-    groups = [list(same) for _, same in itertools.groupby(runs, lambda run: run.member_count)]
-  steps = StudentSteps(config, dataset) if runs else None
-  train_group = functools.partial(train_students, config, dataset, parallel=parallel, steps=steps,
-                                  stacked=dc.vectorize)
-  list(train_groups(groups, train_group, stacked=dc.vectorize))
+  if runs:
+    train_students(config, dataset, runs, parallel, StudentSteps(config, dataset))
   if is_primary():
     for source, target, seed in copies:
       copy_student(student_run_dir(workdir, dc.student, source.slug, seed),

@@ -1,5 +1,5 @@
 """Training: state, optimizer, pure step builders and the epoch loop."""
-from ckd_jax.training.loop import LoopOptions, make_evaluator, train, train_many
+from ckd_jax.training.loop import LoopOptions, LoopRun, Step, make_evaluator, train
 from ckd_jax.training.optim import make_optimizer, make_schedule
 from ckd_jax.training.state import TrainState, count_params, create_train_state
 from ckd_jax.training.steps import (ensemble_predict, make_distillation_loss_and_grads,

@@ -7,9 +7,11 @@ checkpoint and, since the data stream is a function of the step, ends with the s
 import contextlib
 import dataclasses
 import functools
+import pathlib
 import signal
 import threading
 import time
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -73,7 +75,7 @@ class LoopOptions:
   # either way). Only one of the two: an Orbax save has a fixed cost even for a small model, a
   # large part of a short epoch.
   checkpoint_every_steps: int = 0
-  steps_per_call: int = 1  # K > 1: K steps per device call, one lax.scan (see `_block_end`)
+  steps_per_call: int = 1  # K > 1: K steps per device call, one lax.scan (see `_Lockstep.block_end`)
   progress: bool = True
   tensorboard: bool = False
   description: str = 'train'
@@ -139,62 +141,105 @@ class _EpochMeter:
       self._tick = time.perf_counter()
 
 
-def train(run_dir, state, train_step, evaluate, batches, parallel, options, *, step_inputs=(),
-          add_targets=None, learning_rate_fn=None, snapshot_metadata=None, final_info=None):
-  """Trains `state` to `options.num_epochs`, resuming from `run_dir/resume` after a kill.
+@dataclasses.dataclass(frozen=True)
+class Step:
+  """A training step as the loop runs it.
 
-  `train_step(state, batch, *step_inputs) -> (state, metrics)`; `step_inputs` are constant (e.g. the
-  frozen teacher variables). With `add_targets(batch, *step_inputs) -> batch` (e.g.
-  `make_teacher_targets`), the inputs go to it instead, in a program of its own run before each
-  step, and the step is `train_step(state, batch)`. Writes metrics.jsonl (one record per epoch),
-  snapshots at `options.snapshot_epochs` (with `snapshot_metadata`) and final.json (with
-  `final_info` merged in).
-  Returns the final (unreplicated) state and the final record.
+  `update(state, batch) -> (state, metrics)` is the pure step (`make_train_step`). `prepare(batch,
+  *constants) -> batch`, when given, runs first as a program of its own with the run's constants
+  (KD: the frozen teachers add their soft targets), so that one compiled `update` serves whatever
+  prepares its batches. The loop compiles both for one step and for K, mapped over stacked runs.
   """
-  return train_many([run_dir], [state], train_step, evaluate, [batches], parallel, options,
-                    step_inputs=[tuple(step_inputs)], add_targets=add_targets,
-                    learning_rate_fn=learning_rate_fn,
-                    snapshot_metadata=[snapshot_metadata], final_info=[final_info])[0]
+  update: Callable
+  prepare: Optional[Callable] = None
 
 
-def train_many(run_dirs, states, train_step, evaluate, batches, parallel, options, *,
-               step_inputs=None, add_targets=None, learning_rate_fn=None, snapshot_metadata=None,
-               final_info=None, descriptions=None):
-  """Trains several runs of one architecture as ONE program: their states stacked and the step
-  mapped over them (`over_runs`), each run with its own batches (`batches[i]`, e.g. its seed's),
-  step inputs (e.g. its own teachers, same shapes for all; to `add_targets` if given, see `train`)
-  and files, exactly as `train` writes them.
+@dataclasses.dataclass(frozen=True)
+class LoopRun:
+  """One run for the loop: where its files go, its initial state and batches, the constants its
+  step's `prepare` takes (e.g. its teachers' variables), and what its files record."""
+  run_dir: pathlib.Path
+  state: Any
+  batches: Any
+  constants: tuple = ()
+  description: str = 'train'
+  snapshot_metadata: dict = dataclasses.field(default_factory=dict)
+  final_info: dict = dataclasses.field(default_factory=dict)
 
-  Runs whose resume checkpoints stand at different steps (a kill during the group's checkpoint)
-  are trained in groups of equal steps. Returns [(state, final record)] in the order of `run_dirs`.
+
+def train(runs, step, evaluate, parallel, options, learning_rate_fn=None):
+  """Trains the `LoopRun`s `runs` to `options.num_epochs` with `step` (a `Step`), resuming each
+  from `run_dir/resume` after a kill; returns [(final unreplicated state, final record)] in order.
+
+  One run, or several of one architecture in lockstep as ONE program: their states stacked and
+  the step mapped over them (`over_runs`), each with its own batches, constants and files. Runs
+  trained together must stand at the same resume step. Every run writes metrics.jsonl (one record
+  per epoch), snapshots at `options.snapshot_epochs` (with its `snapshot_metadata`) and final.json
+  (with its `final_info`).
   """
-  count = len(run_dirs)
-  step_inputs = step_inputs or [()] * count
-  snapshot_metadata, final_info = snapshot_metadata or [None] * count, final_info or [None] * count
-  descriptions = descriptions or ([options.description] if count == 1 else
-                                  [f'{options.description} [{d}]' for d in run_dirs])
-  groups = {}
-  for i, run_dir in enumerate(run_dirs):
-    groups.setdefault(ResumeStore(run_dir).latest_step(), []).append(i)
-  results = [None] * count
-  for members in groups.values():
-    outputs = [_RunOutputs(RunFiles(run_dirs[i]), options, descriptions[i],
-                           snapshot_metadata[i] or {}, final_info[i] or {}) for i in members]
-    loop = _EpochLoop(outputs, [batches[i] for i in members], parallel, options)
-    done = loop.run([states[i] for i in members], train_step, add_targets, evaluate,
-                    [step_inputs[i] for i in members], learning_rate_fn)
-    for i, result in zip(members, done):
-      results[i] = result
-  return results
+  if step.prepare is None and any(run.constants for run in runs):
+    raise ValueError('run constants go to a Step.prepare, and this step has none')
+  lockstep = _Lockstep(runs, parallel, options)
+  steps_per_epoch = lockstep.steps_per_epoch
+  start_step, meter = lockstep.resume()
+  total_steps = options.num_epochs * steps_per_epoch
+  update_one, update_block = _compiled_update(step.update, parallel, lockstep.stacked)
+  if step.prepare is not None:
+    prepare_one, prepare_block = _compiled_prepare(step.prepare, parallel, lockstep.stacked)
+    constants = parallel.replicate(lockstep.stack([run.constants for run in runs]))
+  bar = tqdm(total=total_steps, initial=start_step,
+             disable=not (options.progress and is_primary()), desc=options.description,
+             unit='step', dynamic_ncols=True)
+  try:
+    with _StopAtStepBoundary() as stop:
+      step_done = start_step
+      while step_done < total_steps:
+        if stop.requested:
+          raise KeyboardInterrupt(stop.requested)
+        end = lockstep.block_end(step_done)
+        if end - step_done == 1:
+          batch = lockstep.shard(lockstep.data(lambda b: b.batch(step_done)), 0)
+          if step.prepare is not None:
+            batch = prepare_one(batch, *constants)
+          lockstep.replicated, metrics = update_one(lockstep.replicated, batch)
+        else:
+          block = lockstep.shard(lockstep.data(lambda b: b.block(step_done, end - step_done)), 1)
+          if step.prepare is not None:
+            block = prepare_block(block, *constants)
+          lockstep.replicated, metrics = update_block(lockstep.replicated, block)
+        meter.add(metrics)
+        bar.update(end - step_done)
+        step_done = end
+        epoch_end = step_done % steps_per_epoch == 0
+        if epoch_end:
+          record = lockstep.end_epoch(step_done, meter, evaluate, learning_rate_fn)[0]
+          bar.set_postfix(epoch=record['epoch'], loss=f"{record['train_loss']:.3f}",
+                          test_acc=f"{record['test_accuracy']:.4f}",
+                          img_s=f"{record['img_per_sec']:.0f}")
+          meter = _EpochMeter()
+        every = options.checkpoint_every_steps
+        if step_done < total_steps and (step_done % every == 0 if every else epoch_end):
+          lockstep.checkpoint(meter)
+  except KeyboardInterrupt:  # Ctrl-C / SIGTERM: keep the steps done so far, then stop
+    try:
+      lockstep.checkpoint(meter)
+    except Exception as e:  # diverged, or stopped inside a step by a second Ctrl-C
+      logging.warning('no checkpoint saved on interrupt (%s); the run resumes from the last one', e)
+    raise
+  finally:
+    bar.close()
+    lockstep.close()
+  return lockstep.finish()
 
 
 class _RunOutputs:
   """One run's files: metrics log, snapshots, resume checkpoint and final record."""
 
-  def __init__(self, files, options, description, snapshot_metadata, final_info):
+  def __init__(self, run, options):
+    files = RunFiles(run.run_dir)
     files.dir.mkdir(parents=True, exist_ok=True)
-    self.files, self.options, self.description = files, options, description
-    self.snapshot_metadata, self.final_info = snapshot_metadata, final_info
+    self.files, self.options, self.description = files, options, run.description
+    self.snapshot_metadata, self.final_info = run.snapshot_metadata, run.final_info
     self.resume_store = ResumeStore(files.dir)
     self.snapshots = SnapshotStore(files.dir) if options.snapshot_epochs else None
     self.metrics_log = JsonlWriter(files.metrics)
@@ -255,74 +300,28 @@ class _RunOutputs:
     return state, final
 
 
-class _EpochLoop:
-  """The device side of S runs in lockstep: one state (S = 1) or S stacked states and the step
-  mapped over them; `_RunOutputs`s keep each run's files."""
+class _Lockstep:
+  """The device side of S runs in lockstep: one state (S = 1) or S stacked states, replicated
+  over the devices; a `_RunOutputs` per run keeps its files."""
 
-  def __init__(self, outputs, batches, parallel, options):
+  def __init__(self, runs, parallel, options):
+    batches = [run.batches for run in runs]
     if len({(b.steps_per_epoch, b.batch_size) for b in batches}) != 1:
       raise ValueError('runs trained together need the same batch size and steps per epoch')
-    self.outputs, self.batches, self.parallel, self.options = outputs, batches, parallel, options
-    self.stacked = len(outputs) > 1
+    self.outputs = [_RunOutputs(run, options) for run in runs]
+    self.initial_states = [run.state for run in runs]
+    self.batches, self.parallel, self.options = batches, parallel, options
+    self.stacked = len(runs) > 1
+    self.steps_per_epoch = batches[0].steps_per_epoch
 
-  def run(self, states, train_step, add_targets, evaluate, step_inputs, learning_rate_fn):
-    opts, steps_per_epoch = self.options, self.batches[0].steps_per_epoch
-    states, meter = self._resume(states)
-    start_step, total_steps = int(states[0].step), opts.num_epochs * steps_per_epoch
-    step_fn, multi_step_fn = _compiled_steps(train_step, self.parallel, self.stacked)
-    inputs = self.parallel.replicate(self._stack(step_inputs))
-    if add_targets is not None:  # the inputs feed the targets' program, not the step
-      targets_fn, block_targets_fn = _compiled_targets(add_targets, self.parallel, self.stacked)
-      inputs, targets_inputs = (), inputs
-    self.replicated = self.parallel.replicate(self._stack(states))
+  def close(self):
     for output in self.outputs:
-      output.open_writer()
-    bar = tqdm(total=total_steps, initial=start_step, disable=not (opts.progress and is_primary()),
-               desc=opts.description, unit='step', dynamic_ncols=True)
-    try:
-      with _StopAtStepBoundary() as stop:
-        step = start_step
-        while step < total_steps:
-          if stop.requested:
-            raise KeyboardInterrupt(stop.requested)
-          end = self._block_end(step)
-          if end - step == 1:
-            batch = self._shard(self._data(lambda b: b.batch(step)), 0)
-            if add_targets is not None:
-              batch = targets_fn(batch, *targets_inputs)
-            self.replicated, metrics = step_fn(self.replicated, batch, *inputs)
-          else:
-            block = self._shard(self._data(lambda b: b.block(step, end - step)), 1)
-            if add_targets is not None:
-              block = block_targets_fn(block, *targets_inputs)
-            self.replicated, metrics = multi_step_fn(self.replicated, block, *inputs)
-          meter.add(metrics)
-          bar.update(end - step)
-          step = end
-          epoch_end = step % steps_per_epoch == 0
-          if epoch_end:
-            record = self._end_epoch(step, meter, evaluate, learning_rate_fn)[0]
-            bar.set_postfix(epoch=record['epoch'], loss=f"{record['train_loss']:.3f}",
-                            test_acc=f"{record['test_accuracy']:.4f}",
-                            img_s=f"{record['img_per_sec']:.0f}")
-            meter = _EpochMeter()
-          every = opts.checkpoint_every_steps
-          if step < total_steps and (step % every == 0 if every else epoch_end):
-            self._checkpoint(meter)
-    except KeyboardInterrupt:  # Ctrl-C / SIGTERM: keep the steps done so far, then stop
-      try:
-        self._checkpoint(meter)
-      except Exception as e:  # diverged, or stopped inside a step by a second Ctrl-C
-        logging.warning('no checkpoint saved on interrupt (%s); the run resumes from the last one',
-                        e)
-      raise
-    finally:
-      bar.close()
-      for output in self.outputs:
-        output.writer.close()
+      output.writer.close()
+
+  def finish(self):
     return [output.finish(state) for output, state in zip(self.outputs, self._states())]
 
-  def _stack(self, trees):
+  def stack(self, trees):
     """One tree (S = 1) or the trees stacked on a new leading run axis."""
     return jax.tree.map(lambda *x: np.stack([np.asarray(v) for v in x]), *trees) if (
         self.stacked) else trees[0]
@@ -331,16 +330,16 @@ class _EpochLoop:
     return [jax.tree.map(lambda x: x[i], tree) for i in range(len(self.outputs))] if (
         self.stacked) else [tree]
 
-  def _data(self, get):
+  def data(self, get):
     """`get(batches)` of every run: one batch (S = 1), or the runs' batches stacked."""
     data = [get(b) for b in self.batches]
     return jax.tree.map(lambda *x: jnp.stack(x), *data) if self.stacked else data[0]
 
-  def _shard(self, batch, batch_axis):
+  def shard(self, batch, batch_axis):
     """The global-batch axis follows the run axis (when stacked) and the steps axis (blocks)."""
     return self.parallel.shard(batch, batch_axis + self.stacked)
 
-  def _block_end(self, step):
+  def block_end(self, step):
     """Where the call that starts at `step` ends: K steps, cut at the epoch end, at the next
     rolling checkpoint and at multiples of K within the epoch; a call that the cuts would leave
     shorter than K is one step, so that only two programs compile (K steps and one), not one per
@@ -355,16 +354,20 @@ class _EpochLoop:
     end = min(ends)
     return end if end - step == k else step + 1
 
-  def _resume(self, states):
-    """Every run's state and the running epoch to continue from (all at the same step)."""
-    steps_per_epoch = self.batches[0].steps_per_epoch
-    resumed = [output.resume(state, steps_per_epoch) for output, state in zip(self.outputs, states)]
+  def resume(self):
+    """Places every run's state to continue from (all at the same step) on the devices and opens
+    the runs' writers; returns (that step, the running epoch's meter)."""
+    resumed = [output.resume(state, self.steps_per_epoch)
+               for output, state in zip(self.outputs, self.initial_states)]
     if len({int(state.step) for state, _, _ in resumed}) != 1:
       raise RuntimeError('runs trained together resumed at different steps')
     partial = [sums for _, sums, _ in resumed]  # metrics of this epoch's steps before the kill
-    sums = None if partial[0] is None else self.parallel.replicate(self._stack(
+    sums = None if partial[0] is None else self.parallel.replicate(self.stack(
         [{k: np.float32(v) for k, v in p.items()} for p in partial]))
-    return [state for state, _, _ in resumed], _EpochMeter(sums, resumed[0][2])
+    self.replicated = self.parallel.replicate(self.stack([state for state, _, _ in resumed]))
+    for output in self.outputs:
+      output.open_writer()
+    return int(resumed[0][0].step), _EpochMeter(sums, resumed[0][2])
 
   def _states(self):
     return self._unstack(self.parallel.unreplicate(self.replicated))
@@ -374,7 +377,7 @@ class _EpochLoop:
       return [None] * len(self.outputs)
     return self._unstack(jax.device_get(self.parallel.unreplicate(meter.sums)))
 
-  def _end_epoch(self, steps_done, meter, evaluate, learning_rate_fn):
+  def end_epoch(self, steps_done, meter, evaluate, learning_rate_fn):
     """Each run's record (train means, test metrics, speed), written with its snapshot."""
     steps_per_epoch, batch_size = self.batches[0].steps_per_epoch, self.batches[0].batch_size
     states, sums = self._states(), self._sums(meter)  # the one sync per epoch
@@ -397,7 +400,7 @@ class _EpochLoop:
       records.append(record)
     return records
 
-  def _checkpoint(self, meter):
+  def checkpoint(self, meter):
     states, sums = self._states(), self._sums(meter)  # waits for the steps: their time counts
     with meter.paused():
       for output, state, run_sums in zip(self.outputs, states, sums):
@@ -407,7 +410,7 @@ class _EpochLoop:
 
 
 @functools.lru_cache(maxsize=8)
-def _compiled_steps(train_step, parallel, stacked):
+def _compiled_update(train_step, parallel, stacked):
   """The one-step and K-step programs of `train_step` (mapped over the runs when `stacked`), made
   once for every loop that trains with this step (the seeds of a teacher, the students of one kind
   of teacher, trained one after another): JAX reuses a trace only for the same function object, and
@@ -420,11 +423,11 @@ def _compiled_steps(train_step, parallel, stacked):
 
 
 @functools.lru_cache(maxsize=8)
-def _compiled_targets(add_targets, parallel, stacked):
-  """The programs of `add_targets` for one batch and for a block of K (`lax.map` over the steps),
-  mapped over the runs when `stacked`; kept like `_compiled_steps`."""
-  one, block = add_targets, lambda batches, *inputs: jax.lax.map(
-      lambda batch: add_targets(batch, *inputs), batches)
+def _compiled_prepare(prepare, parallel, stacked):
+  """The programs of `prepare` for one batch and for a block of K (`lax.map` over the steps),
+  mapped over the runs when `stacked`; kept like `_compiled_update`."""
+  one, block = prepare, lambda batches, *constants: jax.lax.map(
+      lambda batch: prepare(batch, *constants), batches)
   if stacked:
     one, block = over_runs(one), over_runs(block)
   return parallel.compile_batch_fn(one), parallel.compile_batch_fn(block)

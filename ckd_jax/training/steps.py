@@ -68,19 +68,19 @@ def make_teacher_targets(teacher_forward, temperature, ensemble_mode='probs',
   """(batch, stacked teacher variables) -> the batch with 'teacher_log_probs': the (ensemble)
   teacher's log p_t^τ (B, K), float32, no gradient. The teachers run in `compute_dtype`.
 
-  The training loop runs it as a program of its own before each step (`add_targets`), so that the
+  The training loop runs it as a program of its own before each step (`Step.prepare`), so that the
   student's step takes no teacher: one compiled step serves every teacher choice, and only this
   forward, smaller than a fused KD step, compiles once per member count.
   """
   losses.check_ensemble_mode(ensemble_mode)
   dtype = precision.check_dtype(compute_dtype, 'compute_dtype')
 
-  def add_targets(batch, teacher_variables):
+  def with_targets(batch, teacher_variables):
     logits = teacher_forward(precision.compute_variables(teacher_variables, dtype),
                              batch['image'].astype(dtype)).astype(jnp.float32)
     return {**batch, TEACHER_LOG_PROBS: losses.ensemble_log_probs(logits, temperature,
                                                                   ensemble_mode)}
-  return add_targets
+  return with_targets
 
 
 def make_distillation_loss_and_grads(model, alpha, temperature, kd_until_step=None,

@@ -9,6 +9,7 @@ asks for is done and the same command is rerun. 'identical' compares the rerun's
 report.md (wall times and paths removed) with those of an undisturbed run of the same command.
 The full-disk case mounts a small tmpfs (root on Linux); elsewhere it is reported as skipped.
 """
+
 import argparse
 import csv
 import json
@@ -23,12 +24,19 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # The quick-start, shortened: one teacher of 4 epochs, four student choices of 2 epochs.
-SHORT = ['--config=configs/quickstart.py', '--config.progress=False',
-         '--config.teacher.num_seeds=1', '--config.teacher.epochs=4',
-         '--config.teacher.snapshot_epochs=(2,4)', '--config.teacher.optimizer.milestones=(3,)',
-         '--config.teacher.checkpoint_every_steps=10', '--config.distill.epochs=2',
-         '--config.distill.optimizer.milestones=(1,)', '--config.distill.checkpoint_every_steps=10',
-         "--config.distill.teachers=('epoch:2','final','selected','none')"]
+SHORT = [
+  '--config=configs/quickstart.py',
+  '--config.progress=False',
+  '--config.teacher.num_seeds=1',
+  '--config.teacher.epochs=4',
+  '--config.teacher.snapshot_epochs=(2,4)',
+  '--config.teacher.optimizer.milestones=(3,)',
+  '--config.teacher.checkpoint_every_steps=10',
+  '--config.distill.epochs=2',
+  '--config.distill.optimizer.milestones=(1,)',
+  '--config.distill.checkpoint_every_steps=10',
+  "--config.distill.teachers=('epoch:2','final','selected','none')",
+]
 
 
 class Run:
@@ -37,8 +45,9 @@ class Run:
   def __init__(self, workdir, extra=(), cache=None):
     args = [sys.executable, '-m', 'ckd_jax.main', f'--workdir={workdir}', *SHORT, *extra]
     args.append(f'--compilation_cache_dir={cache or "off"}')  # off: nothing extra in workdir
-    self.process = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, text=True)
+    self.process = subprocess.Popen(
+      args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
   def signal_when(self, condition, signum, timeout=600):
     """Sends `signum` as soon as `condition()` holds (polled); False if the run ended first."""
@@ -72,8 +81,10 @@ def fingerprint(workdir):
   if not (workdir / 'report.md').exists():
     return None
   with open(workdir / 'results.csv') as f:
-    rows = [{k: v for k, v in r.items() if k not in ('train_time_s', 'run_dir')}
-            for r in csv.DictReader(f)]
+    rows = [
+      {k: v for k, v in r.items() if k not in ('train_time_s', 'run_dir')}
+      for r in csv.DictReader(f)
+    ]
   report = (workdir / 'report.md').read_text().replace(str(workdir), 'W')
   return rows, re.sub(r'\| [\d.]+ min \|', '| T |', report)
 
@@ -105,11 +116,13 @@ def exists(pattern):
 # Each fault: (workdir, cache) -> (exit code, what the user saw, reruns[, workdir to compare]).
 def signal_then_rerun(condition, signum):
   """A fault that is a signal sent when `condition(workdir)` holds; the fix is to rerun."""
+
   def fault(w, cache):
     r = Run(w, cache=cache)
     r.signal_when(lambda: condition(w), signum)
     code, out, err = r.wait()
     return code, last_line(out, err, code), [run(w, cache=cache)]
+
   return fault
 
 
@@ -144,8 +157,9 @@ def fault_nan(w, cache):
 
 def fault_full_disk(w, cache):
   w.mkdir(parents=True)
-  if subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=3m', 'tmpfs', str(w)],
-                    capture_output=True).returncode:
+  if subprocess.run(
+    ['mount', '-t', 'tmpfs', '-o', 'size=3m', 'tmpfs', str(w)], capture_output=True
+  ).returncode:
     return None, 'skipped: cannot mount a tmpfs here', None
   try:
     code, out, err = run(w, cache=cache)
@@ -159,14 +173,14 @@ def fault_full_disk(w, cache):
 
 
 FAULTS = {
-    'kill_teacher': ('kill -9 during the teacher stage', fault_kill_teacher),
-    'sigterm_teacher': ('SIGTERM during the teacher stage', fault_sigterm_teacher),
-    'kill_select': ('kill -9 during the select stage', fault_kill_select),
-    'sigint_distill': ('Ctrl-C during the distill stage', fault_sigint_distill),
-    'corrupt_snapshot': ('a flipped byte in a teacher snapshot', fault_corrupt_snapshot),
-    'corrupt_resume': ('a flipped byte in the resume checkpoint', fault_corrupt_resume),
-    'nan': ('divergence (learning rate 1e4)', fault_nan),
-    'full_disk': ('full disk (3 MB tmpfs, then enlarged)', fault_full_disk),
+  'kill_teacher': ('kill -9 during the teacher stage', fault_kill_teacher),
+  'sigterm_teacher': ('SIGTERM during the teacher stage', fault_sigterm_teacher),
+  'kill_select': ('kill -9 during the select stage', fault_kill_select),
+  'sigint_distill': ('Ctrl-C during the distill stage', fault_sigint_distill),
+  'corrupt_snapshot': ('a flipped byte in a teacher snapshot', fault_corrupt_snapshot),
+  'corrupt_resume': ('a flipped byte in the resume checkpoint', fault_corrupt_resume),
+  'nan': ('divergence (learning rate 1e4)', fault_nan),
+  'full_disk': ('full disk (3 MB tmpfs, then enlarged)', fault_full_disk),
 }
 
 

@@ -12,6 +12,7 @@ select, one student for 1 epoch, report) on the CIFAR-10 JPEG copy (--data: its 
 unpacked folder; --cpu: the quick-start's digits). Writes OUTDIR/gpu_check.json and
 OUTDIR/gpu_check.md; exits non-zero if any part failed, after writing what it has.
 """
+
 import argparse
 import json
 import os
@@ -29,10 +30,30 @@ import run as step_benchmark  # noqa: E402  (benchmarks/ is not a package)
 
 # The CPU form keeps every kind of row at toy size; bfloat16 compiles slowly on the CPU and is
 # no faster there, so its rows run in float32 (the dtype column says so).
-GPU_SIZE = dict(teacher='wrn_40_2', student='wrn_40_1', batch=128, image=32, classes=100,
-                steps=50, warmup=3, low_dtype='bfloat16', steps_per_call=10, stacked=5)
-CPU_SIZE = dict(teacher='resnet8', student='resnet8', batch=8, image=8, classes=10, steps=1,
-                warmup=1, low_dtype='float32', steps_per_call=2, stacked=2)
+GPU_SIZE = dict(
+  teacher='wrn_40_2',
+  student='wrn_40_1',
+  batch=128,
+  image=32,
+  classes=100,
+  steps=50,
+  warmup=3,
+  low_dtype='bfloat16',
+  steps_per_call=10,
+  stacked=5,
+)
+CPU_SIZE = dict(
+  teacher='resnet8',
+  student='resnet8',
+  batch=8,
+  image=8,
+  classes=10,
+  steps=1,
+  warmup=1,
+  low_dtype='float32',
+  steps_per_call=2,
+  stacked=2,
+)
 
 
 def planned_rows(size):
@@ -43,20 +64,34 @@ def planned_rows(size):
   if low != 'float32':
     rows.append((f'teacher {low}', 'teacher', dtype))
   return rows + [
-      (f'teacher {low}, K={k}', 'teacher', dtype + ['--steps_per_call', str(k)]),
-      (f'KD 1 teacher {low}', 'kd1', dtype),
-      (f'KD 3 teachers {low}', 'kd3', dtype),
-      (f'KD 1 teacher {low}, {stacked} students stacked', 'kd1', dtype + ['--runs', str(stacked)])]
+    (f'teacher {low}, K={k}', 'teacher', dtype + ['--steps_per_call', str(k)]),
+    (f'KD 1 teacher {low}', 'kd1', dtype),
+    (f'KD 3 teachers {low}', 'kd3', dtype),
+    (f'KD 1 teacher {low}, {stacked} students stacked', 'kd1', dtype + ['--runs', str(stacked)]),
+  ]
 
 
 def step_rows(size):
   """Every planned row, measured in this process (one device, no mesh)."""
   rows = []
   for label, mode, extra in planned_rows(size):
-    args = step_benchmark.parse_args([
-        '--parallel', 'none', '--batch', str(size['batch']), '--image', str(size['image']),
-        '--classes', str(size['classes']), '--steps', str(size['steps']),
-        '--warmup', str(size['warmup'])] + extra)
+    args = step_benchmark.parse_args(
+      [
+        '--parallel',
+        'none',
+        '--batch',
+        str(size['batch']),
+        '--image',
+        str(size['image']),
+        '--classes',
+        str(size['classes']),
+        '--steps',
+        str(size['steps']),
+        '--warmup',
+        str(size['warmup']),
+      ]
+      + extra
+    )
     arch = size['teacher'] if mode == 'teacher' else size['student']
     teacher = None if mode == 'teacher' else size['teacher']
     print(f'step table: {label}', flush=True)
@@ -71,12 +106,28 @@ def torch_rows(size):
   except ImportError:
     print('step table: no torch here, so no PyTorch reference rows', flush=True)
     return []
-  return step_benchmark.run_rows([
-      sys.executable, str(HERE / 'torch_reference.py'), '--models', size['teacher'],
-      '--kd_pairs', f"{size['teacher']}-{size['student']}", '--modes', 'teacher,kd1,kd3',
-      '--batch', str(size['batch']), '--image', str(size['image']),
-      '--classes', str(size['classes']), '--steps', str(size['steps']),
-      '--warmup', str(size['warmup'])])
+  return step_benchmark.run_rows(
+    [
+      sys.executable,
+      str(HERE / 'torch_reference.py'),
+      '--models',
+      size['teacher'],
+      '--kd_pairs',
+      f'{size["teacher"]}-{size["student"]}',
+      '--modes',
+      'teacher,kd1,kd3',
+      '--batch',
+      str(size['batch']),
+      '--image',
+      str(size['image']),
+      '--classes',
+      str(size['classes']),
+      '--steps',
+      str(size['steps']),
+      '--warmup',
+      str(size['warmup']),
+    ]
+  )
 
 
 def unpacked(data, scratch):
@@ -96,23 +147,42 @@ def unpacked(data, scratch):
 def pipeline_command(workdir, cpu, data_root):
   """The command line of the end-to-end run: every stage, shortened."""
   if cpu:
-    config = ['--config=configs/quickstart.py', '--config.teacher.arch=resnet8_b',
-              '--config.distill.student=resnet8_b', '--config.data.train_examples=256',
-              '--config.data.test_examples=120', '--config.select.method=kde']
+    config = [
+      '--config=configs/quickstart.py',
+      '--config.teacher.arch=resnet8_b',
+      '--config.distill.student=resnet8_b',
+      '--config.data.train_examples=256',
+      '--config.data.test_examples=120',
+      '--config.select.method=kde',
+    ]
   else:
-    config = [f'--config=configs/cifar10_jpeg.py:root={data_root},teacher=wrn_40_2,'
-              'student=wrn_40_1,train_examples=10000,epochs=10,batch_size=128',
-              '--config.data.test_examples=2000', '--config.select.num_samples=2000',
-              '--config.select.fit_samples=2000']
+    config = [
+      f'--config=configs/cifar10_jpeg.py:root={data_root},teacher=wrn_40_2,'
+      'student=wrn_40_1,train_examples=10000,epochs=10,batch_size=128',
+      '--config.data.test_examples=2000',
+      '--config.select.num_samples=2000',
+      '--config.select.fit_samples=2000',
+    ]
   # an XLA cache given to this process (the tests' shared one) serves the command line too
   cache = os.environ.get('JAX_COMPILATION_CACHE_DIR')
   config += [f'--compilation_cache_dir={cache}'] if cache else []
-  return [sys.executable, '-m', 'ckd_jax.main', f'--workdir={workdir}', *config,
-          '--config.progress=False', '--config.teacher.num_seeds=1',
-          '--config.teacher.epochs=2', '--config.teacher.snapshot_epochs=(1,2)',
-          '--config.teacher.optimizer.milestones=(1,)', '--config.distill.num_seeds=1',
-          '--config.distill.epochs=1', '--config.distill.optimizer.milestones=()',
-          "--config.distill.teachers=('selected',)", '--config.select.repeats=2']
+  return [
+    sys.executable,
+    '-m',
+    'ckd_jax.main',
+    f'--workdir={workdir}',
+    *config,
+    '--config.progress=False',
+    '--config.teacher.num_seeds=1',
+    '--config.teacher.epochs=2',
+    '--config.teacher.snapshot_epochs=(1,2)',
+    '--config.teacher.optimizer.milestones=(1,)',
+    '--config.distill.num_seeds=1',
+    '--config.distill.epochs=1',
+    '--config.distill.optimizer.milestones=()',
+    "--config.distill.teachers=('selected',)",
+    '--config.select.repeats=2',
+  ]
 
 
 def end_to_end(outdir, cpu, data):
@@ -124,8 +194,11 @@ def end_to_end(outdir, cpu, data):
   start = time.time()
   result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
   (outdir / 'pipeline.log').write_text(result.stdout + result.stderr)
-  summary = {'command': ' '.join(command[1:]), 'returncode': result.returncode,
-             'seconds': time.time() - start}
+  summary = {
+    'command': ' '.join(command[1:]),
+    'returncode': result.returncode,
+    'seconds': time.time() - start,
+  }
   if result.returncode:
     summary['error'] = (result.stderr or result.stdout)[-2000:]
     return summary
@@ -138,23 +211,35 @@ def end_to_end(outdir, cpu, data):
 
 
 def markdown(result):
-  lines = [f"# GPU check, {result['date']}", '', f"device: {result['device']}", '',
-           '| row | framework | model | teacher | runs | K | dtype | img/s | ms/step | compile s |'
-           ' peak MiB |', '|---|---|---|---|---|---|---|---|---|---|---|']
+  lines = [
+    f'# GPU check, {result["date"]}',
+    '',
+    f'device: {result["device"]}',
+    '',
+    '| row | framework | model | teacher | runs | K | dtype | img/s | ms/step | compile s |'
+    ' peak MiB |',
+    '|---|---|---|---|---|---|---|---|---|---|---|',
+  ]
   for r in result['steps']:
-    peak = '–' if r['peak_mib'] is None else f"{r['peak_mib']:.0f}"
-    compile_s = '–' if r['compile_s'] is None else f"{r['compile_s']:.1f}"
-    lines.append(f"| {r.get('label', r['mode'] + ' ' + r['parallel'])} | {r['framework']} | "
-                 f"{r['model']} | {r['teacher'] or '–'} | {r.get('runs', 1)} | "
-                 f"{r.get('steps_per_call', 1)} | {r['dtype']} | {r['images_per_s']:.0f} | "
-                 f"{r['ms_per_step']:.2f} | {compile_s} | {peak} |")
+    peak = '–' if r['peak_mib'] is None else f'{r["peak_mib"]:.0f}'
+    compile_s = '–' if r['compile_s'] is None else f'{r["compile_s"]:.1f}'
+    lines.append(
+      f'| {r.get("label", r["mode"] + " " + r["parallel"])} | {r["framework"]} | '
+      f'{r["model"]} | {r["teacher"] or "–"} | {r.get("runs", 1)} | '
+      f'{r.get("steps_per_call", 1)} | {r["dtype"]} | {r["images_per_s"]:.0f} | '
+      f'{r["ms_per_step"]:.2f} | {compile_s} | {peak} |'
+    )
   e2e = result['end_to_end']
-  lines += ['', f"end to end ({e2e['seconds']:.0f} s, exit {e2e['returncode']}): "
-            f"`{e2e['command']}`"]
+  lines += [
+    '',
+    f'end to end ({e2e["seconds"]:.0f} s, exit {e2e["returncode"]}): `{e2e["command"]}`',
+  ]
   for stage, seconds in e2e.get('stage_seconds', {}).items():
     lines.append(f'- {stage}: {seconds:.1f} s')
   for name, final in e2e.get('students', {}).items():
-    lines.append(f"- {name}: last test accuracy {final.get('last_test_accuracy', float('nan')):.4f}")
+    lines.append(
+      f'- {name}: last test accuracy {final.get("last_test_accuracy", float("nan")):.4f}'
+    )
   if 'error' in e2e:
     lines += ['', '```', e2e['error'], '```']
   for failure in result['failures']:
@@ -166,20 +251,30 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('outdir')
   parser.add_argument('--cpu', action='store_true', help='CPU size: tiny models, a few steps')
-  parser.add_argument('--data', default=str(ROOT / '.gpu_kit' / 'cifar10-jpeg.tar.gz'),
-                      help='CIFAR-10 JPEG: the .tar.gz or the unpacked folder (not with --cpu)')
+  parser.add_argument(
+    '--data',
+    default=str(ROOT / '.gpu_kit' / 'cifar10-jpeg.tar.gz'),
+    help='CIFAR-10 JPEG: the .tar.gz or the unpacked folder (not with --cpu)',
+  )
   args = parser.parse_args(argv)
   outdir = pathlib.Path(args.outdir).resolve()
   outdir.mkdir(parents=True, exist_ok=True)
   if not args.cpu and not pathlib.Path(args.data).exists():
-    raise SystemExit(f'error: no CIFAR-10 JPEG data at {args.data}: run '
-                     'benchmarks/gpu_wheels.sh here first (it copies it into .gpu_kit/), or pass '
-                     '--data')
+    raise SystemExit(
+      f'error: no CIFAR-10 JPEG data at {args.data}: run '
+      'benchmarks/gpu_wheels.sh here first (it copies it into .gpu_kit/), or pass '
+      '--data'
+    )
   import jax
+
   size = CPU_SIZE if args.cpu else GPU_SIZE
-  result = {'date': time.strftime('%Y-%m-%d %H:%M'), 'machine': platform.platform(),
-            'device': f'{jax.devices()[0].device_kind} ({jax.default_backend()}), '
-                      f'jax {jax.__version__}', 'size': size, 'failures': []}
+  result = {
+    'date': time.strftime('%Y-%m-%d %H:%M'),
+    'machine': platform.platform(),
+    'device': f'{jax.devices()[0].device_kind} ({jax.default_backend()}), jax {jax.__version__}',
+    'size': size,
+    'failures': [],
+  }
   try:
     result['steps'] = step_rows(size) + torch_rows(size)
   except Exception as e:  # keep going: the pipeline run is the other half of the check

@@ -21,6 +21,7 @@ larger of its two programs, which run one after the other). --torch adds
 benchmarks/torch_reference.py's rows (the same architectures in PyTorch), so that ratios come from
 one run on one machine. Prints a table and writes JSON (default benchmarks/results/run.json).
 """
+
 import argparse
 import json
 import os
@@ -43,10 +44,17 @@ def measure_jax(arch, mode, args, teacher_arch=None):
   from ckd_jax import recipes
   from ckd_jax.models import get_model
   from ckd_jax.parallel import DataParallel
-  from ckd_jax.training import (create_train_state, make_distillation_loss_and_grads,
-                                make_loss_and_grads, make_multi_step, make_optimizer,
-                                make_teacher_forward,
-                                make_teacher_targets, make_train_step, over_runs)
+  from ckd_jax.training import (
+    create_train_state,
+    make_distillation_loss_and_grads,
+    make_loss_and_grads,
+    make_multi_step,
+    make_optimizer,
+    make_teacher_forward,
+    make_teacher_targets,
+    make_train_step,
+    over_runs,
+  )
 
   parallel = DataParallel(args.parallel)
   parallel.check_batch_size(args.batch)
@@ -59,27 +67,32 @@ def measure_jax(arch, mode, args, teacher_arch=None):
     loss_and_grads = make_loss_and_grads(model, compute_dtype=args.dtype)
   else:
     teacher = get_model(teacher_arch, args.classes)
-    members = [teacher.init(jax.random.key(k), jnp.zeros((1,) + shape), train=False)
-               for k in range(int(mode[2:]))]
+    members = [
+      teacher.init(jax.random.key(k), jnp.zeros((1,) + shape), train=False)
+      for k in range(int(mode[2:]))
+    ]
     inputs = (jax.tree.map(lambda *x: np.stack(x), *members),)
-    add_targets = make_teacher_targets(make_teacher_forward(teacher), 4.0,
-                                       compute_dtype=args.dtype)
+    add_targets = make_teacher_targets(make_teacher_forward(teacher), 4.0, compute_dtype=args.dtype)
     loss_and_grads = make_distillation_loss_and_grads(model, 0.9, 4.0, compute_dtype=args.dtype)
   rng = np.random.default_rng(0)
   runs, per_call = args.runs, args.steps_per_call
   # S runs: stacked states, batches and inputs, one step; K steps per call: K batches stacked
   lead = (runs,) * (runs > 1) + (per_call,) * (per_call > 1)
-  batch = parallel.shard({
+  batch = parallel.shard(
+    {
       'image': rng.normal(size=lead + (args.batch,) + shape).astype(np.float32),
-      'label': rng.integers(0, args.classes, lead + (args.batch,)).astype(np.int32)},
-      batch_axis=len(lead))
+      'label': rng.integers(0, args.classes, lead + (args.batch,)).astype(np.int32),
+    },
+    batch_axis=len(lead),
+  )
   step = make_train_step(loss_and_grads, parallel.axis_name)
   if per_call > 1:  # as the loop's K-step blocks: one scan of steps, the targets mapped over them
     step = make_multi_step(step)
     if add_targets is not None:
       one_batch_targets = add_targets
       add_targets = lambda batches, *inputs: jax.lax.map(
-          lambda b: one_batch_targets(b, *inputs), batches)
+        lambda b: one_batch_targets(b, *inputs), batches
+      )
   if runs > 1:
     step = over_runs(step)
     if add_targets is not None:
@@ -96,14 +109,22 @@ def measure_jax(arch, mode, args, teacher_arch=None):
     totals['compile_s'] += time.perf_counter() - start
     memory = compiled.memory_analysis()
     if memory is not None:
-      totals['peak'] = max(totals['peak'] or 0, int(
-          memory.argument_size_in_bytes + memory.output_size_in_bytes + memory.temp_size_in_bytes))
+      totals['peak'] = max(
+        totals['peak'] or 0,
+        int(
+          memory.argument_size_in_bytes + memory.output_size_in_bytes + memory.temp_size_in_bytes
+        ),
+      )
     return compiled
 
-  targets = (lambda batch: batch) if mode == 'teacher' else compile_timed(
-      parallel.compile_batch_fn(add_targets), batch, *inputs)
-  compiled = compile_timed(parallel.compile(step, donate_state=True), state,
-                           targets(batch, *inputs))
+  targets = (
+    (lambda batch: batch)
+    if mode == 'teacher'
+    else compile_timed(parallel.compile_batch_fn(add_targets), batch, *inputs)
+  )
+  compiled = compile_timed(
+    parallel.compile(step, donate_state=True), state, targets(batch, *inputs)
+  )
   compile_s, peak = totals['compile_s'], totals['peak']
   for _ in range(args.warmup):
     state, metrics = compiled(state, targets(batch, *inputs))
@@ -113,19 +134,29 @@ def measure_jax(arch, mode, args, teacher_arch=None):
     state, metrics = compiled(state, targets(batch, *inputs))
   jax.block_until_ready(metrics)
   seconds = (time.perf_counter() - start) / (args.steps * per_call)
-  return {'framework': 'jax', 'model': arch, 'teacher': teacher_arch or '', 'mode': mode,
-          'parallel': f'{parallel.mode} x{parallel.num_devices}', 'dtype': args.dtype,
-          'device': jax.devices()[0].device_kind, 'batch': args.batch, 'runs': runs,
-          'steps_per_call': per_call,
-          'images_per_s': runs * args.batch / seconds, 'ms_per_step': 1000 * seconds,
-          'compile_s': compile_s,
-          'peak_mib': None if peak is None else peak / 2**20}
+  return {
+    'framework': 'jax',
+    'model': arch,
+    'teacher': teacher_arch or '',
+    'mode': mode,
+    'parallel': f'{parallel.mode} x{parallel.num_devices}',
+    'dtype': args.dtype,
+    'device': jax.devices()[0].device_kind,
+    'batch': args.batch,
+    'runs': runs,
+    'steps_per_call': per_call,
+    'images_per_s': runs * args.batch / seconds,
+    'ms_per_step': 1000 * seconds,
+    'compile_s': compile_s,
+    'peak_mib': None if peak is None else peak / 2**20,
+  }
 
 
 def worker(args):
   """One process, one --parallel setting: every requested row as a JSON line on stdout."""
   if args.parallel != 'none':
     from ckd_jax.parallel import host_device_count, use_host_devices
+
     use_host_devices(host_device_count(args.host_devices))
   for arch, teacher_arch, mode in plan(args):
     print(json.dumps(measure_jax(arch, mode, args, teacher_arch)), flush=True)
@@ -160,14 +191,37 @@ def run_rows(command):
 
 
 def print_table(rows):
-  header = ('framework', 'model', 'teacher', 'mode', 'runs', 'K', 'parallel', 'dtype', 'img/s',
-            'ms/step', 'compile s', 'peak MiB')
-  cells = [(r['framework'], r['model'], r['teacher'] or '–', r['mode'], str(r.get('runs', 1)),
-            str(r.get('steps_per_call', 1)),
-            r['parallel'], r['dtype'],
-            f'{r["images_per_s"]:.0f}', f'{r["ms_per_step"]:.1f}',
-            '–' if r['compile_s'] is None else f'{r["compile_s"]:.1f}',
-            '–' if r['peak_mib'] is None else f'{r["peak_mib"]:.0f}') for r in rows]
+  header = (
+    'framework',
+    'model',
+    'teacher',
+    'mode',
+    'runs',
+    'K',
+    'parallel',
+    'dtype',
+    'img/s',
+    'ms/step',
+    'compile s',
+    'peak MiB',
+  )
+  cells = [
+    (
+      r['framework'],
+      r['model'],
+      r['teacher'] or '–',
+      r['mode'],
+      str(r.get('runs', 1)),
+      str(r.get('steps_per_call', 1)),
+      r['parallel'],
+      r['dtype'],
+      f'{r["images_per_s"]:.0f}',
+      f'{r["ms_per_step"]:.1f}',
+      '–' if r['compile_s'] is None else f'{r["compile_s"]:.1f}',
+      '–' if r['peak_mib'] is None else f'{r["peak_mib"]:.0f}',
+    )
+    for r in rows
+  ]
   print('| ' + ' | '.join(header) + ' |')
   print('|' + '---|' * len(header))
   for row in cells:
@@ -183,10 +237,18 @@ def parse_args(argv=None):
   parser.add_argument('--host_devices', type=int, default=0, help='CPU split (0: two per core)')
   parser.add_argument('--batch', type=int, default=128)
   parser.add_argument('--dtype', default='float32', help='ckd_jax compute dtype (bfloat16: GPUs)')
-  parser.add_argument('--runs', type=int, default=1,
-                      help='ckd_jax only: S runs vectorised into one step (img/s counts all S)')
-  parser.add_argument('--steps_per_call', type=int, default=1,
-                      help='ckd_jax only: K steps per device call (a scan; ms/step per step)')
+  parser.add_argument(
+    '--runs',
+    type=int,
+    default=1,
+    help='ckd_jax only: S runs vectorised into one step (img/s counts all S)',
+  )
+  parser.add_argument(
+    '--steps_per_call',
+    type=int,
+    default=1,
+    help='ckd_jax only: K steps per device call (a scan; ms/step per step)',
+  )
   parser.add_argument('--image', type=int, default=32)
   parser.add_argument('--classes', type=int, default=100)
   parser.add_argument('--steps', type=int, default=5)
@@ -202,24 +264,68 @@ def main(argv=None):
   args = parse_args(argv)
   if args.worker:
     return worker(args)
-  common = ['--models', args.models, '--kd_pairs', args.kd_pairs, '--modes', args.modes,
-            '--batch', str(args.batch), '--image', str(args.image), '--classes', str(args.classes),
-            '--steps', str(args.steps), '--warmup', str(args.warmup)]
-  jax_only = ['--dtype', args.dtype, '--runs', str(args.runs),
-              '--steps_per_call', str(args.steps_per_call)]
+  common = [
+    '--models',
+    args.models,
+    '--kd_pairs',
+    args.kd_pairs,
+    '--modes',
+    args.modes,
+    '--batch',
+    str(args.batch),
+    '--image',
+    str(args.image),
+    '--classes',
+    str(args.classes),
+    '--steps',
+    str(args.steps),
+    '--warmup',
+    str(args.warmup),
+  ]
+  jax_only = [
+    '--dtype',
+    args.dtype,
+    '--runs',
+    str(args.runs),
+    '--steps_per_call',
+    str(args.steps_per_call),
+  ]
   rows = []
   for setting in args.parallel.split(','):
-    rows += run_rows([sys.executable, str(HERE / 'run.py'), '--worker', '--parallel', setting,
-                      '--host_devices', str(args.host_devices)] + common + jax_only)
+    rows += run_rows(
+      [
+        sys.executable,
+        str(HERE / 'run.py'),
+        '--worker',
+        '--parallel',
+        setting,
+        '--host_devices',
+        str(args.host_devices),
+      ]
+      + common
+      + jax_only
+    )
   if args.torch:
-    rows += run_rows([sys.executable, str(HERE / 'torch_reference.py'), '--threads',
-                      str(args.torch_threads)] + common)
+    rows += run_rows(
+      [sys.executable, str(HERE / 'torch_reference.py'), '--threads', str(args.torch_threads)]
+      + common
+    )
   print_table(rows)
   out = pathlib.Path(args.out)
   out.parent.mkdir(parents=True, exist_ok=True)
-  out.write_text(json.dumps({'command': ' '.join(sys.argv), 'machine': platform.platform(),
-                             'processor': platform.processor(), 'cpu_count': os.cpu_count(),
-                             'date': time.strftime('%Y-%m-%d'), 'rows': rows}, indent=1))
+  out.write_text(
+    json.dumps(
+      {
+        'command': ' '.join(sys.argv),
+        'machine': platform.platform(),
+        'processor': platform.processor(),
+        'cpu_count': os.cpu_count(),
+        'date': time.strftime('%Y-%m-%d'),
+        'rows': rows,
+      },
+      indent=1,
+    )
+  )
   print(f'wrote {out}')
   return rows
 

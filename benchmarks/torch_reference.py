@@ -3,12 +3,15 @@
   python benchmarks/torch_reference.py --models resnet20 --modes teacher   # usually run by run.py
 
 A benchmark-only script (the library never imports torch). The models follow the authors' PyTorch
-definitions (CIFAR ResNet with option-A or option-B shortcuts, pre-activation WRN), written here from
+definitions (CIFAR ResNet with option-A or option-B shortcuts, pre-activation WRN), written here
+from
 their papers' descriptions; their parameter counts equal ckd_jax's (tests/test_benchmarks.py). The
-step is the authors': a Python loop, fp32, SGD with Nesterov momentum and weight decay, CE or KD loss
+step is the authors': a Python loop, fp32, SGD with Nesterov momentum and weight decay, CE or KD
+loss
 (teachers in eval mode under no_grad). Each row is timed in NCHW and in channels_last memory format,
 on the batch already in memory (as ckd_jax's rows). Prints one JSON line per row.
 """
+
 import argparse
 import json
 import re
@@ -29,16 +32,19 @@ class BasicBlock(nn.Module):
     self.stride, self.pad = stride, cout - cin
     self.projection = None
     if (stride != 1 or cin != cout) and shortcut == 'B':
-      self.projection = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
-                                      nn.BatchNorm2d(cout))
+      self.projection = nn.Sequential(
+        nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)
+      )
 
   def forward(self, x):
     y = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
     if self.projection is not None:
       x = self.projection(x)
     elif self.stride != 1 or self.pad:  # option A: subsample, zero-pad the new channels
-      x = F.pad(x[:, :, ::self.stride, ::self.stride],
-                (0, 0, 0, 0, self.pad // 2, self.pad - self.pad // 2))
+      x = F.pad(
+        x[:, :, :: self.stride, :: self.stride],
+        (0, 0, 0, 0, self.pad // 2, self.pad - self.pad // 2),
+      )
     return F.relu(x + y)
 
 
@@ -108,7 +114,7 @@ def kd_loss(logits, teacher_logits, labels, alpha=0.9, temperature=4.0):
   """(1 − α)·CE + α·T²·KL(p_T ‖ p_S) against the mean of the teachers' softened probabilities."""
   probs = torch.stack([F.softmax(t / temperature, -1) for t in teacher_logits]).mean(0)
   kl = F.kl_div(F.log_softmax(logits / temperature, -1), probs, reduction='batchmean')
-  return (1 - alpha) * F.cross_entropy(logits, labels) + alpha * temperature ** 2 * kl
+  return (1 - alpha) * F.cross_entropy(logits, labels) + alpha * temperature**2 * kl
 
 
 def measure(arch, mode, args, teacher_arch, channels_last):
@@ -116,12 +122,14 @@ def measure(arch, mode, args, teacher_arch, channels_last):
   device = torch.device(args.device)
   fmt = torch.channels_last if channels_last else torch.contiguous_format
   model = get_model(arch, args.classes).to(device, memory_format=fmt).train()
-  teachers = [get_model(teacher_arch, args.classes).to(device, memory_format=fmt).eval()
-              for _ in range(int(mode[2:]) if mode != 'teacher' else 0)]
-  opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True,
-                        weight_decay=5e-4)
+  teachers = [
+    get_model(teacher_arch, args.classes).to(device, memory_format=fmt).eval()
+    for _ in range(int(mode[2:]) if mode != 'teacher' else 0)
+  ]
+  opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
   images = torch.randn(args.batch, 3, args.image, args.image, device=device).contiguous(
-      memory_format=fmt)
+    memory_format=fmt
+  )
   labels = torch.randint(0, args.classes, (args.batch,), device=device)
 
   def step():
@@ -149,12 +157,22 @@ def measure(arch, mode, args, teacher_arch, channels_last):
   sync()
   seconds = (time.perf_counter() - start) / args.steps
   peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == 'cuda' else None
-  return {'framework': 'torch', 'model': arch, 'teacher': teacher_arch or '', 'mode': mode,
-          'parallel': 'channels_last' if channels_last else 'NCHW', 'dtype': 'float32',
-          'device': torch.cuda.get_device_name() if device.type == 'cuda' else
-          f'cpu, {torch.get_num_threads()} threads', 'batch': args.batch,
-          'images_per_s': args.batch / seconds, 'ms_per_step': 1000 * seconds,
-          'compile_s': None, 'peak_mib': peak}
+  return {
+    'framework': 'torch',
+    'model': arch,
+    'teacher': teacher_arch or '',
+    'mode': mode,
+    'parallel': 'channels_last' if channels_last else 'NCHW',
+    'dtype': 'float32',
+    'device': torch.cuda.get_device_name()
+    if device.type == 'cuda'
+    else f'cpu, {torch.get_num_threads()} threads',
+    'batch': args.batch,
+    'images_per_s': args.batch / seconds,
+    'ms_per_step': 1000 * seconds,
+    'compile_s': None,
+    'peak_mib': peak,
+  }
 
 
 def main():
@@ -173,8 +191,11 @@ def main():
   if args.threads:
     torch.set_num_threads(args.threads)
   for mode in args.modes.split(','):
-    pairs = ([(m, None) for m in args.models.split(',')] if mode == 'teacher' else
-             [(p.split('-')[1], p.split('-')[0]) for p in args.kd_pairs.split(',')])
+    pairs = (
+      [(m, None) for m in args.models.split(',')]
+      if mode == 'teacher'
+      else [(p.split('-')[1], p.split('-')[0]) for p in args.kd_pairs.split(',')]
+    )
     for arch, teacher_arch in pairs:
       for channels_last in (False, True):
         print(json.dumps(measure(arch, mode, args, teacher_arch, channels_last)), flush=True)

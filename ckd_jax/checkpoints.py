@@ -5,6 +5,7 @@ carries a SHA-256 digest of its arrays (`arrays_digest`) and a digest of its who
 one included (`digest`): reading the metadata verifies the second, restoring verifies both. The
 `digest` thus names one snapshot's exact content; later stages record it to know what they used.
 """
+
 import hashlib
 import json
 import pathlib
@@ -58,9 +59,13 @@ def _manager(directory, max_to_keep=None):
   if process == 0:
     directory.mkdir(parents=True, exist_ok=True)
   options = ocp.CheckpointManagerOptions(
-      max_to_keep=max_to_keep, create=False, enable_async_checkpointing=False,
-      multiprocessing_options=ocp.options.MultiprocessingOptions(
-          primary_host=process, active_processes={process}))
+    max_to_keep=max_to_keep,
+    create=False,
+    enable_async_checkpointing=False,
+    multiprocessing_options=ocp.options.MultiprocessingOptions(
+      primary_host=process, active_processes={process}
+    ),
+  )
   return ocp.CheckpointManager(directory, options=options)
 
 
@@ -72,8 +77,10 @@ def _write(manager, step, directory, args):
     saved = manager.save(step, args=args, force=True)
     manager.wait_until_finished()
   except Exception as e:  # tensorstore reports a full disk as ValueError('RESOURCE_EXHAUSTED …')
-    raise SnapshotError(f'cannot write {directory / str(step)} ({_cause(e)}); if the disk is full, '
-                        'free some space and rerun the same command') from e
+    raise SnapshotError(
+      f'cannot write {directory / str(step)} ({_cause(e)}); if the disk is full, '
+      'free some space and rerun the same command'
+    ) from e
   if not saved:
     raise SnapshotError(f'Orbax did not write {directory / str(step)}')
 
@@ -100,8 +107,14 @@ class SnapshotStore:
       self.delete(epoch)
     meta = dict(metadata, epoch=int(epoch), arrays_digest=tree_digest(variables))
     meta['digest'] = metadata_digest(meta)
-    _write(self._manager, epoch, self.directory, ocp.args.Composite(
-        variables=ocp.args.StandardSave(variables), metadata=ocp.args.JsonSave(meta)))
+    _write(
+      self._manager,
+      epoch,
+      self.directory,
+      ocp.args.Composite(
+        variables=ocp.args.StandardSave(variables), metadata=ocp.args.JsonSave(meta)
+      ),
+    )
 
   @primary_only
   def delete(self, epoch):
@@ -112,14 +125,18 @@ class SnapshotStore:
     self._check_exists(epoch)
     where = self.directory / str(epoch)
     try:
-      meta = self._manager.restore(epoch, args=ocp.args.Composite(
-          metadata=ocp.args.JsonRestore()))['metadata']
+      meta = self._manager.restore(epoch, args=ocp.args.Composite(metadata=ocp.args.JsonRestore()))[
+        'metadata'
+      ]
     except Exception as e:  # orbax raises many types for missing or corrupt files
-      raise SnapshotError(f'snapshot {where}: its metadata cannot be read ({_cause(e)}); '
-                          f'{_RECREATE}') from e
+      raise SnapshotError(
+        f'snapshot {where}: its metadata cannot be read ({_cause(e)}); {_RECREATE}'
+      ) from e
     if not isinstance(meta, dict) or meta.get('digest') != metadata_digest(meta):
-      raise SnapshotError(f'snapshot {where} is corrupt: its metadata does not match the digest '
-                          f'recorded when it was saved; {_RECREATE}')
+      raise SnapshotError(
+        f'snapshot {where} is corrupt: its metadata does not match the digest '
+        f'recorded when it was saved; {_RECREATE}'
+      )
     return meta
 
   def check_fits(self, epoch, arch, num_classes, needed_by):
@@ -128,13 +145,17 @@ class SnapshotStore:
     `needed_by` says who asked, e.g. "teacher choice 'epoch:60'", for the message.
     """
     if epoch not in self._manager.all_steps():
-      raise SnapshotError(f'{needed_by} needs the snapshot of epoch {epoch} in '
-                          f'{self.directory}, which does not exist: run the teacher stage first')
+      raise SnapshotError(
+        f'{needed_by} needs the snapshot of epoch {epoch} in '
+        f'{self.directory}, which does not exist: run the teacher stage first'
+      )
     meta = self.metadata(epoch)
     if meta.get('arch') != arch or meta.get('num_classes') != num_classes:
-      raise SnapshotError(f'snapshot {self.directory / str(epoch)} is a {meta.get("arch")} with '
-                          f'{meta.get("num_classes")} classes, but {needed_by} expects a {arch} '
-                          f'with {num_classes} classes (config.teacher.arch and the dataset)')
+      raise SnapshotError(
+        f'snapshot {self.directory / str(epoch)} is a {meta.get("arch")} with '
+        f'{meta.get("num_classes")} classes, but {needed_by} expects a {arch} '
+        f'with {num_classes} classes (config.teacher.arch and the dataset)'
+      )
 
   def restore(self, epoch, target=None):
     """Returns (variables, metadata); raises SnapshotError naming the snapshot if it is damaged."""
@@ -143,19 +164,23 @@ class SnapshotStore:
     meta = self.metadata(epoch)
     try:
       restore_args = ocp.args.StandardRestore(_abstract(target) if target is not None else None)
-      variables = self._manager.restore(epoch, args=ocp.args.Composite(
-          variables=restore_args))['variables']
+      variables = self._manager.restore(epoch, args=ocp.args.Composite(variables=restore_args))[
+        'variables'
+      ]
     except Exception as e:  # orbax/tensorstore raise many types for missing or corrupt files
       raise SnapshotError(f'snapshot {where} cannot be restored ({_cause(e)}); {_RECREATE}') from e
     if tree_digest(variables) != meta.get('arrays_digest'):
-      raise SnapshotError(f'snapshot {where} is corrupt: its arrays do not match the digest '
-                          f'recorded when it was saved; {_RECREATE}')
+      raise SnapshotError(
+        f'snapshot {where} is corrupt: its arrays do not match the digest '
+        f'recorded when it was saved; {_RECREATE}'
+      )
     return variables, meta
 
   def _check_exists(self, epoch):
     if epoch not in self._manager.all_steps():
-      raise SnapshotError(f'no snapshot of epoch {epoch} in {self.directory} '
-                          f'(available: {self.epochs() or "none"})')
+      raise SnapshotError(
+        f'no snapshot of epoch {epoch} in {self.directory} (available: {self.epochs() or "none"})'
+      )
 
 
 def snapshot_digests(members):
@@ -167,7 +192,9 @@ def snapshot_digests(members):
   for run_dir, epoch in members:
     store = SnapshotStore(run_dir)
     has = epoch in store.epochs()
-    digests[f'{pathlib.Path(run_dir).name}@{epoch}'] = store.metadata(epoch)['digest'] if has else None
+    digests[f'{pathlib.Path(run_dir).name}@{epoch}'] = (
+      store.metadata(epoch)['digest'] if has else None
+    )
   return digests
 
 
@@ -198,9 +225,12 @@ def restore_stacked(members, target=None):
   structure = jax.tree.structure(trees[0])
   for (run_dir, epoch), tree in zip(members, trees):
     if jax.tree.structure(tree) != structure or any(
-        a.shape != b.shape for a, b in zip(jax.tree.leaves(tree), jax.tree.leaves(trees[0]))):
-      raise SnapshotError(f'snapshot {epoch} of {run_dir} has a different architecture than '
-                          f'snapshot {members[0][1]} of {members[0][0]}')
+      a.shape != b.shape for a, b in zip(jax.tree.leaves(tree), jax.tree.leaves(trees[0]))
+    ):
+      raise SnapshotError(
+        f'snapshot {epoch} of {run_dir} has a different architecture than '
+        f'snapshot {members[0][1]} of {members[0][0]}'
+      )
   return jax.tree.map(lambda *xs: np.stack(xs), *trees), [m for _, m in restored]
 
 
@@ -221,9 +251,15 @@ class ResumeStore:
     step = int(state_dict['step'])
     if step in self._manager.all_steps():
       return
-    _write(self._manager, step, self.directory, ocp.args.Composite(
+    _write(
+      self._manager,
+      step,
+      self.directory,
+      ocp.args.Composite(
         state=ocp.args.StandardSave(state_dict),
-        extra=ocp.args.JsonSave({'digest': tree_digest(state_dict), 'extra': extra or {}})))
+        extra=ocp.args.JsonSave({'digest': tree_digest(state_dict), 'extra': extra or {}}),
+      ),
+    )
 
   def restore(self, template):
     """(latest state shaped like `template`, extra), or (None, None) when there is none."""
@@ -234,17 +270,23 @@ class ResumeStore:
     where = self.directory / str(step)
     advice = 'delete it to restart this run from scratch'
     try:
-      restored = self._manager.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(_abstract(target)), extra=ocp.args.JsonRestore()))
+      restored = self._manager.restore(
+        step,
+        args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(_abstract(target)), extra=ocp.args.JsonRestore()
+        ),
+      )
     except Exception as e:  # orbax/tensorstore raise many types for missing or corrupt files
-      raise SnapshotError(f'resume checkpoint {where} cannot be restored ({_cause(e)}); {advice}'
-                          ) from e
+      raise SnapshotError(
+        f'resume checkpoint {where} cannot be restored ({_cause(e)}); {advice}'
+      ) from e
     if tree_digest(restored['state']) != restored['extra']['digest']:
       raise SnapshotError(f'resume checkpoint {where} is corrupt; {advice}')
-    return (flax.serialization.from_state_dict(template, restored['state']),
-            restored['extra']['extra'])
+    return (
+      flax.serialization.from_state_dict(template, restored['state']),
+      restored['extra']['extra'],
+    )
 
   def remove(self):
     self._manager.close()
     remove_tree(self.directory)
-

@@ -1,4 +1,6 @@
-"""Checks of a config before any compute: every rule once, each with a message that says what to fix."""
+"""Checks of a config before any compute: every rule once, each with a message that says what to
+fix."""
+
 from ckd_jax import losses, mi
 from ckd_jax.data.sources import check_available
 from ckd_jax.models import get_model
@@ -10,8 +12,9 @@ from ckd_jax.workdir.layout import STAGES, selection_path
 
 
 def parse_stages(stages):
-  names = [s.strip() for s in stages.split(',') if s.strip()] if isinstance(stages, str) else list(
-      stages)
+  names = (
+    [s.strip() for s in stages.split(',') if s.strip()] if isinstance(stages, str) else list(stages)
+  )
   for name in names:
     if name not in STAGES:
       raise ValueError(f'unknown stage {name!r}; available: {STAGES}')
@@ -32,18 +35,23 @@ def validate(config):
   _check_recipe(tc, 'teacher')
   epochs = list(tc.snapshot_epochs)
   if epochs != sorted(set(epochs)) or any(not 1 <= e <= tc.epochs for e in epochs):
-    raise ValueError(f'teacher.snapshot_epochs {tuple(epochs)} must be strictly increasing epochs '
-                     f'in [1, {tc.epochs}]')
+    raise ValueError(
+      f'teacher.snapshot_epochs {tuple(epochs)} must be strictly increasing epochs '
+      f'in [1, {tc.epochs}]'
+    )
   if tc.epochs not in epochs:
-    raise ValueError(f'teacher.snapshot_epochs must include the last epoch ({tc.epochs}): it is '
-                     'the T_full teacher')
+    raise ValueError(
+      f'teacher.snapshot_epochs must include the last epoch ({tc.epochs}): it is the T_full teacher'
+    )
   if 'select' in stages:
     _validate_select(config)
   if 'distill' in stages:
     _validate_distill(config)
   check_dtype(config.dtype)
   if config.vectorize_max_runs < 0:
-    raise ValueError(f'vectorize_max_runs must be >= 0 (0: no limit), got {config.vectorize_max_runs}')
+    raise ValueError(
+      f'vectorize_max_runs must be >= 0 (0: no limit), got {config.vectorize_max_runs}'
+    )
   if config.steps_per_call < 1:
     raise ValueError(f'steps_per_call must be >= 1, got {config.steps_per_call}')
   _validate_batch_split(config, stages)
@@ -55,29 +63,41 @@ def check_inputs(config, workdir):
   stages = parse_stages(config.stages)
   if set(stages) & {'teacher', 'select', 'distill'}:
     check_available(config.data)
-  if ('distill' in stages and 'select' not in stages and 'selected' in config.distill.teachers
-      and not selection_path(workdir).exists()):
-    raise ValueError(f"teacher choice 'selected' needs {selection_path(workdir)}: run the select "
-                     'stage first (add it to --config.stages)')
+  if (
+    'distill' in stages
+    and 'select' not in stages
+    and 'selected' in config.distill.teachers
+    and not selection_path(workdir).exists()
+  ):
+    raise ValueError(
+      f"teacher choice 'selected' needs {selection_path(workdir)}: run the select "
+      'stage first (add it to --config.stages)'
+    )
 
 
 def _validate_stream(data):
   if not data.get('stream', False):
     return
   if data.source != 'image_folder':
-    raise ValueError(f"data.stream=True reads image files: it needs data.source='image_folder', "
-                     f'not {data.source!r} (streaming TFDS is not built yet)')
+    raise ValueError(
+      f"data.stream=True reads image files: it needs data.source='image_folder', "
+      f'not {data.source!r} (streaming TFDS is not built yet)'
+    )
   if data.image_size < 1 or data.stream_threads < 1:
-    raise ValueError('data.stream=True needs data.image_size (every image is resized to it as it '
-                     'is read) and data.stream_threads >= 1')
+    raise ValueError(
+      'data.stream=True needs data.image_size (every image is resized to it as it '
+      'is read) and data.stream_threads >= 1'
+    )
 
 
 def _check_recipe(section, name):
   if section.epochs < 1 or section.batch_size < 1 or section.num_seeds < 1:
     raise ValueError(f'{name} epochs, batch_size and num_seeds must be >= 1')
   if section.checkpoint_every_steps < 0:
-    raise ValueError(f'{name}.checkpoint_every_steps must be >= 0 (0: at every epoch end), got '
-                     f'{section.checkpoint_every_steps}')
+    raise ValueError(
+      f'{name}.checkpoint_every_steps must be >= 0 (0: at every epoch end), got '
+      f'{section.checkpoint_every_steps}'
+    )
   validate_optimizer_config(section.optimizer, section.epochs)
 
 
@@ -86,9 +106,11 @@ def _validate_batch_split(config, stages):
   batches are padded to fit)."""
   parallel = DataParallel(config.parallel)
   if parallel.mode == 'mesh' and not config.sync_batch_norm:
-    raise ValueError('sync_batch_norm=False (BatchNorm statistics per device) needs '
-                     "parallel='pmap': under 'mesh' (the default with several devices) the "
-                     'statistics are always over the global batch')
+    raise ValueError(
+      'sync_batch_norm=False (BatchNorm statistics per device) needs '
+      "parallel='pmap': under 'mesh' (the default with several devices) the "
+      'statistics are always over the global batch'
+    )
   for stage in ('teacher', 'distill'):
     if stage in stages:
       parallel.check_batch_size(config[stage].batch_size, f'{stage}.batch_size')
@@ -104,14 +126,19 @@ def _validate_select(config):
   if len(sc.weights) != 2 or min(sc.weights) < 0 or max(sc.weights) == 0:
     raise ValueError('select.weights must be two non-negative numbers, not both 0')
   if sc.repeats < 1 or not 0 < sc.subsample <= 1:
-    raise ValueError('select.repeats must be >= 1 (1: one estimate on all samples) and '
-                     'select.subsample in (0, 1]')
+    raise ValueError(
+      'select.repeats must be >= 1 (1: one estimate on all samples) and select.subsample in (0, 1]'
+    )
   if sc.num_samples < 0 or sc.fit_samples < 1 or sc.batch_size < 1:
-    raise ValueError('select.num_samples >= 0 (0: every image of the split left after the fit), '
-                     'fit_samples and batch_size >= 1')
+    raise ValueError(
+      'select.num_samples >= 0 (0: every image of the split left after the fit), '
+      'fit_samples and batch_size >= 1'
+    )
   if sc.split not in mi.SPLITS:
-    raise ValueError(f'select.split must be one of {mi.SPLITS} (train: held-out training images, '
-                     'no test image read; test: the test split, labels included)')
+    raise ValueError(
+      f'select.split must be one of {mi.SPLITS} (train: held-out training images, '
+      'no test image read; test: the test split, labels included)'
+    )
 
 
 def _validate_distill(config):
@@ -123,4 +150,3 @@ def _validate_distill(config):
   if not 0 <= dc.kd_until_epoch <= dc.epochs:
     raise ValueError(f'distill.kd_until_epoch must be in [0, {dc.epochs}] (0: KD throughout)')
   teacher_choices.parse_all(dc.teachers, config.teacher)
-

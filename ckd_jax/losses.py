@@ -1,15 +1,19 @@
 """Losses: pure, jit-compatible, batch means. The public API for programmatic use.
 
     cross_entropy(logits, labels)                         = mean_b −log p(y_b)
-    kd_loss(s, t, y, α, τ)                                = α·CE(y, p_s) + (1−α)·τ²·KL(p_t^τ ‖ p_s^τ)
+    kd_loss(s, t, y, α, τ)                                = α·CE(y, p_s) + (1−α)·τ²·KL(p_t^τ ‖
+    p_s^τ)
     ensemble_kd_loss(s, t_stack, y, α, τ, mode, weights)  = the same with an ensemble teacher:
         mode='probs'  (the paper's equation):  p_t^τ = Σ_i w_i softmax(t_i / τ)
         mode='logits' (the authors' code):     p_t^τ = softmax((Σ_i w_i t_i) / τ)
-    distillation_loss(s, log_p_t, y, α, τ)                = the same with the teacher given as log p_t^τ
-with p^τ = softmax(logits / τ), weights w_i ≥ 0 normalised to sum 1 (uniform by default). The KD term's
+    distillation_loss(s, log_p_t, y, α, τ)                = the same with the teacher given as log
+    p_t^τ
+with p^τ = softmax(logits / τ), weights w_i ≥ 0 normalised to sum 1 (uniform by default). The KD
+term's
 gradient w.r.t. the student logits is (1−α)·τ·(p_s^τ − p_t^τ) / batch (Hinton et al.'s τ² scaling).
 Everything is computed in log space (log-softmax, logsumexp), so no log(0) appears.
 """
+
 import functools
 
 import jax
@@ -59,8 +63,13 @@ def _kd_loss(student_logits, teacher_logits, labels, alpha, temperature):
   return distillation_loss(student_logits, teacher_log_probs, labels, alpha, temperature)
 
 
-def kd_loss(student_logits: jax.Array, teacher_logits: jax.Array, labels: jax.Array,
-            alpha: float = 0.5, temperature: float = 5.0) -> jax.Array:
+def kd_loss(
+  student_logits: jax.Array,
+  teacher_logits: jax.Array,
+  labels: jax.Array,
+  alpha: float = 0.5,
+  temperature: float = 5.0,
+) -> jax.Array:
   """Hinton KD: α·CE(y, p_s) + (1−α)·τ²·KL(p_t^τ ‖ p_s^τ), batch mean. Teacher gets no gradient.
 
   Args:
@@ -72,8 +81,7 @@ def kd_loss(student_logits: jax.Array, teacher_logits: jax.Array, labels: jax.Ar
     The scalar loss (jit-compatible; raises ValueError for α or τ out of range).
   """
   check_kd_hyperparameters(alpha, temperature)
-  return _kd_loss(student_logits, jax.lax.stop_gradient(teacher_logits), labels, alpha,
-                  temperature)
+  return _kd_loss(student_logits, jax.lax.stop_gradient(teacher_logits), labels, alpha, temperature)
 
 
 def ensemble_log_probs(teacher_logits_stack, temperature, mode='probs', weights=None):
@@ -82,8 +90,11 @@ def ensemble_log_probs(teacher_logits_stack, temperature, mode='probs', weights=
   members = teacher_logits_stack.shape[0]
   if members == 0:
     raise ValueError('an ensemble needs at least one teacher')
-  weights = jnp.full((members,), 1.0 / members) if weights is None else (
-      jnp.asarray(weights, jnp.float32) / jnp.sum(jnp.asarray(weights, jnp.float32)))
+  weights = (
+    jnp.full((members,), 1.0 / members)
+    if weights is None
+    else (jnp.asarray(weights, jnp.float32) / jnp.sum(jnp.asarray(weights, jnp.float32)))
+  )
   if mode == 'logits':
     mean_logits = jnp.tensordot(weights, teacher_logits_stack, axes=1)
     return jax.nn.log_softmax(mean_logits / temperature)
@@ -92,15 +103,22 @@ def ensemble_log_probs(teacher_logits_stack, temperature, mode='probs', weights=
 
 
 @functools.partial(jax.jit, static_argnames=('mode',))
-def _ensemble_kd_loss(student_logits, teacher_logits_stack, labels, alpha, temperature, mode,
-                      weights):
+def _ensemble_kd_loss(
+  student_logits, teacher_logits_stack, labels, alpha, temperature, mode, weights
+):
   teacher_log_probs = ensemble_log_probs(teacher_logits_stack, temperature, mode, weights)
   return distillation_loss(student_logits, teacher_log_probs, labels, alpha, temperature)
 
 
-def ensemble_kd_loss(student_logits: jax.Array, teacher_logits_stack: jax.Array,
-                     labels: jax.Array, alpha: float = 0.5, temperature: float = 5.0,
-                     mode: str = 'probs', weights=None) -> jax.Array:
+def ensemble_kd_loss(
+  student_logits: jax.Array,
+  teacher_logits_stack: jax.Array,
+  labels: jax.Array,
+  alpha: float = 0.5,
+  temperature: float = 5.0,
+  mode: str = 'probs',
+  weights=None,
+) -> jax.Array:
   """KD from an ensemble (see the module docstring).
 
   Args:
@@ -115,9 +133,18 @@ def ensemble_kd_loss(student_logits: jax.Array, teacher_logits_stack: jax.Array,
   check_kd_hyperparameters(alpha, temperature)
   check_ensemble_mode(mode)
   if teacher_logits_stack.ndim != 3 or teacher_logits_stack.shape[0] == 0:
-    raise ValueError('teacher_logits_stack must be (M >= 1, batch, classes), got shape '
-                     f'{teacher_logits_stack.shape}')
+    raise ValueError(
+      'teacher_logits_stack must be (M >= 1, batch, classes), got shape '
+      f'{teacher_logits_stack.shape}'
+    )
   if weights is not None and len(weights) != teacher_logits_stack.shape[0]:
     raise ValueError(f'{len(weights)} weights for {teacher_logits_stack.shape[0]} teachers')
-  return _ensemble_kd_loss(student_logits, jax.lax.stop_gradient(teacher_logits_stack), labels,
-                           alpha, temperature, mode, weights)
+  return _ensemble_kd_loss(
+    student_logits,
+    jax.lax.stop_gradient(teacher_logits_stack),
+    labels,
+    alpha,
+    temperature,
+    mode,
+    weights,
+  )

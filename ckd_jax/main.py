@@ -6,6 +6,7 @@ them all (with the overrides applied) and exits.
 Several processes (hosts) run one job when started with --coordinator_address, --num_processes and
 --process_id, or as the tasks of one SLURM step (launch/slurm.py); each runs this same command.
 """
+
 import errno
 import logging as std_logging
 import os
@@ -19,32 +20,45 @@ from ckd_jax import distributed, supervise
 from ckd_jax.workdir import WorkdirLockedError, layout
 
 _CONFIG = config_flags.DEFINE_config_file(
-    'config', None, 'A configs/*.py file (optionally :key=value,… after it). Override any field '
-    "with --config.<field>=value, e.g. --config.teacher.epochs=50, "
-    "'--config.teacher.snapshot_epochs=(10,20,50)'; --show_config lists every field.",
-    lock_config=True)
+  'config',
+  None,
+  'A configs/*.py file (optionally :key=value,… after it). Override any field '
+  'with --config.<field>=value, e.g. --config.teacher.epochs=50, '
+  "'--config.teacher.snapshot_epochs=(10,20,50)'; --show_config lists every field.",
+  lock_config=True,
+)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where every stage reads and writes.')
-_SHOW_CONFIG = flags.DEFINE_bool('show_config', False,
-                                 'Print the resolved config (every field, overrides applied) and '
-                                 'exit.')
-_ALLOW_CHANGE = flags.DEFINE_bool('allow_config_change', False,
-                                  'Continue in a workdir that a different config wrote.')
+_SHOW_CONFIG = flags.DEFINE_bool(
+  'show_config', False, 'Print the resolved config (every field, overrides applied) and exit.'
+)
+_ALLOW_CHANGE = flags.DEFINE_bool(
+  'allow_config_change', False, 'Continue in a workdir that a different config wrote.'
+)
 _COMPILATION_CACHE = flags.DEFINE_string(
-    'compilation_cache_dir', '',
-    "Persistent XLA compilation cache, so that reruns and runs with identical steps (teacher "
-    "seeds, students) skip compilation. Default: WORKDIR/xla_cache; 'off' disables it.")
+  'compilation_cache_dir',
+  '',
+  'Persistent XLA compilation cache, so that reruns and runs with identical steps (teacher '
+  "seeds, students) skip compilation. Default: WORKDIR/xla_cache; 'off' disables it.",
+)
 _COORDINATOR = flags.DEFINE_string(
-    'coordinator_address', '', 'Several processes: HOST:PORT of process 0, which every process '
-    'reaches (with --num_processes and --process_id; under SLURM all three come from its '
-    'environment).')
+  'coordinator_address',
+  '',
+  'Several processes: HOST:PORT of process 0, which every process '
+  'reaches (with --num_processes and --process_id; under SLURM all three come from its '
+  'environment).',
+)
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', 0, 'Several processes: how many.')
 _PROCESS_ID = flags.DEFINE_integer('process_id', -1, 'Several processes: this one (0 writes).')
 _DISTRIBUTED_TIMEOUT = flags.DEFINE_integer(
-    'distributed_timeout', 300, 'Seconds to wait for the coordinator and the other processes.')
+  'distributed_timeout', 300, 'Seconds to wait for the coordinator and the other processes.'
+)
 _RESUME_AFTER_ABORT = flags.DEFINE_integer(
-    'resume_after_abort', 3, 'A single-process run computes in a child process; when that dies '
-    'of SIGABRT (XLA aborts a process whose collective timed out), it is started again this many '
-    'times at most and resumes from its last checkpoint. 0: compute in this process.')
+  'resume_after_abort',
+  3,
+  'A single-process run computes in a child process; when that dies '
+  'of SIGABRT (XLA aborts a process whose collective timed out), it is started again this many '
+  'times at most and resumes from its last checkpoint. 0: compute in this process.',
+)
 flags.mark_flags_as_required(['config'])
 
 
@@ -60,8 +74,9 @@ def _parse_flags(argv):
     while isinstance(inner, BaseException) and inner.args:  # ml_collections nests the message
       inner = inner.args[0]
     message = ' '.join(str(inner).split())
-    sys.exit(f'error: bad config override among {overrides}: {message}. --show_config lists the '
-             'fields.')
+    sys.exit(
+      f'error: bad config override among {overrides}: {message}. --show_config lists the fields.'
+    )
 
 
 def _drop_closed_event_loop_noise(unraisable):
@@ -100,8 +115,9 @@ def main(argv):
     return
   if not _WORKDIR.value:
     raise app.UsageError('--workdir is required: the folder where every stage reads and writes')
-  single_process = not (_COORDINATOR.value or _NUM_PROCESSES.value > 1 or
-                        distributed.slurm_num_processes() > 1)
+  single_process = not (
+    _COORDINATOR.value or _NUM_PROCESSES.value > 1 or distributed.slurm_num_processes() > 1
+  )
   if supervise.is_child():
     supervise.follow_parent()
   elif single_process and _RESUME_AFTER_ABORT.value > 0:
@@ -109,15 +125,21 @@ def main(argv):
     sys.exit(supervise.supervise(command, _RESUME_AFTER_ABORT.value))
   # JAX is imported only by the process that computes (a supervisor's start stays quick)
   from ckd_jax import parallel, pipeline
+
   if _CONFIG.value.parallel != 'none':  # a split CPU is slower for one device's work
     parallel.use_host_devices(parallel.host_device_count(_CONFIG.value.host_devices))
   try:
-    processes = distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value,
-                                       _PROCESS_ID.value, _DISTRIBUTED_TIMEOUT.value)
+    processes = distributed.initialize(
+      _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, _DISTRIBUTED_TIMEOUT.value
+    )
     if processes > 1:  # (the coordinator's process count wins over a differing --num_processes)
-      distributed.check_same_everywhere({'--num_processes': _NUM_PROCESSES.value,
-                                         '--config': _CONFIG.value.to_json(),
-                                         '--workdir': _WORKDIR.value})
+      distributed.check_same_everywhere(
+        {
+          '--num_processes': _NUM_PROCESSES.value,
+          '--config': _CONFIG.value.to_json(),
+          '--workdir': _WORKDIR.value,
+        }
+      )
   except (ValueError, ConnectionError) as e:
     raise SystemExit(f'error: {e}') from None
   if not distributed.is_primary():  # process 0 speaks for all; the others only say what fails
@@ -129,8 +151,11 @@ def main(argv):
   logging.get_absl_logger().addFilter(_OrbaxThreadErrors())
   if _COMPILATION_CACHE.value != 'off':
     import jax
-    jax.config.update('jax_compilation_cache_dir',
-                      _COMPILATION_CACHE.value or str(layout.xla_cache_dir(_WORKDIR.value)))
+
+    jax.config.update(
+      'jax_compilation_cache_dir',
+      _COMPILATION_CACHE.value or str(layout.xla_cache_dir(_WORKDIR.value)),
+    )
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
   try:
     pipeline.run(_CONFIG.value, _WORKDIR.value, _ALLOW_CHANGE.value)

@@ -9,6 +9,7 @@ program sharded over a mesh of devices.
 - 'none': jit on one device.
 - 'auto': 'mesh' when there is more than one local device, else 'none'.
 """
+
 import collections
 import os
 
@@ -69,18 +70,24 @@ class DataParallel:
     if mode == 'auto':
       mode = 'mesh' if (num_devices or jax.device_count()) > 1 else 'none'
     if processes > 1 and mode != 'mesh':
-      raise ValueError(f"parallel={mode!r} runs on one process's devices, and this run has "
-                       f"{processes} processes: use parallel='mesh' (or 'auto')")
+      raise ValueError(
+        f"parallel={mode!r} runs on one process's devices, and this run has "
+        f"{processes} processes: use parallel='mesh' (or 'auto')"
+      )
     self.mode = mode
     self.num_devices = (num_devices or jax.device_count()) if mode != 'none' else 1
     if self.num_devices > jax.device_count():
       raise ValueError(f'{self.num_devices} devices requested, {jax.device_count()} present')
-    if processes > 1 and (self.num_devices != jax.device_count() or
-                          jax.local_device_count() * processes != jax.device_count()):
-      raise ValueError(f'a run of several processes uses all of their devices, as many on each: '
-                       f'this process has {jax.local_device_count()} of {jax.device_count()}')
+    if processes > 1 and (
+      self.num_devices != jax.device_count()
+      or jax.local_device_count() * processes != jax.device_count()
+    ):
+      raise ValueError(
+        f'a run of several processes uses all of their devices, as many on each: '
+        f'this process has {jax.local_device_count()} of {jax.device_count()}'
+      )
     # process by process, so that each process's devices hold one contiguous block of the batch
-    self.devices = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))[:self.num_devices]
+    self.devices = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))[: self.num_devices]
     self.num_processes, self.process_index = processes, jax.process_index()
     if mode == 'mesh':
       self._mesh = jax.sharding.Mesh(np.asarray(self.devices), (AXIS_NAME,))
@@ -99,8 +106,10 @@ class DataParallel:
     if batch_size % self.num_devices:
       where = f' over {self.num_processes} processes' if self.num_processes > 1 else ''
       fix = 'change it' + ('' if self.num_processes > 1 else ', or set --config.parallel=none')
-      raise ValueError(f'{what} {batch_size} is not divisible by the {self.num_devices} devices'
-                       f'{where} of parallel={self.mode!r}: {fix}')
+      raise ValueError(
+        f'{what} {batch_size} is not divisible by the {self.num_devices} devices'
+        f'{where} of parallel={self.mode!r}: {fix}'
+      )
 
   def process_rows(self, batch_size):
     """The rows of a global batch that this process feeds (all of them with one process)."""
@@ -113,8 +122,12 @@ class DataParallel:
     if self.mode == 'pmap':
       compiled = jax.pmap(step, axis_name=AXIS_NAME, devices=self.devices, donate_argnums=donate)
     elif self.mode == 'mesh':  # every output (state, metrics, sums) replicated
-      compiled = jax.jit(step, donate_argnums=donate, out_shardings=self._replicated,
-                         compiler_options=compiler_options)
+      compiled = jax.jit(
+        step,
+        donate_argnums=donate,
+        out_shardings=self._replicated,
+        compiler_options=compiler_options,
+      )
     else:
       compiled = jax.jit(step, donate_argnums=donate, compiler_options=compiler_options)
     return self._paced(compiled)
@@ -140,6 +153,7 @@ class DataParallel:
     def stack(x):
       x = np.asarray(x)
       return np.broadcast_to(x, (self.num_devices,) + x.shape)
+
     return jax.tree.map(stack, tree)
 
   def unreplicate(self, tree):
@@ -152,6 +166,7 @@ class DataParallel:
 
     def first(x):
       return np.array(x.addressable_data(0) if isinstance(x, jax.Array) else x)[index]
+
     return jax.tree.map(first, jax.block_until_ready(tree))
 
   def shard(self, batch, batch_axis=0):
@@ -167,9 +182,11 @@ class DataParallel:
         return jax.device_put(batch, sharding)
       return jax.tree.map(lambda x: self._global_array(x, batch_axis, sharding), batch)
     if self.mode == 'pmap':
+
       def split(x):
-        x = x.reshape(x.shape[:batch_axis] + (self.num_devices, -1) + x.shape[batch_axis + 1:])
+        x = x.reshape(x.shape[:batch_axis] + (self.num_devices, -1) + x.shape[batch_axis + 1 :])
         return jnp.moveaxis(x, batch_axis, 0)
+
       return jax.tree.map(split, batch)
     return batch
 
@@ -181,7 +198,8 @@ class DataParallel:
     global_shape = list(rows.shape)
     global_shape[batch_axis] *= self.num_processes
     return jax.make_array_from_single_device_arrays(
-        tuple(global_shape), sharding, [jax.device_put(p, d) for p, d in zip(pieces, local)])
+      tuple(global_shape), sharding, [jax.device_put(p, d) for p, d in zip(pieces, local)]
+    )
 
 
 class _InFlight:

@@ -3,6 +3,7 @@
 Each stage skips its finished work (a run with final.json is done) and resumes unfinished work, so
 rerunning the same command after a kill continues where it stopped.
 """
+
 import time
 
 from ckd_jax import config_checks
@@ -10,8 +11,12 @@ from ckd_jax.distributed import sync
 from ckd_jax.stages import distill, report, select, teacher
 from ckd_jax.workdir import check_workdir, record_stage, workdir_lock
 
-STAGES = {'teacher': teacher.run, 'select': select.run, 'distill': distill.run,
-          'report': report.run}
+STAGES = {
+  'teacher': teacher.run,
+  'select': select.run,
+  'distill': distill.run,
+  'report': report.run,
+}
 assert tuple(STAGES) == config_checks.STAGES
 
 

@@ -4,6 +4,7 @@ Why not scipy.stats.spearmanr: importing scipy.stats costs more than the select 
 spend on this one number; this is the same statistic (ties share their average rank; tested against
 scipy) and imports nothing but numpy, so the report stays free of JAX and scipy.
 """
+
 import numpy as np
 
 

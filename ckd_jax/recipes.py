@@ -5,6 +5,7 @@ Configs stay the single source of truth: every field and its default is in confi
 numbers (RepDistiller, early-stopped teachers) and the CPU studies' sizes, so that the files in
 configs/ do not repeat them.
 """
+
 import functools
 import importlib.util
 import pathlib
@@ -13,14 +14,26 @@ import ml_collections
 
 RECIPES = ('paper', 'repdistiller')
 # The paper's teacher-student pairs (Wang et al. 2022, Table 3).
-PAPER_PAIRS = ('wrn_40_2-wrn_40_1', 'wrn_40_2-mobilenetv2_075', 'resnet110-resnet32',
-               'resnet110-mobilenetv2_075')
+PAPER_PAIRS = (
+  'wrn_40_2-wrn_40_1',
+  'wrn_40_2-mobilenetv2_075',
+  'resnet110-resnet32',
+  'resnet110-mobilenetv2_075',
+)
 
 
 def optimizer(learning_rate, milestones, weight_decay=5e-4, nesterov=True, schedule='step'):
-  return ml_collections.ConfigDict(dict(
-      learning_rate=learning_rate, momentum=0.9, nesterov=nesterov, weight_decay=weight_decay,
-      schedule=schedule, milestones=tuple(milestones), gamma=0.1))
+  return ml_collections.ConfigDict(
+    dict(
+      learning_rate=learning_rate,
+      momentum=0.9,
+      nesterov=nesterov,
+      weight_decay=weight_decay,
+      schedule=schedule,
+      milestones=tuple(milestones),
+      gamma=0.1,
+    )
+  )
 
 
 @functools.lru_cache(maxsize=1)
@@ -34,7 +47,9 @@ def _default_module():
       module = importlib.util.module_from_spec(spec)
       spec.loader.exec_module(module)
       return module
-  raise FileNotFoundError(f'configs/default.py is neither in {here} nor beside it: reinstall ckd_jax')
+  raise FileNotFoundError(
+    f'configs/default.py is neither in {here} nor beside it: reinstall ckd_jax'
+  )
 
 
 def default_config():
@@ -52,7 +67,8 @@ def paper_teacher(arch):
 
 
 def repdistiller_teacher(arch):
-  """Tian et al. (RepDistiller): 240 epochs, batch 64, lr 0.05 (×0.1 at 150/180/210), no Nesterov."""
+  """Tian et al. (RepDistiller): 240 epochs, batch 64, lr 0.05 (×0.1 at 150/180/210), no
+  Nesterov."""
   config = paper_teacher(arch)
   config.epochs, config.batch_size = 240, 64
   config.snapshot_epochs = tuple(range(20, 241, 20))
@@ -91,12 +107,18 @@ def student_recipe(recipe, student, teachers):
   if recipe == 'repdistiller' and light:
     config.optimizer.learning_rate = 0.01
   paper = default_config().distill
-  config.update(dict(
-      student=student, teachers=tuple(teachers), num_seeds=paper.num_seeds,
+  config.update(
+    dict(
+      student=student,
+      teachers=tuple(teachers),
+      num_seeds=paper.num_seeds,
       alpha=paper.alpha if recipe == 'paper' else 0.1,
       temperature=paper.temperature if recipe == 'paper' else 4.0,
-      ensemble_mode=paper.ensemble_mode, kd_until_epoch=paper.kd_until_epoch,
-      teacher_train_mode_batch_norm=paper.teacher_train_mode_batch_norm))
+      ensemble_mode=paper.ensemble_mode,
+      kd_until_epoch=paper.kd_until_epoch,
+      teacher_train_mode_batch_norm=paper.teacher_train_mode_batch_norm,
+    )
+  )
   return config
 
 
@@ -105,8 +127,9 @@ def paper_teacher_choices(teacher_config, ensemble_size):
   ensemble {T0.5, T0.7, T_full}, the full ensemble of `ensemble_size` seeds, and no teacher."""
   fractions = []
   for fraction in (0.3, 0.5, 0.7):
-    nearest = min(teacher_config.snapshot_epochs,
-                  key=lambda e: abs(e - fraction * teacher_config.epochs))
+    nearest = min(
+      teacher_config.snapshot_epochs, key=lambda e: abs(e - fraction * teacher_config.epochs)
+    )
     if nearest != teacher_config.epochs and nearest not in fractions:
       fractions.append(nearest)
   choices = [f'epoch:{e}' for e in fractions] + ['final', 'selected']
@@ -124,8 +147,9 @@ def parse_config_arg(arg, defaults):
   for item in filter(None, (arg or '').split(',')):
     key, sep, value = item.partition('=')
     if not sep or key not in values:
-      raise ValueError(f'Bad config argument {item!r}; expected key=value with key in '
-                       f'{sorted(values)}')
+      raise ValueError(
+        f'Bad config argument {item!r}; expected key=value with key in {sorted(values)}'
+      )
     values[key] = value
   return values
 
@@ -142,7 +166,8 @@ def int_config_args(args, keys):
 
 
 def select_config(**overrides):
-  """MI estimation over snapshots and the choice of T* (Algorithm 1, steps 2-3): configs/default.py's
+  """MI estimation over snapshots and the choice of T* (Algorithm 1, steps 2-3):
+  configs/default.py's
   select section with `overrides`."""
   config = default_config().select
   config.update(overrides)
@@ -161,9 +186,16 @@ def base_config(data, teacher, distill, select=None, stages='teacher,select,dist
   return config
 
 
-# The arguments after ':' in --config of the CPU studies (configs/fashion_mnist.py, cifar10_jpeg.py).
-CPU_STUDY_ARGS = {'teacher': 'resnet20', 'student': 'resnet8_b', 'train_examples': '1000',
-                  'epochs': '30', 'batch_size': '64', 'regime': 'study'}
+# The arguments after ':' in --config of the CPU studies (configs/fashion_mnist.py,
+# cifar10_jpeg.py).
+CPU_STUDY_ARGS = {
+  'teacher': 'resnet20',
+  'student': 'resnet8_b',
+  'train_examples': '1000',
+  'epochs': '30',
+  'batch_size': '64',
+  'regime': 'study',
+}
 CPU_STUDY_REGIMES = ('study', 'fit')
 
 
@@ -184,32 +216,55 @@ def cpu_study_config(data, args, test_examples=2000):
   args = int_config_args(args, ('train_examples', 'epochs', 'batch_size'))
   epochs, batch_size, train_examples = args['epochs'], args['batch_size'], args['train_examples']
   if args['regime'] not in CPU_STUDY_REGIMES:
-    raise ValueError(f"Unknown regime {args['regime']!r}; choose one of {CPU_STUDY_REGIMES}")
+    raise ValueError(f'Unknown regime {args["regime"]!r}; choose one of {CPU_STUDY_REGIMES}')
   if epochs < 10:
     raise ValueError(f'a study needs at least 10 epochs (one snapshot per tenth), not {epochs}')
   milestones = tuple(round(f * epochs) for f in (0.3, 0.6, 0.9))
   learning_rate = 0.1 * batch_size / 128
   teacher = paper_teacher(args['teacher'])
-  teacher.update(dict(num_seeds=3, epochs=epochs, batch_size=batch_size,
-                      snapshot_epochs=tuple(round(epochs * k / 10) for k in range(1, 11)),
-                      optimizer=optimizer(learning_rate, milestones)))
-  distill = student_recipe('paper', args['student'],
-                           paper_teacher_choices(teacher, teacher.num_seeds))
-  distill.update(dict(num_seeds=3, epochs=epochs, batch_size=batch_size,
-                      optimizer=optimizer(learning_rate, milestones)))  # its own ConfigDict
+  teacher.update(
+    dict(
+      num_seeds=3,
+      epochs=epochs,
+      batch_size=batch_size,
+      snapshot_epochs=tuple(round(epochs * k / 10) for k in range(1, 11)),
+      optimizer=optimizer(learning_rate, milestones),
+    )
+  )
+  distill = student_recipe(
+    'paper', args['student'], paper_teacher_choices(teacher, teacher.num_seeds)
+  )
+  distill.update(
+    dict(
+      num_seeds=3,
+      epochs=epochs,
+      batch_size=batch_size,
+      optimizer=optimizer(learning_rate, milestones),
+    )
+  )  # its own ConfigDict
   data = dict(data, train_examples=train_examples, test_examples=test_examples)
   if args['regime'] == 'fit':  # the regime the paper argues about: a teacher that fits its data
     data.update(crop_padding=0, flip=False)
     teacher.num_seeds = 1
     distill.teachers = tuple(f'epoch:{e}' for e in teacher.snapshot_epochs[:-1]) + (
-        'final', 'selected', 'none')
+      'final',
+      'selected',
+      'none',
+    )
   # The studies' selection as they ran it (EXPERIMENTS.md), variational first, min-max normalised
   # (the library's default is now kde with 'max', chosen by their regret table).
-  select = dict(method='variational,kde', normalization='minmax', num_samples=0,
-                fit_samples=train_examples or 10000, repeats=5, variational=dict(
-                    seed=0, probe=dict(steps=500, batch_size=256, learning_rate=1e-2),
-                    decoder=dict(hidden=256, steps=500, batch_size=256, learning_rate=1e-3,
-                                 pixel_noise_std=0.1)))
+  select = dict(
+    method='variational,kde',
+    normalization='minmax',
+    num_samples=0,
+    fit_samples=train_examples or 10000,
+    repeats=5,
+    variational=dict(
+      seed=0,
+      probe=dict(steps=500, batch_size=256, learning_rate=1e-2),
+      decoder=dict(hidden=256, steps=500, batch_size=256, learning_rate=1e-3, pixel_noise_std=0.1),
+    ),
+  )
   return base_config(data, teacher, distill, select)
 
 
@@ -220,16 +275,26 @@ def paper_study_config(arg, dataset, source='cifar'):
   source 'cifar' (default) reads the official archives from ./data, where the official PyTorch
   code keeps them, and downloads them when missing, as that code does; 'tfds' and
   'image_folder' read the same dataset through TFDS or a folder (set data.root)."""
-  args = parse_config_arg(arg, {'pair': '', 'teacher': 'wrn_40_2', 'student': 'wrn_40_1',
-                                'recipe': 'paper', 'teacher_schedule': 'full', 'source': source})
+  args = parse_config_arg(
+    arg,
+    {
+      'pair': '',
+      'teacher': 'wrn_40_2',
+      'student': 'wrn_40_1',
+      'recipe': 'paper',
+      'teacher_schedule': 'full',
+      'source': source,
+    },
+  )
   if args['pair']:
     if args['pair'] not in PAPER_PAIRS:
-      raise ValueError(f'Unknown pair {args["pair"]!r}; the paper\'s pairs are {PAPER_PAIRS}')
+      raise ValueError(f"Unknown pair {args['pair']!r}; the paper's pairs are {PAPER_PAIRS}")
     args['teacher'], args['student'] = args['pair'].split('-')
   teacher = teacher_recipe(args['recipe'], args['teacher'], args['teacher_schedule'])
   teacher.num_seeds = 3  # the full ensemble
-  distill = student_recipe(args['recipe'], args['student'],
-                           paper_teacher_choices(teacher, teacher.num_seeds))
+  distill = student_recipe(
+    args['recipe'], args['student'], paper_teacher_choices(teacher, teacher.num_seeds)
+  )
   data = dict(source=args['source'], name=dataset)
   if args['source'] == 'cifar':
     data.update(root='./data', download=True, label='fine')  # label: 'coarse' = CIFAR-100's 20

@@ -14,13 +14,16 @@ with this process (`follow_parent`, its first act), so a SIGKILL never leaves it
 workdir. (Not through subprocess's preexec_fn: that forks a process with JAX's threads, which can
 deadlock.)
 """
+
 import ctypes
 import os
 import signal
 import subprocess
 import sys
 
-CHILD_ENV = 'CKD_JAX_SUPERVISED'  # in the child: the supervisor's pid; it computes, supervises nothing
+CHILD_ENV = (
+  'CKD_JAX_SUPERVISED'  # in the child: the supervisor's pid; it computes, supervises nothing
+)
 COLLECTIVE_ABORT = 'Termination timeout'  # XLA's words when a collective's participants are late
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
 _PR_SET_PDEATHSIG = 1
@@ -46,8 +49,9 @@ def _run_once(command, env):
   """Runs `command`, its stderr passed through; returns (exit status, whether XLA's collective
   abort message was seen)."""
   child = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, start_new_session=True)
-  previous = {s: signal.signal(s, lambda signum, frame: child.send_signal(signum))
-              for s in FORWARDED}
+  previous = {
+    s: signal.signal(s, lambda signum, frame: child.send_signal(signum)) for s in FORWARDED
+  }
   tail, seen = b'', False
   try:
     while True:
@@ -75,10 +79,17 @@ def supervise(command, max_restarts, env=None):
       return status if status >= 0 else 128 - status
     cause = 'an XLA collective timed out' if collective else 'it was aborted (SIGABRT)'
     if restarts == max_restarts:
-      print(f'error: the pipeline process died {restarts + 1} times ({cause} the last time); '
-            'the workdir keeps everything up to its last checkpoint: rerun the same command to '
-            'resume, or set --config.parallel=none to run without collectives', file=sys.stderr)
+      print(
+        f'error: the pipeline process died {restarts + 1} times ({cause} the last time); '
+        'the workdir keeps everything up to its last checkpoint: rerun the same command to '
+        'resume, or set --config.parallel=none to run without collectives',
+        file=sys.stderr,
+      )
       return 128 + signal.SIGABRT
     restarts += 1
-    print(f'warning: the pipeline process died ({cause}); resuming from its last checkpoint '
-          f'(restart {restarts} of at most {max_restarts})', file=sys.stderr, flush=True)
+    print(
+      f'warning: the pipeline process died ({cause}); resuming from its last checkpoint '
+      f'(restart {restarts} of at most {max_restarts})',
+      file=sys.stderr,
+      flush=True,
+    )

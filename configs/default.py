@@ -7,6 +7,7 @@ The teacher and student sections hold the paper's recipe (Wang et al. 2022: WRN-
 add fields of its own (`data.label` for `source='cifar'`). Override any field on the command line:
 `--config.teacher.epochs=50`.
 """
+
 import ml_collections
 
 
@@ -24,7 +25,9 @@ def get_config(arg=None):
   config.tensorboard = False  # True: also TensorBoard scalars (needs the `tensorboard` extra)
 
   config.data = data = ml_collections.ConfigDict()
-  data.source = 'tfds'  # 'cifar', 'tiny_imagenet', 'tfds', 'image_folder', 'digits', 'fashion_mnist'
+  data.source = (
+    'tfds'  # 'cifar', 'tiny_imagenet', 'tfds', 'image_folder', 'digits', 'fashion_mnist'
+  )
   data.name = ''  # the dataset's name ('cifar100', 'cifar10', …); a TFDS name for 'tfds'
   data.data_dir = ''  # tfds: TFDS's data directory ('' : TFDS's default)
   data.download = False  # cifar, tfds: fetch the data when it is missing
@@ -61,20 +64,32 @@ def get_config(arg=None):
   distill.checkpoint_every_steps = 500
   distill.ensemble_mode = 'probs'  # 'probs': the paper's equation; 'logits': the authors' code
   distill.epochs = 200
-  distill.kd_until_epoch = 0  # ESKD variant (b): CE only after this student epoch; 0 = KD throughout
+  distill.kd_until_epoch = (
+    0  # ESKD variant (b): CE only after this student epoch; 0 = KD throughout
+  )
   distill.label_smoothing = 0.0
   distill.num_seeds = 1  # students per teacher choice
   distill.optimizer = _paper_optimizer()
   distill.student = 'wrn_40_1'
-  distill.teacher_train_mode_batch_norm = False  # True reproduces the authors' train-mode teacher BN
+  distill.teacher_train_mode_batch_norm = (
+    False  # True reproduces the authors' train-mode teacher BN
+  )
   # The paper's choices (docs/distillation.md): T0.3, T0.5, T0.7, T_full, T*, a snapshot ensemble,
   # no teacher; `full_ensemble:M` needs teacher.num_seeds ≥ M.
-  distill.teachers = ('epoch:60', 'epoch:100', 'epoch:140', 'final', 'selected',
-                      'snapshot_ensemble:100,140,200', 'none')
+  distill.teachers = (
+    'epoch:60',
+    'epoch:100',
+    'epoch:140',
+    'final',
+    'selected',
+    'snapshot_ensemble:100,140,200',
+    'none',
+  )
   distill.temperature = 5.0  # τ
 
   config.select = select = ml_collections.ConfigDict()
-  # 'kde', 'variational', 'binning', 'infopro'; a list ('kde,infopro') or 'all': the first decides T*.
+  # 'kde', 'variational', 'binning', 'infopro'; a list ('kde,infopro') or 'all': the first decides
+  # T*.
   # kde with 'max': the smallest regret in EXPERIMENTS.md's comparison of selection settings.
   select.method = 'kde'
   select.feature = 'penultimate'  # or 'logits', 'spatial' (infopro always reads 'spatial')
@@ -90,18 +105,30 @@ def get_config(arg=None):
   select.repeats = 5  # estimates on half-samples with probe/decoder seeds seed+r: mean ± std
   select.subsample = 0.5  # the fraction of the evaluation samples each repeat draws
   select.variational = dict(
-      seed=0, probe=dict(steps=1000, batch_size=256, learning_rate=1e-2),
-      decoder=dict(hidden=256, steps=1000, batch_size=256, learning_rate=1e-3,
-                   pixel_noise_std=0.1))  # σ of the Gaussian pixel likelihood
+    seed=0,
+    probe=dict(steps=1000, batch_size=256, learning_rate=1e-2),
+    decoder=dict(hidden=256, steps=1000, batch_size=256, learning_rate=1e-3, pixel_noise_std=0.1),
+  )  # σ of the Gaussian pixel likelihood
   # the decoder reads the last spatial map (a per-location MLP, binary cross-entropy)
-  select.infopro = dict(seed=0, probe=dict(steps=1000, batch_size=256, learning_rate=1e-2),
-                        decoder=dict(hidden=64, steps=1000, batch_size=128, learning_rate=1e-3))
+  select.infopro = dict(
+    seed=0,
+    probe=dict(steps=1000, batch_size=256, learning_rate=1e-2),
+    decoder=dict(hidden=64, steps=1000, batch_size=128, learning_rate=1e-3),
+  )
   select.kde = dict(noise_variance='auto', chunk_size=1024)  # or a fixed σ², e.g. '0.5'
   select.binning = dict(num_bins=30)
   return config
 
 
 def _paper_optimizer():
-  return ml_collections.ConfigDict(dict(
-      learning_rate=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4, schedule='step',
-      milestones=(60, 120, 180), gamma=0.1))
+  return ml_collections.ConfigDict(
+    dict(
+      learning_rate=0.1,
+      momentum=0.9,
+      nesterov=True,
+      weight_decay=5e-4,
+      schedule='step',
+      milestones=(60, 120, 180),
+      gamma=0.1,
+    )
+  )

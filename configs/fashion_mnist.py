@@ -1,4 +1,5 @@
-"""Fashion-MNIST study (EXPERIMENTS.md): the official IDX files, offline, about an hour on 2 CPU cores.
+"""Fashion-MNIST study (EXPERIMENTS.md): the official IDX files, offline, about an hour on 2 CPU
+cores.
 
   sudo apt-get install dataset-fashion-mnist      # Debian: /usr/share/datasets/fashion-mnist
   python -m ckd_jax.main --config=configs/fashion_mnist.py --workdir=runs/fashion_mnist
@@ -11,6 +12,7 @@ student=, train_examples= (0: all 60,000), epochs=, batch_size= (the learning ra
 follows it: 0.1 per 128), regime= ('study', or 'fit': no augmentation, one
 teacher that fits its images, students from every snapshot).
 """
+
 from ckd_jax import recipes
 
 

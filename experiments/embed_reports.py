@@ -1,6 +1,8 @@
-"""Copies the studies' reports into EXPERIMENTS.md, so that its tables are the reports', never retyped.
+"""Copies the studies' reports into EXPERIMENTS.md, so that its tables are the reports', never
+retyped.
 
-  python experiments/embed_reports.py fashion_mnist=runs/fashion_mnist cifar10_jpeg=runs/cifar10_jpeg
+  python experiments/embed_reports.py fashion_mnist=runs/fashion_mnist
+  cifar10_jpeg=runs/cifar10_jpeg
 
 For each `study=workdir`: rebuilds the workdir's report (files only, seconds), copies its figures,
 results.csv, config.json and selection/mi.json to experiments/<study>/ (refusing a PNG over
@@ -8,6 +10,7 @@ results.csv, config.json and selection/mi.json to experiments/<study>/ (refusing
 `<!-- report:<study> -->` and `<!-- end report:<study> -->` in EXPERIMENTS.md by the report, its
 headings one level down and its images pointing at the copies.
 """
+
 import pathlib
 import re
 import shutil
@@ -44,15 +47,23 @@ def study_files(workdir):
   """[(source, path under experiments/<study>/)] of the files that exist: the report's PNGs,
   results.csv, and config.json with selection/mi.json (so that experiments/regret.py can rerun on
   the copies); raises on a figure too big to commit."""
-  sources = [workdir / layout.TEACHER_PLOT, workdir / layout.STUDENTS_PLOT,
-             layout.selection_dir(workdir) / layout.MI_PLOT, workdir / layout.RESULTS_CSV]
+  sources = [
+    workdir / layout.TEACHER_PLOT,
+    workdir / layout.STUDENTS_PLOT,
+    layout.selection_dir(workdir) / layout.MI_PLOT,
+    workdir / layout.RESULTS_CSV,
+  ]
   files = [(source, source.name) for source in sources if source.exists()]
   for source, _ in files:
     if source.suffix == '.png' and source.stat().st_size > MAX_FIGURE_BYTES:
-      raise ValueError(f'{source} is {source.stat().st_size // 1024} KB; figures must stay '
-                       f'under {MAX_FIGURE_BYTES // 1024} KB')
-  records = [(workdir / layout.CONFIG, layout.CONFIG),
-             (layout.selection_path(workdir), f'{layout.SELECTION_DIR}/{layout.MI_JSON}')]
+      raise ValueError(
+        f'{source} is {source.stat().st_size // 1024} KB; figures must stay '
+        f'under {MAX_FIGURE_BYTES // 1024} KB'
+      )
+  records = [
+    (workdir / layout.CONFIG, layout.CONFIG),
+    (layout.selection_path(workdir), f'{layout.SELECTION_DIR}/{layout.MI_JSON}'),
+  ]
   return files + [(source, name) for source, name in records if source.exists()]
 
 
@@ -66,8 +77,9 @@ def main(argv):
     if not (workdir / layout.CONFIG).exists():
       raise SystemExit(f'error: {workdir} is not a workdir (no {layout.CONFIG})')
     try:
-      document = embed(document, study, report.build_report(workdir).read_text(),
-                       f'experiments/{study}')
+      document = embed(
+        document, study, report.build_report(workdir).read_text(), f'experiments/{study}'
+      )
       studies.append((study, study_files(workdir)))
     except ValueError as e:
       raise SystemExit(f'error: {e}') from None

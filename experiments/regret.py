@@ -19,6 +19,7 @@ block between `<!-- regret -->` and `<!-- end regret -->` in EXPERIMENTS.md. An 
 computed from other snapshots than the study's is refused. The default setting should be the one
 whose worst regret is smallest.
 """
+
 import argparse
 import csv
 import json
@@ -39,8 +40,10 @@ def snapshot_students(workdir):
   teacher choices, from the report's results.csv."""
   for name in ('config.json', 'results.csv', f'{layout.SELECTION_DIR}/{layout.MI_JSON}'):
     if not (pathlib.Path(workdir) / name).exists():
-      raise SystemExit(f'error: {workdir}/{name} is missing: run the study (its report stage '
-                       'writes results.csv), or embed it with experiments/embed_reports.py')
+      raise SystemExit(
+        f'error: {workdir}/{name} is missing: run the study (its report stage '
+        'writes results.csv), or embed it with experiments/embed_reports.py'
+      )
   final_epoch = read_json(pathlib.Path(workdir) / 'config.json')['teacher']['epochs']
   by_epoch = {}
   with open(pathlib.Path(workdir) / 'results.csv', newline='') as f:
@@ -51,8 +54,10 @@ def snapshot_students(workdir):
       epoch = final_epoch if choice == 'final' else int(choice.split(':')[1])
       by_epoch.setdefault(epoch, []).append(100 * float(row['last_test_accuracy']))
   if not by_epoch:
-    raise SystemExit(f'{workdir}/results.csv has no students from single snapshots: run the '
-                     'distill and report stages first')
+    raise SystemExit(
+      f'{workdir}/results.csv has no students from single snapshots: run the '
+      'distill and report stages first'
+    )
   return by_epoch
 
 
@@ -71,8 +76,10 @@ def settings(mi_json, digests=None):
   record = read_json(mi_json)
   own = record.get('inputs', {}).get('snapshot_digests')
   if digests is not None and own != digests:
-    raise SystemExit(f'error: {mi_json} was computed from other snapshots than the study\'s '
-                     'selection/mi.json: run its select stage on the study\'s teachers')
+    raise SystemExit(
+      f"error: {mi_json} was computed from other snapshots than the study's "
+      "selection/mi.json: run its select stage on the study's teachers"
+    )
   estimators = record.get('estimators') or {record['estimator']['method']: record}
   weights = tuple(record.get('weights', (1.0, 1.0)))
   found = []
@@ -82,9 +89,13 @@ def settings(mi_json, digests=None):
     epochs = [s['epoch'] for s in snapshots]
     for normalization in selection.NORMALIZATIONS:
       chosen = selection.select_teacher(
-          epochs, [s['I_XF'] for s in snapshots], [s['I_YF'] for s in snapshots],
-          normalization, weights)['chosen_epoch']
-      name = f"{method} · {info['feature']} · {info['split']} · {normalization}"
+        epochs,
+        [s['I_XF'] for s in snapshots],
+        [s['I_YF'] for s in snapshots],
+        normalization,
+        weights,
+      )['chosen_epoch']
+      name = f'{method} · {info["feature"]} · {info["split"]} · {normalization}'
       found.append((name, chosen))
   return found, [(s['epoch'], s['teacher_test_accuracy']) for s in record['snapshots']], own
 
@@ -105,8 +116,10 @@ def partial_warnings(workdir, students):
   counts = {epoch: len(accs) for epoch, accs in students.items()}
   warnings = []
   if len(set(counts.values())) > 1:
-    warnings.append(f'{workdir}: the snapshots have unequal numbers of students {counts}: a '
-                    'partial study (rerun it to the end)')
+    warnings.append(
+      f'{workdir}: the snapshots have unequal numbers of students {counts}: a '
+      'partial study (rerun it to the end)'
+    )
   if min(counts.values()) < 2:
     warnings.append(f'{workdir}: a snapshot with one student has no standard error (± nan)')
   return warnings
@@ -118,22 +131,32 @@ def study_rows(workdir, extra_selections):
   for path in extra_selections:
     found += settings(path, digests)[0]
   found.append(('rule: final snapshot', max(e for e, _ in teacher_acc)))
-  found.append(('rule: best teacher test accuracy (reads test labels)',
-                max(teacher_acc, key=lambda item: (item[1], item[0]))[0]))
+  found.append(
+    (
+      'rule: best teacher test accuracy (reads test labels)',
+      max(teacher_acc, key=lambda item: (item[1], item[0]))[0],
+    )
+  )
   means = {epoch: _mean_se(accs) for epoch, accs in students.items()}
   best = max(means, key=lambda e: means[e][0])
-  rows = {name: {'chosen_epoch': chosen, 'regret': regret(means, best, chosen)}
-          for name, chosen in found}
-  return {'best_epoch': best, 'best_mean': means[best][0], 'best_se': means[best][1],
-          'students': {str(e): accs for e, accs in sorted(students.items())}, 'settings': rows,
-          'warnings': partial_warnings(workdir, students)}
+  rows = {
+    name: {'chosen_epoch': chosen, 'regret': regret(means, best, chosen)} for name, chosen in found
+  }
+  return {
+    'best_epoch': best,
+    'best_mean': means[best][0],
+    'best_se': means[best][1],
+    'students': {str(e): accs for e, accs in sorted(students.items())},
+    'settings': rows,
+    'warnings': partial_warnings(workdir, students),
+  }
 
 
 def _cell(entry):
   if entry['regret'] is None:
-    return f"{entry['chosen_epoch']}", 'no students'
+    return f'{entry["chosen_epoch"]}', 'no students'
   value, se = entry['regret']
-  return f"{entry['chosen_epoch']}", f'{value:.2f} ± {se:.2f}'
+  return f'{entry["chosen_epoch"]}', f'{value:.2f} ± {se:.2f}'
 
 
 def table(studies):
@@ -156,17 +179,25 @@ def table(studies):
     w = worst(name)
     worst_cell = '–' if w == float('inf') else f'{w:.2f}'
     lines.append(f'| {name} | ' + ' | '.join(cells) + f' | {worst_cell} |')
-  best = ', '.join(f"{s}: epoch {v['best_epoch']} ({v['best_mean']:.2f} ± {v['best_se']:.2f})"
-                   for s, v in studies.items())
-  return '\n'.join(lines) + f'\n\nBest snapshot in hindsight (students\' mean last-epoch test ' \
-      f'accuracy, %, ± SE over seeds): {best}. Regret in points, ± SE of the difference.\n'
+  best = ', '.join(
+    f'{s}: epoch {v["best_epoch"]} ({v["best_mean"]:.2f} ± {v["best_se"]:.2f})'
+    for s, v in studies.items()
+  )
+  return (
+    '\n'.join(lines) + f"\n\nBest snapshot in hindsight (students' mean last-epoch test "
+    f'accuracy, %, ± SE over seeds): {best}. Regret in points, ± SE of the difference.\n'
+  )
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('studies', nargs='+', help='study=workdir')
-  parser.add_argument('--selection', action='append', default=[],
-                      help='study=mi.json of another select run on the same snapshots')
+  parser.add_argument(
+    '--selection',
+    action='append',
+    default=[],
+    help='study=mi.json of another select run on the same snapshots',
+  )
   parser.add_argument('--embed', action='store_true', help='write the table into EXPERIMENTS.md')
   args = parser.parse_args()
   extra = {}

@@ -15,6 +15,7 @@ workdir (files only, as the report stage does) and writes `ROOT/sweep_results.cs
 the job's grid values) and `ROOT/sweep_report.md` (mean ± std over the runs that differ only in
 their seed).
 """
+
 import argparse
 import csv
 import itertools
@@ -25,6 +26,7 @@ import subprocess
 import sys
 
 import slurm  # launch/slurm.py, beside this file
+
 from ckd_jax.stages import report
 from ckd_jax.workdir import layout
 from ckd_jax.workdir.record import read_config
@@ -52,8 +54,9 @@ def jobs_of(config, root, grid, extra):
   jobs = []
   for point in itertools.product(*[[(k, v) for v in values] for k, values in grid]):
     name = '_'.join(f'{k}-{v}' for k, v in point) or 'run'
-    command = slurm.main_command(config, pathlib.Path(root) / name,
-                                 [f'--config.{k}={v}' for k, v in point] + list(extra))
+    command = slurm.main_command(
+      config, pathlib.Path(root) / name, [f'--config.{k}={v}' for k, v in point] + list(extra)
+    )
     jobs.append({'name': name, 'values': dict(point), 'command': command})
   return jobs
 
@@ -70,16 +73,20 @@ def run_local(jobs):
 
 
 def slurm_executor(root, args):
-  return slurm.executor(pathlib.Path(root) / 'slurm', pathlib.Path(root).name,
-                        partition=args.partition, hours=args.hours,
-                        gpus_per_node=args.gpus_per_node, cpus=args.cpus,
-                        array_parallelism=args.parallel_jobs)
+  return slurm.executor(
+    pathlib.Path(root) / 'slurm',
+    pathlib.Path(root).name,
+    partition=args.partition,
+    hours=args.hours,
+    gpus_per_node=args.gpus_per_node,
+    cpus=args.cpus,
+    array_parallelism=args.parallel_jobs,
+  )
 
 
 def submit_slurm(jobs, root, args):
   """One SLURM array task per job; returns the SLURM job ids."""
-  submitted = slurm_executor(root, args).map_array(slurm.run_command,
-                                                   [j['command'] for j in jobs])
+  submitted = slurm_executor(root, args).map_array(slurm.run_command, [j['command'] for j in jobs])
   return [job.job_id for job in submitted]
 
 
@@ -87,8 +94,10 @@ def gather(root):
   """Every finished run of every job, with the job's grid values, and the table over seeds."""
   root = pathlib.Path(root)
   if not (root / SWEEP_FILE).exists():
-    raise SystemExit(f'error: {root / SWEEP_FILE} does not exist: start the sweep first (its '
-                     '--local, --slurm or --dry_run writes it)')
+    raise SystemExit(
+      f'error: {root / SWEEP_FILE} does not exist: start the sweep first (its '
+      '--local, --slurm or --dry_run writes it)'
+    )
   sweep = json.loads((root / SWEEP_FILE).read_text())
   keys = [k for k, _ in sweep['grid']]
   rows, missing = [], []
@@ -97,17 +106,23 @@ def gather(root):
     if not layout.config_path(workdir).exists():
       missing.append(job['name'])
       continue
-    rows += [{'job': job['name'], **job['values'], **row}
-             for row in report.collect(workdir, read_config(workdir))]
+    rows += [
+      {'job': job['name'], **job['values'], **row}
+      for row in report.collect(workdir, read_config(workdir))
+    ]
   with open(root / 'sweep_results.csv', 'w', newline='') as f:
     writer = csv.DictWriter(f, fieldnames=['job'] + keys + list(report.CSV_FIELDS))
     writer.writeheader()
     writer.writerows(rows)
   table = _table(rows, [k for k in keys if k not in SEED_KEYS])
-  lines = [f'# Sweep {root.name}: {len(sweep["jobs"])} jobs', '',
-           f'Grid: {", ".join(f"`{k}` = {v}" for k, v in sweep["grid"])}. Test accuracy (%) after '
-           'the last epoch, mean ± std over the runs that differ only in their seed; every run is '
-           'in `sweep_results.csv`.', ''] + table
+  lines = [
+    f'# Sweep {root.name}: {len(sweep["jobs"])} jobs',
+    '',
+    f'Grid: {", ".join(f"`{k}` = {v}" for k, v in sweep["grid"])}. Test accuracy (%) after '
+    'the last epoch, mean ± std over the runs that differ only in their seed; every run is '
+    'in `sweep_results.csv`.',
+    '',
+  ] + table
   if missing:
     lines += ['', f'Not started yet (no workdir): {", ".join(missing)}.']
   (root / 'sweep_report.md').write_text('\n'.join(lines) + '\n')
@@ -130,8 +145,9 @@ def _table(rows, keys):
 
 
 def parse_args(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                   epilog='Flags after -- are passed to every job.')
+  parser = argparse.ArgumentParser(
+    description=__doc__.splitlines()[0], epilog='Flags after -- are passed to every job.'
+  )
   parser.add_argument('--root', required=True, help='the sweep folder: one workdir per job')
   parser.add_argument('--config', help='a configs/*.py file (optionally :key=value,…)')
   parser.add_argument('--grid', action='append', default=[], help='key=v1,v2 (repeatable)')
@@ -151,25 +167,33 @@ def main(argv=None):
   root = pathlib.Path(args.root)
   if args.gather:
     rows, missing = gather(root)
-    print(f'{len(rows)} runs gathered into {root / "sweep_report.md"} and sweep_results.csv'
-          + (f'; not started: {missing}' if missing else ''))
+    print(
+      f'{len(rows)} runs gathered into {root / "sweep_report.md"} and sweep_results.csv'
+      + (f'; not started: {missing}' if missing else '')
+    )
     return 0
   if not args.config or not args.grid:
     raise SystemExit('error: --config and at least one --grid are needed (except with --gather)')
   grid = parse_grid(args.grid)
   jobs = jobs_of(args.config, root, grid, extra)
   root.mkdir(parents=True, exist_ok=True)
-  (root / SWEEP_FILE).write_text(json.dumps({'config': args.config, 'grid': grid, 'extra': extra,
-                                             'jobs': jobs}, indent=1))
+  (root / SWEEP_FILE).write_text(
+    json.dumps({'config': args.config, 'grid': grid, 'extra': extra, 'jobs': jobs}, indent=1)
+  )
   print(f'{len(jobs)} jobs in {root / SWEEP_FILE}')
   if args.dry_run:
     for job in jobs:
       print(' '.join(job['command'][1:]))
   elif args.local:
     failed = run_local(jobs)
-    print(f'{len(jobs) - len(failed)} of {len(jobs)} jobs done' +
-          (f'; failed: {failed} (rerun the same command: finished runs are skipped)' if failed
-           else f'; gather them with: python launch/sweep.py --root={root} --gather'))
+    print(
+      f'{len(jobs) - len(failed)} of {len(jobs)} jobs done'
+      + (
+        f'; failed: {failed} (rerun the same command: finished runs are skipped)'
+        if failed
+        else f'; gather them with: python launch/sweep.py --root={root} --gather'
+      )
+    )
     return 1 if failed else 0
   else:
     ids = submit_slurm(jobs, root, args)

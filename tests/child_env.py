@@ -1,5 +1,6 @@
 """XLA flags and compilation cache of the tests, and the environment of the command-line
 processes they start."""
+
 import os
 import pathlib
 import tempfile

@@ -5,12 +5,14 @@
 - A persistent compilation cache: the tests build many runs whose steps compile to the same XLA
   program (new Python closures, same HLO); the cache turns those recompilations into look-ups.
 """
+
 import os
 
 from child_env import FAST_COMPILE, HOST_DEVICES, XLA_CACHE
 
-os.environ['XLA_FLAGS'] = ' '.join([os.environ.get('XLA_FLAGS', ''), FAST_COMPILE,
-                                    HOST_DEVICES]).strip()
+os.environ['XLA_FLAGS'] = ' '.join(
+  [os.environ.get('XLA_FLAGS', ''), FAST_COMPILE, HOST_DEVICES]
+).strip()
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 
 import jax  # noqa: E402  (must come after the flags above)
@@ -26,6 +28,7 @@ def pytest_configure(config):
   whenever it is collected, i.e. during whichever test runs then. `ckd_jax.main` drops exactly
   this noise for users; the tests drop it too, and keep every other unraisable exception."""
   config.addinivalue_line(
-      'filterwarnings',
-      r'ignore:(?s)Exception ignored in.*RuntimeError. Event loop is closed'
-      ':pytest.PytestUnraisableExceptionWarning')
+    'filterwarnings',
+    r'ignore:(?s)Exception ignored in.*RuntimeError. Event loop is closed'
+    ':pytest.PytestUnraisableExceptionWarning',
+  )

@@ -1,21 +1,57 @@
-"""A tiny offline pipeline config (digits, ResNet-8 teacher and student) for the end-to-end tests."""
+"""A tiny offline pipeline config (digits, ResNet-8 teacher and student) for the end-to-end
+tests."""
+
 from ckd_jax.recipes import base_config, optimizer
 
 
-def tiny_config(*, train=128, test=64, eval_batch=64, teacher_seeds=1, student_seeds=1, epochs=2,
-                milestones=(1,), checkpoint_every=0, student_epochs=None, choices=('final',),
-                select=None, stages='teacher,select,distill,report', **distill):
+def tiny_config(
+  *,
+  train=128,
+  test=64,
+  eval_batch=64,
+  teacher_seeds=1,
+  student_seeds=1,
+  epochs=2,
+  milestones=(1,),
+  checkpoint_every=0,
+  student_epochs=None,
+  choices=('final',),
+  select=None,
+  stages='teacher,select,distill,report',
+  **distill,
+):
   """Teacher snapshots at every epoch; students use the teacher's recipe unless `student_epochs`
   is given (then a constant learning rate)."""
-  data = dict(source='digits', name='digits', crop_padding=1, flip=False, train_examples=train,
-              test_examples=test, eval_batch_size=eval_batch)
-  recipe = dict(epochs=epochs, batch_size=32, label_smoothing=0.0,
-                checkpoint_every_steps=checkpoint_every, optimizer=optimizer(0.05, milestones))
-  teacher = dict(recipe, arch='resnet8_b', num_seeds=teacher_seeds,
-                 snapshot_epochs=tuple(range(1, epochs + 1)))
-  student = dict(recipe, student='resnet8_b', num_seeds=student_seeds, teachers=tuple(choices),
-                 alpha=0.5, temperature=4.0, ensemble_mode='probs', kd_until_epoch=0,
-                 teacher_train_mode_batch_norm=False)
+  data = dict(
+    source='digits',
+    name='digits',
+    crop_padding=1,
+    flip=False,
+    train_examples=train,
+    test_examples=test,
+    eval_batch_size=eval_batch,
+  )
+  recipe = dict(
+    epochs=epochs,
+    batch_size=32,
+    label_smoothing=0.0,
+    checkpoint_every_steps=checkpoint_every,
+    optimizer=optimizer(0.05, milestones),
+  )
+  teacher = dict(
+    recipe, arch='resnet8_b', num_seeds=teacher_seeds, snapshot_epochs=tuple(range(1, epochs + 1))
+  )
+  student = dict(
+    recipe,
+    student='resnet8_b',
+    num_seeds=student_seeds,
+    teachers=tuple(choices),
+    alpha=0.5,
+    temperature=4.0,
+    ensemble_mode='probs',
+    kd_until_epoch=0,
+    teacher_train_mode_batch_norm=False,
+  )
   if student_epochs:
     student.update(epochs=student_epochs, optimizer=optimizer(0.05, ()))
   student.update(distill)

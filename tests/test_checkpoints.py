@@ -1,4 +1,5 @@
 """Snapshots: round trip, stacking, and refusal of damaged or mismatched snapshots."""
+
 import json
 import pathlib
 
@@ -13,9 +14,15 @@ from ckd_jax.checkpoints import SnapshotError, SnapshotStore, restore_snapshots
 
 def _variables(seed, width=4):
   rng = np.random.default_rng(seed)
-  return {'params': {'dense': {'kernel': rng.normal(size=(3, width)).astype(np.float32),
-                               'bias': rng.normal(size=(width,)).astype(np.float32)}},
-          'batch_stats': {'bn': {'mean': rng.normal(size=(width,)).astype(np.float32)}}}
+  return {
+    'params': {
+      'dense': {
+        'kernel': rng.normal(size=(3, width)).astype(np.float32),
+        'bias': rng.normal(size=(width,)).astype(np.float32),
+      }
+    },
+    'batch_stats': {'bn': {'mean': rng.normal(size=(width,)).astype(np.float32)}},
+  }
 
 
 @pytest.fixture
@@ -84,10 +91,16 @@ def test_digest_depends_on_values_and_names():
 
 def _train_state(seed):
   import optax
+
   from ckd_jax.training import TrainState
+
   variables = _variables(seed)
-  state = TrainState.create(apply_fn=None, params=variables['params'], tx=optax.sgd(0.1, 0.9),
-                            batch_stats=variables['batch_stats'])
+  state = TrainState.create(
+    apply_fn=None,
+    params=variables['params'],
+    tx=optax.sgd(0.1, 0.9),
+    batch_stats=variables['batch_stats'],
+  )
   return state.replace(step=np.zeros((), np.int32))  # an array step, as create_train_state makes
 
 
@@ -128,8 +141,9 @@ def test_a_damaged_resume_checkpoint_is_one_clear_error(tmp_path, damage):
   else:
     for chunk in state_dir.rglob('d/*'):
       chunk.unlink()
-  with pytest.raises(SnapshotError, match='resume checkpoint .*resume/7 cannot be restored .*'
-                                          'delete it to restart'):
+  with pytest.raises(
+    SnapshotError, match='resume checkpoint .*resume/7 cannot be restored .*delete it to restart'
+  ):
     checkpoints.ResumeStore(tmp_path).restore(_train_state(0))
 
 

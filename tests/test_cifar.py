@@ -1,5 +1,6 @@
 """The `cifar` and `tiny_imagenet` sources on files the tests write in each official format, and the
 download against a server of our own on 127.0.0.1."""
+
 import hashlib
 import http.server
 import os
@@ -39,8 +40,10 @@ def write_cifar10_python(root, rng, per_batch=3, test=4):
   train_images, train_labels = [], []
   for i in range(1, 6):
     images, labels = _images(rng, per_batch), rng.integers(0, 10, per_batch).tolist()
-    _pickle(folder / f'data_batch_{i}', {b'data': _rows(images), b'labels': labels,
-                                         b'batch_label': b'training batch'})
+    _pickle(
+      folder / f'data_batch_{i}',
+      {b'data': _rows(images), b'labels': labels, b'batch_label': b'training batch'},
+    )
     train_images.append(images)
     train_labels += labels
   test_images, test_labels = _images(rng, test), rng.integers(0, 10, test).tolist()
@@ -56,11 +59,23 @@ def write_cifar100_python(root, rng, train=6, test=4):
   for split, n in (('train', train), ('test', test)):
     images = _images(rng, n)
     fine, coarse = rng.integers(0, 100, n).tolist(), rng.integers(0, 20, n).tolist()
-    _pickle(folder / split, {b'data': _rows(images), b'fine_labels': fine,
-                             b'coarse_labels': coarse, b'filenames': [b'x.png'] * n})
+    _pickle(
+      folder / split,
+      {
+        b'data': _rows(images),
+        b'fine_labels': fine,
+        b'coarse_labels': coarse,
+        b'filenames': [b'x.png'] * n,
+      },
+    )
     out[split] = (images, np.array(fine), np.array(coarse))
-  _pickle(folder / 'meta', {b'fine_label_names': [f'f{i}'.encode() for i in range(100)],
-                            b'coarse_label_names': [f'c{i}'.encode() for i in range(20)]})
+  _pickle(
+    folder / 'meta',
+    {
+      b'fine_label_names': [f'f{i}'.encode() for i in range(100)],
+      b'coarse_label_names': [f'c{i}'.encode() for i in range(20)],
+    },
+  )
   return out
 
 
@@ -143,10 +158,19 @@ def test_an_archive_is_unpacked_once_and_read(tmp_path):
 
 def test_the_dataset_source_shuffles_once_and_cuts(tmp_path):
   import ml_collections
+
   written = write_cifar100_python(tmp_path, np.random.default_rng(4))
-  config = ml_collections.ConfigDict(dict(source='cifar', name='cifar100', root=str(tmp_path),
-                                          label='fine', download=False, train_examples=4,
-                                          test_examples=0))
+  config = ml_collections.ConfigDict(
+    dict(
+      source='cifar',
+      name='cifar100',
+      root=str(tmp_path),
+      label='fine',
+      download=False,
+      train_examples=4,
+      test_examples=0,
+    )
+  )
   sources.check_available(config)
   dataset = sources.load_dataset(config)
   assert dataset.num_classes == 100 and len(dataset.train) == 4 and len(dataset.test) == 4
@@ -162,7 +186,7 @@ def test_a_truncated_archive_is_refused_and_leaves_nothing(tmp_path):
   root = tmp_path / 'root'
   root.mkdir()
   archive = _tar(made / 'cifar-100-python', root / 'cifar-100-python.tar.gz')
-  archive.write_bytes(archive.read_bytes()[:len(archive.read_bytes()) // 2])
+  archive.write_bytes(archive.read_bytes()[: len(archive.read_bytes()) // 2])
   with pytest.raises(cifar.CifarError, match='is damaged .*delete it and rerun'):
     cifar.read('cifar100', root)
   assert [p.name for p in root.iterdir()] == ['cifar-100-python.tar.gz']
@@ -174,8 +198,10 @@ def test_a_pickle_naming_anything_else_is_refused_not_run(tmp_path):
   class Payload:
     def __reduce__(self):
       return (os.system, ('touch ' + str(tmp_path / 'ran'),))
+
   (tmp_path / 'cifar-10-batches-py' / 'test_batch').write_bytes(
-      pickle.dumps({b'data': Payload(), b'labels': []}, protocol=2))
+    pickle.dumps({b'data': Payload(), b'labels': []}, protocol=2)
+  )
   with pytest.raises(cifar.CifarError, match=r'test_batch is not a CIFAR file \(it names .*system'):
     cifar.read('cifar10', tmp_path)
   assert not (tmp_path / 'ran').exists()
@@ -225,10 +251,11 @@ class _Server:
         self.send_response(200)
         self.send_header('Content-Length', str(len(body)))
         self.end_headers()
-        self.wfile.write(body[:len(body) // 2] if outer.cut else body)
+        self.wfile.write(body[: len(body) // 2] if outer.cut else body)
 
       def log_message(self, *args):
         pass
+
     self.cut = cut
     self.httpd = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Handler)
     self.url = f'http://127.0.0.1:{self.httpd.server_address[1]}/'
@@ -249,14 +276,16 @@ def served_cifar100(tmp_path):
   server.close()
 
 
-def test_the_download_checks_its_md5_and_writes_atomically(tmp_path, served_cifar100,
-                                                           monkeypatch, capsys):
+def test_the_download_checks_its_md5_and_writes_atomically(
+  tmp_path, served_cifar100, monkeypatch, capsys
+):
   server, md5, written = served_cifar100
   root = tmp_path / 'data'
   monkeypatch.setenv(cifar.MIRROR_ENV, server.url)
   monkeypatch.setenv(cifar.MIRROR_MD5_ENV, '0' * 32)  # wrong: refused, nothing left
-  with pytest.raises(cifar.CifarError, match='has MD5 .* not the published 0{32}; the partial '
-                                             'file was removed'):
+  with pytest.raises(
+    cifar.CifarError, match='has MD5 .* not the published 0{32}; the partial file was removed'
+  ):
     cifar.read('cifar100', root, download=True)
   assert list(root.iterdir()) == []
   server.cut = True  # dies half-way: refused, nothing left
@@ -290,13 +319,29 @@ def test_the_paper_config_downloads_and_trains_from_the_command_line(tmp_path, s
   env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
   env.update({cifar.MIRROR_ENV: server.url, cifar.MIRROR_MD5_ENV: md5, 'PYTHONPATH': str(ROOT)})
   result = subprocess.run(
-      [sys.executable, '-m', 'ckd_jax.main', '--config=configs/cifar100.py',
-       f'--workdir={tmp_path / "w"}', f'--config.data.root={tmp_path / "data"}',
-       '--config.stages=teacher', '--config.progress=False', '--config.parallel=none',
-       '--config.teacher.arch=resnet8_b', '--config.teacher.num_seeds=1',
-       '--config.teacher.epochs=1', '--config.teacher.snapshot_epochs=(1,)',
-       '--config.teacher.optimizer.milestones=()', '--config.teacher.batch_size=2'],
-      cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    [
+      sys.executable,
+      '-m',
+      'ckd_jax.main',
+      '--config=configs/cifar100.py',
+      f'--workdir={tmp_path / "w"}',
+      f'--config.data.root={tmp_path / "data"}',
+      '--config.stages=teacher',
+      '--config.progress=False',
+      '--config.parallel=none',
+      '--config.teacher.arch=resnet8_b',
+      '--config.teacher.num_seeds=1',
+      '--config.teacher.epochs=1',
+      '--config.teacher.snapshot_epochs=(1,)',
+      '--config.teacher.optimizer.milestones=()',
+      '--config.teacher.batch_size=2',
+    ],
+    cwd=ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'downloading cifar-100-python.tar.gz' in result.stderr
   assert (tmp_path / 'w' / 'teachers' / 'resnet8_b_seed0' / 'final.json').is_file()
@@ -305,6 +350,7 @@ def test_the_paper_config_downloads_and_trains_from_the_command_line(tmp_path, s
 # ------------------------------------------------------------------------------- tiny_imagenet
 def write_tiny_imagenet(root, rng, wnids=('n02', 'n01', 'n03'), per_class=2, val=4):
   from PIL import Image
+
   base = root / 'tiny-imagenet-200'
   (base / 'val' / 'images').mkdir(parents=True)
   (base / 'wnids.txt').write_text('\n'.join(wnids) + '\n')
@@ -350,9 +396,12 @@ def test_a_tfds_download_without_its_extra_is_one_line():
   """The `tfds` extra's documented path: either everything it imports is installed, or the
   command says in one line which extra to install, before TFDS is called."""
   import importlib.util
+
   import ml_collections
-  config = ml_collections.ConfigDict(dict(source='tfds', name='cifar100', download=True,
-                                          data_dir=''))
+
+  config = ml_collections.ConfigDict(
+    dict(source='tfds', name='cifar100', download=True, data_dir='')
+  )
   if all(importlib.util.find_spec(m) for m in sources.TFDS_DOWNLOAD_NEEDS):
     for module in sources.TFDS_DOWNLOAD_NEEDS:
       __import__(module)

@@ -1,4 +1,5 @@
 """models.conv: the explicit backward pass equals JAX's own, inside loops too."""
+
 import functools
 
 import chex
@@ -22,25 +23,46 @@ def _loss(conv, images, kernel, strides, padding):
 
 def _inputs(batch, size, cin, cout, kernel, seed=0):
   rng = np.random.default_rng(seed)
-  return (jnp.asarray(rng.normal(size=(batch, size, size, cin)), jnp.float32),
-          jnp.asarray(rng.normal(size=(kernel, kernel, cin, cout)), jnp.float32))
+  return (
+    jnp.asarray(rng.normal(size=(batch, size, size, cin)), jnp.float32),
+    jnp.asarray(rng.normal(size=(kernel, kernel, cin, cout)), jnp.float32),
+  )
 
 
-@pytest.mark.parametrize('size,kernel,stride', [(9, 3, 1), (9, 3, 2), (8, 3, 2), (8, 1, 2),
-                                                 (10, 7, 2), (5, 1, 1),
-                                                 (2, 3, 1), (1, 3, 1), (2, 3, 2), (3, 5, 2)])
+@pytest.mark.parametrize(
+  'size,kernel,stride',
+  [
+    (9, 3, 1),
+    (9, 3, 2),
+    (8, 3, 2),
+    (8, 1, 2),
+    (10, 7, 2),
+    (5, 1, 1),
+    (2, 3, 1),
+    (1, 3, 1),
+    (2, 3, 2),
+    (3, 5, 2),
+  ],
+)
 def test_gradients_equal_jaxs_own_rule(size, kernel, stride):
   images, weights = _inputs(3, size, 4, 5, kernel)
   padding = ((kernel // 2, kernel // 2),) * 2
-  ours = jax.jit(jax.value_and_grad(
-      lambda x, w: _loss(conv_general_dilated, x, w, (stride, stride), padding), (0, 1)))
-  reference = jax.jit(jax.value_and_grad(
-      lambda x, w: _loss(lax.conv_general_dilated, x, w, (stride, stride), padding), (0, 1)))
+  ours = jax.jit(
+    jax.value_and_grad(
+      lambda x, w: _loss(conv_general_dilated, x, w, (stride, stride), padding), (0, 1)
+    )
+  )
+  reference = jax.jit(
+    jax.value_and_grad(
+      lambda x, w: _loss(lax.conv_general_dilated, x, w, (stride, stride), padding), (0, 1)
+    )
+  )
   # A kernel larger than the image is a matrix product: another summation order, float32 rounding
   # ≤ 3e-6 seen on values ~5; an index error is O(1).
   tolerance = 1e-6 if kernel <= size else 1e-5
-  chex.assert_trees_all_close(ours(images, weights), reference(images, weights), rtol=tolerance,
-                              atol=tolerance)
+  chex.assert_trees_all_close(
+    ours(images, weights), reference(images, weights), rtol=tolerance, atol=tolerance
+  )
 
 
 @pytest.mark.parametrize('size', [8, 2])
@@ -51,8 +73,9 @@ def test_gradients_inside_a_loop_equal_those_outside(size):
   grad = jax.grad(lambda x, w: _loss(conv_general_dilated, x, w, (2, 2), ((1, 1), (1, 1))), (0, 1))
   looped = jax.jit(lambda xs, ws: lax.map(lambda a: grad(*a), (xs, ws)))(*stacked)
   one_by_one = [jax.jit(grad)(stacked[0][i], stacked[1][i]) for i in range(2)]
-  chex.assert_trees_all_close(looped, jax.tree.map(lambda *x: jnp.stack(x), *one_by_one),
-                              rtol=1e-6, atol=1e-6)
+  chex.assert_trees_all_close(
+    looped, jax.tree.map(lambda *x: jnp.stack(x), *one_by_one), rtol=1e-6, atol=1e-6
+  )
 
 
 def test_kernels_larger_than_the_image_are_one_matrix_product():
@@ -70,10 +93,19 @@ def test_other_grouped_convolutions_keep_jaxs_path():
   rng = np.random.default_rng(1)
   images = jnp.asarray(rng.normal(size=(2, 6, 6, 4)), jnp.float32)
   weights = jnp.asarray(rng.normal(size=(3, 3, 2, 4)), jnp.float32)
-  conv = lambda fn: jax.grad(lambda w: jnp.sum(jnp.sin(fn(
-      images, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=LAYOUT, feature_group_count=2))))
-  chex.assert_trees_all_close(conv(conv_general_dilated)(weights),
-                              conv(lax.conv_general_dilated)(weights), rtol=1e-6, atol=1e-6)
+  conv = lambda fn: jax.grad(
+    lambda w: jnp.sum(
+      jnp.sin(
+        fn(images, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=LAYOUT, feature_group_count=2)
+      )
+    )
+  )
+  chex.assert_trees_all_close(
+    conv(conv_general_dilated)(weights),
+    conv(lax.conv_general_dilated)(weights),
+    rtol=1e-6,
+    atol=1e-6,
+  )
 
 
 @pytest.mark.parametrize('size,kernel,stride', [(8, 3, 1), (9, 3, 2), (8, 5, 2)])
@@ -86,13 +118,23 @@ def test_depthwise_convolutions_equal_lax(size, kernel, stride):
   padding = ((kernel // 2, kernel // 2),) * 2
 
   def loss(conv):
-    return jax.jit(jax.value_and_grad(lambda x, w: _loss(
-        functools.partial(conv, feature_group_count=6), x, w, (stride, stride), padding), (0, 1)))
+    return jax.jit(
+      jax.value_and_grad(
+        lambda x, w: _loss(
+          functools.partial(conv, feature_group_count=6), x, w, (stride, stride), padding
+        ),
+        (0, 1),
+      )
+    )
+
   # Another summation order: float32 rounding of sums up to ~13 (≤ 6e-6 seen); an index error is
   # O(1).
-  chex.assert_trees_all_close(loss(conv_general_dilated)(images, weights),
-                              loss(lax.conv_general_dilated)(images, weights), rtol=1e-5,
-                              atol=2e-5)
+  chex.assert_trees_all_close(
+    loss(conv_general_dilated)(images, weights),
+    loss(lax.conv_general_dilated)(images, weights),
+    rtol=1e-5,
+    atol=2e-5,
+  )
 
 
 def test_the_zoos_convolutions_equal_xlas_own_through_flax(monkeypatch):

@@ -1,4 +1,5 @@
 """Data sources on offline data, and augmentation/batching against numpy."""
+
 import gzip
 
 import jax
@@ -14,7 +15,7 @@ from ckd_jax.data.augment import crop_and_flip, normalize, sample_crop_flip
 def _numpy_crop_flip(images, dy, dx, flips, padding):
   padded = np.pad(images, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
   h, w = images.shape[1:3]
-  out = np.stack([padded[i, y:y + h, x:x + w] for i, (y, x) in enumerate(zip(dy, dx))])
+  out = np.stack([padded[i, y : y + h, x : x + w] for i, (y, x) in enumerate(zip(dy, dx))])
   return np.where(np.asarray(flips)[:, None, None, None], out[:, :, ::-1], out)
 
 
@@ -23,8 +24,9 @@ def test_augmentation_is_a_crop_of_the_padded_image_and_a_flip():
   images = rng.integers(0, 256, size=(64, 32, 32, 3), dtype=np.uint8)
   dy, dx, flips = sample_crop_flip(jax.random.key(3), 64, 4)
   out = np.asarray(jax.jit(crop_and_flip, static_argnums=4)(images, dy, dx, flips, 4))
-  np.testing.assert_array_equal(out, _numpy_crop_flip(images, np.asarray(dy), np.asarray(dx),
-                                                      flips, 4))
+  np.testing.assert_array_equal(
+    out, _numpy_crop_flip(images, np.asarray(dy), np.asarray(dx), flips, 4)
+  )
   # The draws cover the whole range and both flip outcomes.
   assert set(np.asarray(dy)) == set(range(9)) and 0 < np.asarray(flips).mean() < 1
 
@@ -33,8 +35,9 @@ def test_augment_composes_sampling_and_cropping():
   images = np.random.default_rng(1).integers(0, 256, (8, 6, 6, 1), dtype=np.uint8)
   key = jax.random.key(7)
   dy, dx, flips = sample_crop_flip(key, 8, 2)
-  np.testing.assert_array_equal(data.augment(key, images, 2),
-                                _numpy_crop_flip(images, dy, dx, flips, 2))
+  np.testing.assert_array_equal(
+    data.augment(key, images, 2), _numpy_crop_flip(images, dy, dx, flips, 2)
+  )
 
 
 def test_normalize_matches_numpy():
@@ -46,8 +49,9 @@ def test_normalize_matches_numpy():
 
 def _toy_split(n=50, seed=0):
   rng = np.random.default_rng(seed)
-  return data.Split(rng.integers(0, 256, (n, 4, 4, 1), dtype=np.uint8),
-                    np.arange(n, dtype=np.int32))
+  return data.Split(
+    rng.integers(0, 256, (n, 4, 4, 1), dtype=np.uint8), np.arange(n, dtype=np.int32)
+  )
 
 
 def test_train_batches_cover_each_epoch_once_and_are_a_function_of_the_step():
@@ -61,8 +65,9 @@ def test_train_batches_cover_each_epoch_once_and_are_a_function_of_the_step():
   # A fresh object (a resumed run) asked for step 4 gives the same batch, images included.
   again = data.TrainBatches(split, 16, (0.0,), (1.0,), padding=0, flip=False, seed=0).batch(4)
   np.testing.assert_array_equal(again['label'], batches.batch(4)['label'])
-  np.testing.assert_allclose(again['image'], split.images[np.asarray(again['label'])] / 255.0,
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+    again['image'], split.images[np.asarray(again['label'])] / 255.0, rtol=1e-6
+  )
 
 
 def test_eval_batches_visit_everything_once_with_a_mask():
@@ -83,6 +88,7 @@ def test_digits_is_real_offline_data():
 
 def test_digits_read_from_sklearns_file_equal_sklearns_loader():
   from sklearn.datasets import load_digits
+
   pixels, labels = data.sources._sklearn_digits()
   bunch = load_digits()
   np.testing.assert_array_equal(pixels, bunch.data)
@@ -98,10 +104,12 @@ def _write_idx(path, array, compress):
 @pytest.mark.parametrize('compress', [True, False])
 def test_fashion_mnist_reads_official_idx_files(tmp_path, compress):
   rng = np.random.default_rng(0)
-  arrays = {'train-images-idx3-ubyte': rng.integers(0, 256, (12, 28, 28)),
-            'train-labels-idx1-ubyte': np.arange(12) % 10,
-            't10k-images-idx3-ubyte': rng.integers(0, 256, (5, 28, 28)),
-            't10k-labels-idx1-ubyte': np.arange(5)}
+  arrays = {
+    'train-images-idx3-ubyte': rng.integers(0, 256, (12, 28, 28)),
+    'train-labels-idx1-ubyte': np.arange(12) % 10,
+    't10k-images-idx3-ubyte': rng.integers(0, 256, (5, 28, 28)),
+    't10k-labels-idx1-ubyte': np.arange(5),
+  }
   for stem, array in arrays.items():
     _write_idx(tmp_path / (stem + ('.gz' if compress else '')), array, compress)
   ds = data.load_fashion_mnist(tmp_path)
@@ -137,10 +145,12 @@ def test_image_folder_reads_the_tree_and_caches(tmp_path):
   # Both splits are shuffled once (a fixed permutation): every (image, label) pair is still a file
   # of that class, and a prefix (`test_examples`) is not just the first class.
   for split, n in (('train', 6), ('test', 4)):
-    pairs = {(getattr(ds, split).images[i].tobytes(), int(getattr(ds, split).labels[i]))
-             for i in range(n)}
-    assert pairs == {(v.tobytes(), ['cat', 'dog'].index(k[1])) for k, v in expected.items()
-                     if k[0] == split}
+    pairs = {
+      (getattr(ds, split).images[i].tobytes(), int(getattr(ds, split).labels[i])) for i in range(n)
+    }
+    assert pairs == {
+      (v.tobytes(), ['cat', 'dog'].index(k[1])) for k, v in expected.items() if k[0] == split
+    }
   assert sorted(ds.test.labels) == [0, 0, 1, 1] and list(ds.test.labels) != [0, 0, 1, 1]
   assert len(list(cache.glob('*.npy'))) == 2
   again = data.load_image_folder(tmp_path / 'data', cache_dir=cache)
@@ -160,13 +170,24 @@ def test_image_folder_missing_root_is_a_clear_error(tmp_path):
 
 
 def _data_config(**kw):
-  return ml_collections.ConfigDict(dict(dict(source='tfds', name='cifar100', data_dir='',
-                                             download=False, train_examples=0,
-                                             test_examples=0), **kw))
+  return ml_collections.ConfigDict(
+    dict(
+      dict(
+        source='tfds',
+        name='cifar100',
+        data_dir='',
+        download=False,
+        train_examples=0,
+        test_examples=0,
+      ),
+      **kw,
+    )
+  )
 
 
 def test_tfds_source_end_to_end_with_mock_data():
   import tensorflow_datasets as tfds
+
   with tfds.testing.mock_data(num_examples=12):
     ds = data.load_dataset(_data_config(test_examples=5))
   assert ds.image_shape == (32, 32, 3) and ds.num_classes == 100

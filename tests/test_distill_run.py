@@ -1,11 +1,11 @@
 """The distill stage end to end on a tiny offline config, and its refusals of bad input."""
+
 import json
 import shutil
 
 import numpy as np
-import pytest
-
 import pipeline_configs
+import pytest
 
 from ckd_jax import pipeline
 from ckd_jax.checkpoints import SnapshotStore
@@ -19,8 +19,15 @@ CHOICES = ('epoch:1', 'final', 'snapshot_ensemble:1,2', 'full_ensemble:2', 'none
 
 
 def tiny_config(choices=CHOICES, **distill):
-  return pipeline_configs.tiny_config(train=128, test=96, eval_batch=48, teacher_seeds=2,
-                                      choices=choices, stages='teacher,distill', **distill)
+  return pipeline_configs.tiny_config(
+    train=128,
+    test=96,
+    eval_batch=48,
+    teacher_seeds=2,
+    choices=choices,
+    stages='teacher,distill',
+    **distill,
+  )
 
 
 @pytest.fixture(scope='module')
@@ -54,10 +61,12 @@ def test_every_choice_has_a_student_with_labelled_results(workdir, capsys):
 def test_teacher_accuracy_recorded_for_a_single_snapshot_is_its_own(workdir):
   teacher0 = teacher_run_dir(workdir, 'resnet8_b', 0)
   assert _student_final(workdir, 'final')['teacher_test_accuracy'] == pytest.approx(
-      _final(teacher0)['last_test_accuracy'], abs=1e-6)
+    _final(teacher0)['last_test_accuracy'], abs=1e-6
+  )
   first_epoch = json.loads((teacher0 / 'metrics.jsonl').read_text().splitlines()[0])
   assert _student_final(workdir, 'epoch:1')['teacher_test_accuracy'] == pytest.approx(
-      first_epoch['test_accuracy'], abs=1e-6)
+    first_epoch['test_accuracy'], abs=1e-6
+  )
 
 
 def test_missing_snapshot_is_refused_before_any_student_trains(workdir, tmp_path):
@@ -82,7 +91,9 @@ def test_class_count_mismatch_is_refused(workdir):
     check_members(choice, members, 'resnet20', 10)
 
 
-@pytest.mark.parametrize('choices,distill,message', [
+@pytest.mark.parametrize(
+  'choices,distill,message',
+  [
     (('epoch:3',), {}, 'no snapshot is kept at epoch 3'),
     (('full_ensemble:0',), {}, 'at least one teacher'),
     (('full_ensemble:3',), {}, 'needs 3 teacher seeds'),
@@ -95,7 +106,8 @@ def test_class_count_mismatch_is_refused(workdir):
     (('final',), {'ensemble_mode': 'vote'}, 'ensemble_mode'),
     (('final',), {'kd_until_epoch': 5}, 'kd_until_epoch'),
     (('final',), {'student': 'resnet_nope'}, 'Unknown model'),
-])
+  ],
+)
 def test_bad_distill_configs_are_refused_before_training(tmp_path, choices, distill, message):
   with pytest.raises(ValueError, match=message):
     pipeline.run(tiny_config(choices, **distill), tmp_path)
@@ -107,7 +119,8 @@ def test_choice_slugs_are_file_names(workdir):
   slugs = [c.slug for c in parse_all(CHOICES, teacher)]
   assert slugs == ['epoch1', 'final', 'snapshot_ensemble_1_2', 'full_ensemble_2', 'none']
   assert sorted(p.name for p in (workdir / 'students').iterdir()) == sorted(
-      f'resnet8_b_from_{slug}_seed0' for slug in slugs)
+    f'resnet8_b_from_{slug}_seed0' for slug in slugs
+  )
 
 
 def _numpy_accuracy(workdir, members, data):
@@ -128,7 +141,8 @@ def _numpy_accuracy(workdir, members, data):
 def test_ensemble_teacher_accuracy_equals_an_independent_computation(workdir):
   expected = _numpy_accuracy(workdir, [(0, 2), (1, 2)], tiny_config().data)
   assert _student_final(workdir, 'full_ensemble:2')['teacher_test_accuracy'] == pytest.approx(
-      expected, abs=1e-6)
+    expected, abs=1e-6
+  )
 
 
 def test_a_snapshot_recorded_on_another_test_split_is_measured_again(workdir, tmp_path):
@@ -173,9 +187,17 @@ def test_vectorised_students_train_as_when_alone(workdir, tmp_path):
     config = tiny_config(choices)
     config.stages, config.data.crop_padding, config.distill.vectorize = 'distill', 0, vectorize
     pipeline.run(config, copy, allow_config_change=True)
-    records[vectorize] = {spec: [json.loads(line) for line in (student_run_dir(
-        copy, 'resnet8_b', parse(spec, config.teacher).slug, 0) / 'metrics.jsonl').read_text()
-        .splitlines()] for spec in choices}
+    records[vectorize] = {
+      spec: [
+        json.loads(line)
+        for line in (
+          student_run_dir(copy, 'resnet8_b', parse(spec, config.teacher).slug, 0) / 'metrics.jsonl'
+        )
+        .read_text()
+        .splitlines()
+      ]
+      for spec in choices
+    }
   for spec in choices:
     for got, want in zip(records[True][spec], records[False][spec], strict=True):
       assert got['train_loss'] == pytest.approx(want['train_loss'], rel=1e-5), spec

@@ -1,4 +1,5 @@
 """The README and docs/ stay true: the fields, files, links and numbers they name exist."""
+
 import importlib.util
 import pathlib
 import re
@@ -60,7 +61,7 @@ def test_every_link_and_config_file_in_the_docs_exists(page):
 def test_the_readme_is_short_and_its_results_come_from_experiments():
   readme = (ROOT / 'README.md').read_text()
   assert len(readme.splitlines()) <= 150
-  table = readme[readme.index('## Results so far'):readme.index('## Documentation')]
+  table = readme[readme.index('## Results so far') : readme.index('## Documentation')]
   numbers = re.findall(r'\d+\.\d\d ± \d+\.\d\d', table)
   assert len(numbers) == 15
   experiments = (ROOT / 'EXPERIMENTS.md').read_text()
@@ -68,8 +69,10 @@ def test_the_readme_is_short_and_its_results_come_from_experiments():
 
 
 # A machine's timing as prose writes it: "0.8 s", "~4 minutes", "5.6× slower", "1,261 img/s".
-TIMING = re.compile(r'\d(?:\.\d+)?\s?(?:ms|s|seconds|minutes|min)\b|'
-                    r'\d(?:\.\d+)?× (?:faster|slower|the time|as long)|\d[\d,.]* ?img/s')
+TIMING = re.compile(
+  r'\d(?:\.\d+)?\s?(?:ms|s|seconds|minutes|min)\b|'
+  r'\d(?:\.\d+)?× (?:faster|slower|the time|as long)|\d[\d,.]* ?img/s'
+)
 
 
 def test_no_machine_timings_in_the_docs_or_the_code():
@@ -79,19 +82,25 @@ def test_no_machine_timings_in_the_docs_or_the_code():
   found = {str(f.relative_to(ROOT)): TIMING.findall(f.read_text()) for f in files}
   assert {name: hits for name, hits in found.items() if hits} == {}
   assert TIMING.findall('took 5.2 of the 5.5 s, 1.8× slower, ~0.4 ms, 1261 img/s') == [
-      '5.5 s', '1.8× slower', '0.4 ms', '1261 img/s']
+    '5.5 s',
+    '1.8× slower',
+    '0.4 ms',
+    '1261 img/s',
+  ]
 
 
 def test_configs_default_holds_the_papers_recipe_that_the_recipes_start_from():
   """configs/default.py's teacher and student sections are what recipes build for the paper's
   pair, and its teacher choices are the paper's (so the file a newcomer reads is the truth)."""
   from ckd_jax import recipes
+
   default = recipes.default_config()
   student = recipes.student_recipe('paper', 'wrn_40_1', default.distill.teachers)
   assert {'vectorize': False, **student.to_dict()} == default.distill.to_dict()
   assert recipes.paper_teacher_choices(default.teacher, 1) == tuple(default.distill.teachers)
   assert {'vectorize': False, **recipes.paper_teacher('wrn_40_2').to_dict()} == (
-      default.teacher.to_dict())
+    default.teacher.to_dict()
+  )
   text = (ROOT / 'configs' / 'default.py').read_text()
   fields = re.findall(r'^  (?:config|data|teacher|distill|select)\.(\w+) = ', text, re.MULTILINE)
   assert len(fields) > 40  # every field, one line each (the pattern finds them)

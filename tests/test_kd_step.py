@@ -1,5 +1,6 @@
 """The student KD step: ensemble forward, jit/no-jit/pmap agreement, ESKD cut-off, BN quirk, and the
 pipeline's form of it: the teachers' targets in a program of their own, then the student step."""
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -10,9 +11,15 @@ import pytest
 from ckd_jax import losses
 from ckd_jax.models import get_model
 from ckd_jax.parallel import AXIS_NAME, DataParallel
-from ckd_jax.training import (create_train_state, make_distillation_loss_and_grads,
-                              make_kd_loss_and_grads, make_multi_step, make_teacher_forward,
-                              make_teacher_targets, make_train_step)
+from ckd_jax.training import (
+  create_train_state,
+  make_distillation_loss_and_grads,
+  make_kd_loss_and_grads,
+  make_multi_step,
+  make_teacher_forward,
+  make_teacher_targets,
+  make_train_step,
+)
 from ckd_jax.training.loop import _compiled_prepare, _compiled_update
 
 MEMBERS = 3
@@ -27,13 +34,17 @@ def setup():
     variables = teacher.init(jax.random.key(seed), x)
     # Other running statistics than the batch's, so eval-mode and train-mode BN differ (scaled:
     # a shift of the means by 0.3 left every ReLU off and the logits exactly 0).
-    variables = {'params': variables['params'], 'batch_stats': jax.tree.map(
-        lambda v: v * (1.0 + 0.2 * (seed + 1)), variables['batch_stats'])}
+    variables = {
+      'params': variables['params'],
+      'batch_stats': jax.tree.map(lambda v: v * (1.0 + 0.2 * (seed + 1)), variables['batch_stats']),
+    }
     members.append(variables)
   stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *members)
   rng = np.random.default_rng(0)
-  batch = {'image': jnp.asarray(rng.normal(size=(16, 8, 8, 3)), jnp.float32),
-           'label': jnp.asarray(rng.integers(0, 5, 16), jnp.int32)}
+  batch = {
+    'image': jnp.asarray(rng.normal(size=(16, 8, 8, 3)), jnp.float32),
+    'label': jnp.asarray(rng.integers(0, 5, 16), jnp.int32),
+  }
   return teacher, members, stacked, batch
 
 
@@ -43,8 +54,9 @@ def test_ensemble_forward_equals_separate_forwards(setup):
   chex.assert_shape(got, (MEMBERS, 16, 5))
   for i, variables in enumerate(members):
     # Tolerance 1e-5: the compiled loop may fuse convolutions differently.
-    np.testing.assert_allclose(got[i], teacher.apply(variables, batch['image']), rtol=1e-5,
-                               atol=1e-5)
+    np.testing.assert_allclose(
+      got[i], teacher.apply(variables, batch['image']), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_train_mode_batch_norm_quirk_uses_batch_statistics(setup):
@@ -66,9 +78,11 @@ def test_kd_loss_in_the_step_is_the_ensemble_kd_loss(setup):
   model, state = _student()
   forward = make_teacher_forward(teacher)
   (loss, (logits, _)), grads = make_kd_loss_and_grads(model, forward, 0.3, 4.0, 'logits')(
-      state, batch, stacked)
-  expected = losses.ensemble_kd_loss(logits, forward(stacked, batch['image']), batch['label'],
-                                     0.3, 4.0, mode='logits')
+    state, batch, stacked
+  )
+  expected = losses.ensemble_kd_loss(
+    logits, forward(stacked, batch['image']), batch['label'], 0.3, 4.0, mode='logits'
+  )
   np.testing.assert_allclose(loss, expected, rtol=1e-6)
   assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
 
@@ -77,15 +91,20 @@ def test_kd_until_step_switches_to_cross_entropy(setup):
   """ESKD (b): before the cut-off the KD loss, from it on plain CE (α = 1)."""
   teacher, _, stacked, batch = setup
   model, state = _student()
-  loss_and_grads = jax.jit(make_kd_loss_and_grads(model, make_teacher_forward(teacher), 0.5, 4.0,
-                                                  kd_until_step=3))
+  loss_and_grads = jax.jit(
+    make_kd_loss_and_grads(model, make_teacher_forward(teacher), 0.5, 4.0, kd_until_step=3)
+  )
   before = loss_and_grads(state.replace(step=jnp.asarray(2)), batch, stacked)[0]
   after = loss_and_grads(state.replace(step=jnp.asarray(3)), batch, stacked)[0]
   logits = before[1][0]
   np.testing.assert_allclose(after[0], losses.cross_entropy(logits, batch['label']), rtol=1e-6)
-  np.testing.assert_allclose(before[0], losses.ensemble_kd_loss(
-      logits, make_teacher_forward(teacher)(stacked, batch['image']), batch['label'], 0.5, 4.0),
-      rtol=1e-6)
+  np.testing.assert_allclose(
+    before[0],
+    losses.ensemble_kd_loss(
+      logits, make_teacher_forward(teacher)(stacked, batch['image']), batch['label'], 0.5, 4.0
+    ),
+    rtol=1e-6,
+  )
 
 
 def test_bad_kd_hyperparameters_are_refused_when_building_the_step(setup):
@@ -103,8 +122,12 @@ def _reference_kd_step(model, teacher, members, state, batch):
   teacher_logits = jnp.stack([teacher.apply(v, batch['image']) for v in members])
 
   def loss_fn(params):
-    logits, updates = model.apply({'params': params, 'batch_stats': state.batch_stats},
-                                  batch['image'], train=True, mutable=['batch_stats'])
+    logits, updates = model.apply(
+      {'params': params, 'batch_stats': state.batch_stats},
+      batch['image'],
+      train=True,
+      mutable=['batch_stats'],
+    )
     loss = losses.ensemble_kd_loss(logits, teacher_logits, batch['label'], 0.5, 4.0)
     return loss, updates['batch_stats']
 
@@ -116,7 +139,9 @@ def _two_programs(model, teacher, parallel, stacked=False):
   """The loop's compiled targets and student step (one step and a block of K each)."""
   add_targets = make_teacher_targets(make_teacher_forward(teacher), 4.0)
   step = make_train_step(make_distillation_loss_and_grads(model, 0.5, 4.0), parallel.axis_name)
-  return _compiled_prepare(add_targets, parallel, stacked), _compiled_update(step, parallel, stacked)
+  return _compiled_prepare(add_targets, parallel, stacked), _compiled_update(
+    step, parallel, stacked
+  )
 
 
 class StudentStepVariantsTest(chex.TestCase):
@@ -130,8 +155,10 @@ class StudentStepVariantsTest(chex.TestCase):
     members = [teacher.init(jax.random.key(s), jnp.zeros((1, 8, 8, 3))) for s in range(2)]
     stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *members)
     rng = np.random.default_rng(1)
-    batch = {'image': jnp.asarray(rng.normal(size=(16, 8, 8, 3)), jnp.float32),
-             'label': jnp.asarray(rng.integers(0, 5, 16), jnp.int32)}
+    batch = {
+      'image': jnp.asarray(rng.normal(size=(16, 8, 8, 3)), jnp.float32),
+      'label': jnp.asarray(rng.integers(0, 5, 16), jnp.int32),
+    }
     forward = make_teacher_forward(teacher)
     model, state = _student()
     want_params, want_stats, want_loss = _reference_kd_step(model, teacher, members, state, batch)
@@ -139,20 +166,27 @@ class StudentStepVariantsTest(chex.TestCase):
     if self.variant.type == chex.ChexVariantType.WITH_PMAP:
       pmodel, _ = _student(AXIS_NAME)
       parallel = DataParallel('pmap')
-      targets = self.variant(make_teacher_targets(forward, 4.0), axis_name=AXIS_NAME,
-                             broadcast_args_to_devices=False, reduce_fn=None)
-      step = parallel.compile(make_train_step(make_distillation_loss_and_grads(pmodel, 0.5, 4.0),
-                                              AXIS_NAME))
-      new_state, metrics = parallel.unreplicate(step(
-          parallel.replicate(state), targets(parallel.shard(batch), parallel.replicate(stacked))))
+      targets = self.variant(
+        make_teacher_targets(forward, 4.0),
+        axis_name=AXIS_NAME,
+        broadcast_args_to_devices=False,
+        reduce_fn=None,
+      )
+      step = parallel.compile(
+        make_train_step(make_distillation_loss_and_grads(pmodel, 0.5, 4.0), AXIS_NAME)
+      )
+      new_state, metrics = parallel.unreplicate(
+        step(parallel.replicate(state), targets(parallel.shard(batch), parallel.replicate(stacked)))
+      )
     else:
       step = self.variant(make_train_step(make_kd_loss_and_grads(model, forward, 0.5, 4.0)))
       new_state, metrics = step(state, batch, stacked)
       if self.variant.type == chex.ChexVariantType.WITH_JIT:  # the two programs on a device mesh
         mesh = DataParallel('mesh')
         (targets, _), (step, _) = _two_programs(model, teacher, mesh)
-        on_mesh = mesh.unreplicate(step(
-            mesh.replicate(state), targets(mesh.shard(batch), mesh.replicate(stacked))))
+        on_mesh = mesh.unreplicate(
+          step(mesh.replicate(state), targets(mesh.shard(batch), mesh.replicate(stacked)))
+        )
         chex.assert_trees_all_close(on_mesh, (new_state, metrics), rtol=1e-5, atol=1e-5)
     # 1e-5: the vmapped teacher forward and the device split sum in another order.
     tol = dict(rtol=1e-5, atol=1e-5)
@@ -173,7 +207,8 @@ def test_bfloat16_kd_runs_student_and_teachers_in_bf16_with_a_float32_loss(setup
   (loss16, _), grads16 = jax.jit(bf16)(state, batch, stacked)
   (loss32, _), grads32 = jax.jit(f32)(state, batch, stacked)
   assert loss16.dtype == jnp.float32 and {g.dtype for g in jax.tree.leaves(grads16)} == {
-      jnp.dtype(jnp.float32)}
+    jnp.dtype(jnp.float32)
+  }
   # bf16 keeps ~3 significant digits; the loss sums many of its roundings: 2 % is ample.
   np.testing.assert_allclose(loss16, loss32, rtol=2e-2)
   assert float(loss16) != float(loss32)
@@ -187,8 +222,11 @@ def test_targets_and_student_step_over_a_block_equal_the_one_program_steps(setup
   model, state = _student()
   second = {**batch, 'image': batch['image'][::-1]}
   blocks = jax.tree.map(lambda a, b: jnp.stack([a, b]), batch, second)
-  fused = jax.jit(make_multi_step(make_train_step(make_kd_loss_and_grads(
-      model, make_teacher_forward(teacher), 0.5, 4.0))))
+  fused = jax.jit(
+    make_multi_step(
+      make_train_step(make_kd_loss_and_grads(model, make_teacher_forward(teacher), 0.5, 4.0))
+    )
+  )
   want, want_sums = fused(state, blocks, stacked)
   (_, block_targets), (_, multi_step) = _two_programs(model, teacher, DataParallel('none'))
   got, sums = multi_step(state, block_targets(blocks, stacked))  # (donates `state`)

@@ -1,4 +1,6 @@
-"""training.train: what the epoch records say about time, and when the resume checkpoint is saved."""
+"""training.train: what the epoch records say about time, and when the resume checkpoint is
+saved."""
+
 import json
 import time
 
@@ -11,8 +13,16 @@ from ckd_jax.data import make_train_batches
 from ckd_jax.data.dataset import Split
 from ckd_jax.models import get_model
 from ckd_jax.parallel import DataParallel
-from ckd_jax.training import (LoopOptions, LoopRun, Step, create_train_state, loop,
-                              make_loss_and_grads, make_train_step, train)
+from ckd_jax.training import (
+  LoopOptions,
+  LoopRun,
+  Step,
+  create_train_state,
+  loop,
+  make_loss_and_grads,
+  make_train_step,
+  train,
+)
 
 WAIT_S = 0.5
 
@@ -25,8 +35,9 @@ def _no_evaluation(variables, replicated=False):
 def _tiny_run():
   """A ResNet-8 on 8×8 images, 4 steps of 8 per epoch: (model, state, batches)."""
   rng = np.random.default_rng(0)
-  split = Split(rng.integers(0, 255, (32, 8, 8, 3), dtype=np.uint8),
-                rng.integers(0, 3, 32).astype(np.int32))
+  split = Split(
+    rng.integers(0, 255, (32, 8, 8, 3), dtype=np.uint8), rng.integers(0, 3, 32).astype(np.int32)
+  )
   model = get_model('resnet8_b', 3)
   state = create_train_state(model, optax.sgd(0.01), (8, 8, 3), seed=0)
   return model, state, make_train_batches(split, 8, (0.5,) * 3, (0.25,) * 3, 0, False, seed=0)
@@ -45,29 +56,39 @@ def test_epoch_time_includes_the_wait_for_work_dispatched_ahead(tmp_path, monkey
 
   monkeypatch.setattr(loop._Lockstep, '_sums', slow_sums)
   model, state, batches = _tiny_run()
-  train([LoopRun(tmp_path, state, batches)], Step(make_train_step(make_loss_and_grads(model))),
-        _no_evaluation, DataParallel('none'), LoopOptions(num_epochs=2, checkpoint_every_steps=1000,
-                                          steps_per_call=4, progress=False))
+  train(
+    [LoopRun(tmp_path, state, batches)],
+    Step(make_train_step(make_loss_and_grads(model))),
+    _no_evaluation,
+    DataParallel('none'),
+    LoopOptions(num_epochs=2, checkpoint_every_steps=1000, steps_per_call=4, progress=False),
+  )
   records = [json.loads(line) for line in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
   assert [r['epoch'] for r in records] == [1, 2]
   assert records[1]['epoch_time_s'] >= WAIT_S, records  # the first one also compiles
 
 
 @pytest.mark.parametrize('every,saved_at', [(0, [4, 8]), (3, [3, 6, 9])])
-def test_resume_checkpoints_every_n_steps_or_else_at_epoch_ends(tmp_path, monkeypatch, every,
-                                                                saved_at):
+def test_resume_checkpoints_every_n_steps_or_else_at_epoch_ends(
+  tmp_path, monkeypatch, every, saved_at
+):
   """4 steps per epoch, 3 epochs: never at the last step (the run is finished there)."""
   saved = []
   monkeypatch.setattr(ResumeStore, 'save', lambda self, state, extra: saved.append(int(state.step)))
   model, state, batches = _tiny_run()
-  train([LoopRun(tmp_path, state, batches)], Step(make_train_step(make_loss_and_grads(model))),
-        _no_evaluation, DataParallel('none'), LoopOptions(num_epochs=3, checkpoint_every_steps=every,
-                                          progress=False))
+  train(
+    [LoopRun(tmp_path, state, batches)],
+    Step(make_train_step(make_loss_and_grads(model))),
+    _no_evaluation,
+    DataParallel('none'),
+    LoopOptions(num_epochs=3, checkpoint_every_steps=every, progress=False),
+  )
   assert saved == saved_at
 
 
 class _Clock:
   """A stand-in for the loop's `time` module: it moves only when a test moves it."""
+
   now = 0.0
 
   def perf_counter(self):
@@ -84,11 +105,16 @@ def test_checkpoint_writes_are_not_counted_in_epoch_times(tmp_path, monkeypatch,
 
   def slow_save(self, state, extra):
     clock.now += 10.0
+
   monkeypatch.setattr(ResumeStore, 'save', slow_save)
   model, state, batches = _tiny_run()
-  train([LoopRun(tmp_path, state, batches)], Step(make_train_step(make_loss_and_grads(model))),
-        _no_evaluation, DataParallel('none'), LoopOptions(num_epochs=3, checkpoint_every_steps=every,
-                                          progress=False))
+  train(
+    [LoopRun(tmp_path, state, batches)],
+    Step(make_train_step(make_loss_and_grads(model))),
+    _no_evaluation,
+    DataParallel('none'),
+    LoopOptions(num_epochs=3, checkpoint_every_steps=every, progress=False),
+  )
   records = [json.loads(line) for line in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
   assert clock.now >= 20.0  # the checkpoints were written
   assert [r['epoch_time_s'] for r in records] == [0.0, 0.0, 0.0]

@@ -1,4 +1,5 @@
 """The command line and the config files, as a user runs them."""
+
 import json
 import os
 import pathlib
@@ -17,12 +18,19 @@ def _main(*args, workdir):
   quick-start's ResNet-20 5× slower)."""
   env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
   env['PYTHONPATH'] = str(ROOT)
-  return subprocess.run([sys.executable, '-m', 'ckd_jax.main', f'--workdir={workdir}', *args],
-                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  return subprocess.run(
+    [sys.executable, '-m', 'ckd_jax.main', f'--workdir={workdir}', *args],
+    cwd=ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
 
 
 def _load(path_and_arg):
   import importlib.util
+
   path, _, arg = path_and_arg.partition(':')
   spec = importlib.util.spec_from_file_location('cfg', ROOT / path)
   module = importlib.util.module_from_spec(spec)
@@ -31,10 +39,16 @@ def _load(path_and_arg):
 
 
 # The quick-start's teacher stage, short, with a rolling checkpoint every 10 steps.
-TEACHER_RUN = ('--config=configs/quickstart.py', '--config.stages=teacher',
-               '--config.teacher.num_seeds=1', '--config.teacher.epochs=2',
-               '--config.teacher.snapshot_epochs=(1,2)', '--config.teacher.optimizer.milestones=(1,)',
-               '--config.teacher.checkpoint_every_steps=10', '--config.progress=False')
+TEACHER_RUN = (
+  '--config=configs/quickstart.py',
+  '--config.stages=teacher',
+  '--config.teacher.num_seeds=1',
+  '--config.teacher.epochs=2',
+  '--config.teacher.snapshot_epochs=(1,2)',
+  '--config.teacher.optimizer.milestones=(1,)',
+  '--config.teacher.checkpoint_every_steps=10',
+  '--config.progress=False',
+)
 
 
 @pytest.fixture(scope='module')
@@ -68,20 +82,33 @@ def test_a_run_whose_process_aborts_ends_where_an_undisturbed_run_ends(teacher_r
   undisturbed run's records."""
   import signal
   import time
+
   reference, result = teacher_run
   assert result.returncode == 0, result.stderr[-3000:]
   env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
   env['PYTHONPATH'] = str(ROOT)
   disturbed = subprocess.Popen(
-      [sys.executable, '-m', 'ckd_jax.main', f'--workdir={tmp_path}', *TEACHER_RUN,
-       f'--compilation_cache_dir={reference / "xla_cache"}'],
-      cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    [
+      sys.executable,
+      '-m',
+      'ckd_jax.main',
+      f'--workdir={tmp_path}',
+      *TEACHER_RUN,
+      f'--compilation_cache_dir={reference / "xla_cache"}',
+    ],
+    cwd=ROOT,
+    env=env,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
   snapshot = tmp_path / 'teachers' / 'resnet20_seed0' / 'snapshots' / '1'
   deadline = time.time() + 300
   while not snapshot.exists() and time.time() < deadline and disturbed.poll() is None:
     time.sleep(0.05)
-  children = subprocess.run(['pgrep', '-P', str(disturbed.pid)], capture_output=True,
-                            text=True).stdout.split()
+  children = subprocess.run(
+    ['pgrep', '-P', str(disturbed.pid)], capture_output=True, text=True
+  ).stdout.split()
   assert len(children) == 1 and snapshot.exists()
   os.kill(int(children[0]), signal.SIGABRT)
   out, err = disturbed.communicate(timeout=600)
@@ -91,12 +118,18 @@ def test_a_run_whose_process_aborts_ends_where_an_undisturbed_run_ends(teacher_r
   assert _records(tmp_path) == _records(reference)
 
 
-@pytest.mark.parametrize('override,message', [
+@pytest.mark.parametrize(
+  'override,message',
+  [
     ('--config.teacher.arch=resnet_nope', 'error: Unknown model'),
     ('--config.teacher.arch=resnet21', 'error: CIFAR ResNet depth must be 6n+2'),
-    ('--config.teacher.epoch=3', 'error: bad config override among [\'--config.teacher.epoch\']: '
-                                 "'epoch' Did you mean \"epochs\""),
-])
+    (
+      '--config.teacher.epoch=3',
+      "error: bad config override among ['--config.teacher.epoch']: "
+      '\'epoch\' Did you mean "epochs"',
+    ),
+  ],
+)
 def test_bad_input_exits_with_one_line_not_a_traceback(tmp_path, override, message):
   result = _main('--config=configs/quickstart.py', override, workdir=tmp_path)
   assert result.returncode != 0
@@ -106,8 +139,9 @@ def test_bad_input_exits_with_one_line_not_a_traceback(tmp_path, override, messa
 
 
 def test_show_config_lists_every_field_with_the_overrides(tmp_path):
-  result = _main('--config=configs/quickstart.py', '--config.teacher.epochs=3', '--show_config',
-                 workdir=tmp_path)
+  result = _main(
+    '--config=configs/quickstart.py', '--config.teacher.epochs=3', '--show_config', workdir=tmp_path
+  )
   assert result.returncode == 0, result.stderr
   assert '  epochs: 3' in result.stdout and 'snapshot_epochs' in result.stdout
   assert not list(tmp_path.iterdir())
@@ -117,25 +151,30 @@ def test_an_interrupt_exits_with_one_line_and_status_1(tmp_path):
   """The command line's exit on Ctrl-C skips the interpreter's finalisation (a kill of the select
   stage while XLA still ran its program crashed there, 3 times out of 3, by hand): the line is
   still printed and flushed, and the status is 1."""
-  script = ('import sys\n'
-            'from absl import app\n'
-            'from ckd_jax import main, pipeline\n'
-            'def interrupted(*args, **kwargs):\n'
-            '  print("partial output")\n'
-            '  raise KeyboardInterrupt\n'
-            'pipeline.run = interrupted\n'
-            f'sys.argv = ["main", "--config=configs/quickstart.py", "--workdir={tmp_path}",'
-            ' "--resume_after_abort=0"]\n'
-            'app.run(main.main, flags_parser=main._parse_flags)\n')
+  script = (
+    'import sys\n'
+    'from absl import app\n'
+    'from ckd_jax import main, pipeline\n'
+    'def interrupted(*args, **kwargs):\n'
+    '  print("partial output")\n'
+    '  raise KeyboardInterrupt\n'
+    'pipeline.run = interrupted\n'
+    f'sys.argv = ["main", "--config=configs/quickstart.py", "--workdir={tmp_path}",'
+    ' "--resume_after_abort=0"]\n'
+    'app.run(main.main, flags_parser=main._parse_flags)\n'
+  )
   env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
-  result = subprocess.run([sys.executable, '-c', script], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=120)
+  result = subprocess.run(
+    [sys.executable, '-c', script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+  )
   assert result.returncode == 1
   assert result.stdout == 'partial output\n'
   assert result.stderr == 'interrupted: rerun the same command to resume where it stopped\n'
 
 
-@pytest.mark.parametrize('spec,arch,epochs', [
+@pytest.mark.parametrize(
+  'spec,arch,epochs',
+  [
     ('configs/quickstart.py', 'resnet20', 10),
     ('configs/cifar100.py', 'wrn_40_2', 200),
     ('configs/cifar100.py:teacher=resnet110', 'resnet110', 200),
@@ -144,12 +183,17 @@ def test_an_interrupt_exits_with_one_line_and_status_1(tmp_path):
     ('configs/cifar100.py:teacher_schedule=early_stop', 'wrn_40_2', 50),
     ('configs/fashion_mnist.py', 'resnet20', 30),
     ('configs/cifar10_jpeg.py', 'resnet20', 30),
-    ('configs/cifar10_jpeg.py:teacher=wrn_40_2,student=wrn_40_1,train_examples=0,epochs=60,'
-     'batch_size=128', 'wrn_40_2', 60),
+    (
+      'configs/cifar10_jpeg.py:teacher=wrn_40_2,student=wrn_40_1,train_examples=0,epochs=60,'
+      'batch_size=128',
+      'wrn_40_2',
+      60,
+    ),
     ('configs/cifar100.py:pair=resnet110-mobilenetv2_075,recipe=repdistiller', 'resnet110', 240),
     ('configs/cifar100.py:source=tfds', 'wrn_40_2', 200),
     ('configs/tiny_imagenet.py', 'wrn_40_2', 200),
-])
+  ],
+)
 def test_config_files_are_valid(spec, arch, epochs):
   config = _load(spec)
   config_checks.validate(config)
@@ -171,7 +215,10 @@ def test_study_configs_keep_ten_snapshots_with_the_last_epoch_and_refuse_bad_arg
   config_checks.validate(fit)
   assert (fit.data.crop_padding, fit.data.flip, fit.teacher.num_seeds) == (0, False, 1)
   assert fit.distill.teachers == tuple(f'epoch:{e}' for e in range(3, 30, 3)) + (
-      'final', 'selected', 'none')
+    'final',
+    'selected',
+    'none',
+  )
   with pytest.raises(ValueError, match="Unknown regime 'fits'"):
     _load('configs/fashion_mnist.py:regime=fits')
 
@@ -188,13 +235,27 @@ def test_paper_recipe_numbers():
 
 def test_paper_teacher_choices_and_student_recipes():
   config = _load('configs/cifar100.py')
-  assert config.distill.teachers == ('epoch:60', 'epoch:100', 'epoch:140', 'final', 'selected',
-                                     'snapshot_ensemble:100,140,200', 'full_ensemble:3', 'none')
+  assert config.distill.teachers == (
+    'epoch:60',
+    'epoch:100',
+    'epoch:140',
+    'final',
+    'selected',
+    'snapshot_ensemble:100,140,200',
+    'full_ensemble:3',
+    'none',
+  )
   assert (config.distill.student, config.distill.alpha, config.distill.temperature) == (
-      'wrn_40_1', 0.5, 5.0)
+    'wrn_40_1',
+    0.5,
+    5.0,
+  )
   rd = _load('configs/cifar100.py:pair=wrn_40_2-mobilenetv2_075,recipe=repdistiller')
   assert (rd.distill.alpha, rd.distill.temperature, rd.distill.optimizer.learning_rate) == (
-      0.1, 4.0, 0.01)
+    0.1,
+    4.0,
+    0.01,
+  )
   assert rd.distill.epochs == 240 and rd.teacher.optimizer.learning_rate == 0.05
 
 

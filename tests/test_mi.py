@@ -1,4 +1,5 @@
 """MI estimators against closed forms, the vectorised path against a loop, and T* selection."""
+
 import math
 
 import chex
@@ -9,10 +10,9 @@ import pytest
 
 from ckd_jax import mi
 from ckd_jax.data import load_digits
-from ckd_jax.mi import estimation
-from ckd_jax.mi.kde import kde_mi as kde_mi_unpatched
+from ckd_jax.mi import estimation, infopro
 from ckd_jax.mi import features as features_module
-from ckd_jax.mi import infopro
+from ckd_jax.mi.kde import kde_mi as kde_mi_unpatched
 from ckd_jax.models import get_model
 
 
@@ -26,7 +26,7 @@ def np_entropy(values):
 def discrete():
   """Features that take 6 well-separated values with unequal probabilities; Y = Z mod 4."""
   rng = np.random.default_rng(0)
-  z = rng.choice(6, size=1200, p=[.3, .2, .2, .1, .1, .1])
+  z = rng.choice(6, size=1200, p=[0.3, 0.2, 0.2, 0.1, 0.1, 0.1])
   features = (rng.normal(size=(6, 5)) * 10)[z]
   labels = z % 4
   h_t = np_entropy(z)
@@ -78,8 +78,15 @@ def test_probe_bound_approaches_ln_k_minus_conditional_entropy():
   right, wrong = 1 - eps + eps / k, eps / k
   target = math.log(k) + right * math.log(right) + (k - 1) * wrong * math.log(wrong)
   with pytest.warns(UserWarning, match='estimates I\\(Y;F\\) only'):
-    got = mi.estimate_stacked(eval_f[None], eval_y, k, 'variational', fit_features=fit_f[None],
-                              fit_labels=fit_y, probe=dict(steps=800, learning_rate=0.05))
+    got = mi.estimate_stacked(
+      eval_f[None],
+      eval_y,
+      k,
+      'variational',
+      fit_features=fit_f[None],
+      fit_labels=fit_y,
+      probe=dict(steps=800, learning_rate=0.05),
+    )
   assert got['I_YF'][0] == pytest.approx(target, abs=0.05)
   assert 'I_XF' not in got  # no images given: absent, not NaN
 
@@ -94,8 +101,15 @@ def test_probe_bound_on_label_independent_features_is_about_zero_not_below(n, d)
   f = rng.normal(size=(2, n, d)).astype(np.float32)
   y = rng.integers(0, k, (2, n))
   with pytest.warns(UserWarning, match='estimates I\\(Y;F\\) only'):
-    got = mi.estimate_stacked(f[1][None], y[1], k, 'variational', fit_features=f[0][None],
-                              fit_labels=y[0], probe=dict(steps=1000, learning_rate=1e-2))
+    got = mi.estimate_stacked(
+      f[1][None],
+      y[1],
+      k,
+      'variational',
+      fit_features=f[0][None],
+      fit_labels=y[0],
+      probe=dict(steps=1000, learning_rate=1e-2),
+    )
   assert -0.03 < got['I_YF'][0] < 0.05
 
 
@@ -106,9 +120,17 @@ def test_decoder_bound_sees_information_only_when_there_is_some():
   labels = rng.integers(0, 2, 2000)
   noise = rng.normal(size=(2000, 4)).astype(np.float32)
   stacked = np.stack([f, noise])
-  got = mi.estimate_stacked(stacked[:, 1000:], labels[1000:], 2, 'variational', images=images[1000:],
-                            fit_features=stacked[:, :1000], fit_labels=labels[:1000],
-                            fit_images=images[:1000], decoder=dict(steps=500, learning_rate=3e-3))
+  got = mi.estimate_stacked(
+    stacked[:, 1000:],
+    labels[1000:],
+    2,
+    'variational',
+    images=images[1000:],
+    fit_features=stacked[:, :1000],
+    fit_labels=labels[:1000],
+    fit_images=images[:1000],
+    decoder=dict(steps=500, learning_rate=3e-3),
+  )
   informative, independent = got['I_XF']
   assert informative > 10 and abs(independent) < 0.2 * informative
 
@@ -132,10 +154,12 @@ def test_vmapped_estimate_equals_a_loop_and_ignores_snapshot_order(snapshots, me
   if method in mi.FITTED:
     settings.update(probe=dict(steps=50), decoder=dict(steps=50, hidden=32))
   together = mi.estimate_over_snapshots(_stack(trees), model, dataset, method, **settings)
-  reversed_order = mi.estimate_over_snapshots(_stack(trees[::-1]), model, dataset, method,
-                                              **settings)
-  alone = [mi.estimate_over_snapshots(_stack([tree]), model, dataset, method, **settings)
-           for tree in trees]
+  reversed_order = mi.estimate_over_snapshots(
+    _stack(trees[::-1]), model, dataset, method, **settings
+  )
+  alone = [
+    mi.estimate_over_snapshots(_stack([tree]), model, dataset, method, **settings) for tree in trees
+  ]
   for key in ('I_XF', 'I_YF'):
     # Tolerance 1e-4 (relative): vmapped and single matmuls may sum in another order.
     np.testing.assert_allclose(reversed_order[key][::-1], together[key], rtol=1e-4, atol=1e-4)
@@ -152,8 +176,9 @@ def test_ten_snapshots_are_one_compiled_program(snapshots, monkeypatch):
   features_module._features_of_chunk.clear_cache()
   chex.clear_trace_counter()
   monkeypatch.setattr(estimation, 'kde_mi', chex.assert_max_traces(estimation.kde_mi, n=1))
-  monkeypatch.setattr(features_module, 'normalize',
-                      chex.assert_max_traces(features_module.normalize, n=1))
+  monkeypatch.setattr(
+    features_module, 'normalize', chex.assert_max_traces(features_module.normalize, n=1)
+  )
   for _ in range(2):  # a second call reuses the program too
     mi.estimate_over_snapshots(ten, model, dataset, 'kde', num_samples=300, batch_size=128)
 
@@ -161,17 +186,18 @@ def test_ten_snapshots_are_one_compiled_program(snapshots, monkeypatch):
 def test_features_of_the_stack_equal_each_models_features(snapshots):
   model, trees, dataset = snapshots
   images = dataset.test.images[:50]
-  got = mi.extract_features(model, _stack(trees), images, dataset.mean, dataset.std,
-                            batch_size=32)
+  got = mi.extract_features(model, _stack(trees), images, dataset.mean, dataset.std, batch_size=32)
   x = (images / 255.0 - np.array(dataset.mean)) / np.array(dataset.std)
   for i, tree in enumerate(trees):
     _, expected = model.apply(tree, jnp.asarray(x, jnp.float32), return_features=True)
     np.testing.assert_allclose(got[i], expected, rtol=1e-4, atol=1e-5)
-  logits = mi.extract_features(model, _stack(trees[:1]), images, dataset.mean, dataset.std,
-                               feature='logits')
+  logits = mi.extract_features(
+    model, _stack(trees[:1]), images, dataset.mean, dataset.std, feature='logits'
+  )
   assert logits.shape == (1, 50, 10)
-  maps = mi.extract_features(model, _stack(trees), images, dataset.mean, dataset.std,
-                             feature='spatial', batch_size=32)
+  maps = mi.extract_features(
+    model, _stack(trees), images, dataset.mean, dataset.std, feature='spatial', batch_size=32
+  )
   chex.assert_shape(maps, (4, 50, 2, 2, 64))  # ResNet-8 on 8×8: the last stage is 2×2
   # The pooled feature is the map's mean over its locations (the head pools what it returns).
   np.testing.assert_allclose(maps.mean(axis=(2, 3)), got, rtol=1e-4, atol=1e-5)
@@ -236,20 +262,23 @@ def test_kde_never_exceeds_ln_n(scale):
 
 def test_saturation_and_ties_are_diagnosed():
   ln_n, h_y = math.log(100), math.log(10)
-  assert mi.diagnose([1, 2, 3], [1.0, 2.0, 3.0], [0.5, 1.0, 2.0], [0.0, 1.0, 2.0], 'kde', 100,
-                     h_y) == []
+  assert (
+    mi.diagnose([1, 2, 3], [1.0, 2.0, 3.0], [0.5, 1.0, 2.0], [0.0, 1.0, 2.0], 'kde', 100, h_y) == []
+  )
   saturated = mi.diagnose([1, 2], [ln_n, 0.99 * ln_n], [h_y, h_y], [0.0, 0.0], 'kde', 100, h_y)
   assert [w.split(' is ')[0] for w in saturated] == ['I(X;F)', 'I(Y;F)', 'the top score']
   assert 'tied between epochs [1, 2]' in saturated[2] and 'epoch 1, is T*' in saturated[2]
   # the decoder bound of 'variational' has no ln N ceiling
-  assert not any('I(X;F)' in w for w in mi.diagnose([1, 2], [ln_n, ln_n], [0.1, 0.2], [0.0, 1.0],
-                                                     'variational', 100, h_y))
-  assert mi.label_entropy([0, 1, 1, 1]) == pytest.approx(-(0.25 * math.log(0.25) +
-                                                           0.75 * math.log(0.75)))
+  assert not any(
+    'I(X;F)' in w
+    for w in mi.diagnose([1, 2], [ln_n, ln_n], [0.1, 0.2], [0.0, 1.0], 'variational', 100, h_y)
+  )
+  assert mi.label_entropy([0, 1, 1, 1]) == pytest.approx(
+    -(0.25 * math.log(0.25) + 0.75 * math.log(0.75))
+  )
 
 
-def test_repeats_are_one_compiled_program_and_their_spread_shrinks_with_more_samples(
-    monkeypatch):
+def test_repeats_are_one_compiled_program_and_their_spread_shrinks_with_more_samples(monkeypatch):
   """R repeats × S snapshots: one trace. The std over half-samples estimates the sampling error,
   so it falls as N grows (here ×10 samples: expected ≈ √10 smaller; asserted: at least 2×)."""
   rng = np.random.default_rng(7)
@@ -284,8 +313,9 @@ def test_one_repeat_is_the_estimate_on_all_samples():
 def test_stability_in_plain_words():
   assert mi.stability_sentence(4, [4, 4, 4]) == 'epoch 4 chosen in 3 of 3 repeats: T* is stable'
   assert mi.stability_sentence(100, [100, 80, 100, 120, 100]) == (
-      'epoch 100 chosen in 3 of 5 repeats; the repeats also chose epochs [80, 120]: within the '
-      "estimator's noise, epochs [80, 100, 120] are indistinguishable")
+    'epoch 100 chosen in 3 of 5 repeats; the repeats also chose epochs [80, 120]: within the '
+    "estimator's noise, epochs [80, 100, 120] are indistinguishable"
+  )
   stable = mi.stability([1, 2], np.array([[0.0, 1.0], [1.0, 0.0]]), np.zeros((2, 2)))
   assert stable == {'chosen_epochs': [2, 1], 'counts': {1: 1, 2: 1}}
 
@@ -309,7 +339,9 @@ def _spearman_reference(a, b):
 
 def test_spearman_equals_scipys_with_ties():
   import scipy.stats
+
   from ckd_jax.ranks import average_ranks, spearman
+
   rng = np.random.default_rng(3)
   for _ in range(20):
     a, b = rng.integers(0, 4, 9).astype(float), rng.normal(size=9)  # many ties in a
@@ -331,20 +363,33 @@ def test_rank_correlation_of_curves():
 
 def test_estimators_that_disagree_on_t_star_are_reported():
   def selection(scores, chosen):
-    return {'chosen_epoch': chosen, 'snapshots': [
-        {'I_XF': s, 'I_YF': 2 * s, 'score': s} for s in scores]}
-  result = mi.compare_estimators({'kde': selection([0.0, 1.0, 2.0], 30),
-                                  'binning': selection([2.0, 1.0, 0.0], 10),
-                                  'variational': selection([0.0, 1.0, 2.0], 30)})
+    return {
+      'chosen_epoch': chosen,
+      'snapshots': [{'I_XF': s, 'I_YF': 2 * s, 'score': s} for s in scores],
+    }
+
+  result = mi.compare_estimators(
+    {
+      'kde': selection([0.0, 1.0, 2.0], 30),
+      'binning': selection([2.0, 1.0, 0.0], 10),
+      'variational': selection([0.0, 1.0, 2.0], 30),
+    }
+  )
   assert result['decides'] == 'kde' and result['methods'] == ['kde', 'binning', 'variational']
   assert [p['estimators'] for p in result['rank_correlation']] == [
-      ['kde', 'binning'], ['kde', 'variational'], ['binning', 'variational']]
+    ['kde', 'binning'],
+    ['kde', 'variational'],
+    ['binning', 'variational'],
+  ]
   assert [p['score'] for p in result['rank_correlation']] == pytest.approx([-1.0, 1.0, -1.0])
-  assert result['warnings'] == ['the estimators disagree on T*: kde chose epoch 30, binning chose '
-                                'epoch 10, variational chose epoch 30; T* follows kde, the first '
-                                'in select.method']
-  agreeing = mi.compare_estimators({'kde': selection([0.0, 1.0, 2.0], 30),
-                                    'variational': selection([0.0, 1.0, 3.0], 30)})
+  assert result['warnings'] == [
+    'the estimators disagree on T*: kde chose epoch 30, binning chose '
+    'epoch 10, variational chose epoch 30; T* follows kde, the first '
+    'in select.method'
+  ]
+  agreeing = mi.compare_estimators(
+    {'kde': selection([0.0, 1.0, 2.0], 30), 'variational': selection([0.0, 1.0, 3.0], 30)}
+  )
   assert agreeing['warnings'] == []
 
 
@@ -356,8 +401,9 @@ def _images_from_patches(patches, image_shape):
   images = np.zeros((n, height, width, channels), patches.dtype)
   for i in range(h):
     for j in range(w):
-      images[:, i * ph:(i + 1) * ph, j * pw:(j + 1) * pw] = patches[:, i, j].reshape(
-          n, ph, pw, channels)
+      images[:, i * ph : (i + 1) * ph, j * pw : (j + 1) * pw] = patches[:, i, j].reshape(
+        n, ph, pw, channels
+      )
   return images
 
 
@@ -365,8 +411,9 @@ def test_image_patches_cut_the_block_under_each_map_location():
   rng = np.random.default_rng(11)
   patches = rng.random((3, 2, 4, 4 * 2 * 3)).astype(np.float32)
   images = _images_from_patches(patches, (8, 8, 3))
-  np.testing.assert_array_equal(np.asarray(infopro.image_patches(jnp.asarray(images), (2, 4))),
-                                patches)
+  np.testing.assert_array_equal(
+    np.asarray(infopro.image_patches(jnp.asarray(images), (2, 4))), patches
+  )
   with pytest.raises(ValueError, match='does not tile'):
     infopro.image_patches(jnp.zeros((1, 8, 8, 1)), (3, 3))
 
@@ -389,10 +436,18 @@ def test_infopro_sees_input_and_label_information_only_where_there_is_some():
   maps, labels, images = _spatial_case(np.random.default_rng(12), 1600, 1.0)
   scales = np.asarray([0.01, 100.0], np.float32)[:, None, None, None, None, None]
   maps = (maps[None] * scales).reshape((4,) + maps.shape[1:])  # small (2), then large (2)
-  got = mi.estimate_stacked(maps[:, 800:], labels[800:], 4, 'infopro', images=images[800:],
-                            fit_features=maps[:, :800], fit_labels=labels[:800],
-                            fit_images=images[:800], probe=dict(steps=300),
-                            decoder=dict(steps=400, learning_rate=3e-3))
+  got = mi.estimate_stacked(
+    maps[:, 800:],
+    labels[800:],
+    4,
+    'infopro',
+    images=images[800:],
+    fit_features=maps[:, :800],
+    fit_labels=labels[:800],
+    fit_images=images[:800],
+    probe=dict(steps=300),
+    decoder=dict(steps=400, learning_rate=3e-3),
+  )
   small, large = ({k: v[:2] for k, v in got.items()}, {k: v[2:] for k, v in got.items()})
   (x_informative, x_noise), (y_informative, y_noise) = small['I_XF'], small['I_YF']
   assert x_informative > 20 and abs(x_noise) < 0.05 * x_informative, got
@@ -405,9 +460,16 @@ def test_infopro_needs_maps_and_images():
   maps = np.zeros((1, 20, 2, 2, 3), np.float32)
   labels = np.arange(20) % 2
   with pytest.raises(ValueError, match='spatial maps'):
-    mi.estimate_stacked(maps[:, :, 0, 0], labels, 2, 'infopro', images=np.zeros((20, 4, 4, 1)),
-                        fit_features=maps[:, :, 0, 0], fit_labels=labels,
-                        fit_images=np.zeros((20, 4, 4, 1)))
+    mi.estimate_stacked(
+      maps[:, :, 0, 0],
+      labels,
+      2,
+      'infopro',
+      images=np.zeros((20, 4, 4, 1)),
+      fit_features=maps[:, :, 0, 0],
+      fit_labels=labels,
+      fit_images=np.zeros((20, 4, 4, 1)),
+    )
   with pytest.raises(ValueError, match='images='):
     mi.estimate_stacked(maps, labels, 2, 'infopro', fit_features=maps, fit_labels=labels)
 
@@ -418,8 +480,17 @@ def test_infopro_over_snapshots_and_repeats_is_one_compiled_program(monkeypatch)
   estimation._stacked_program.clear_cache()
   chex.clear_trace_counter()
   monkeypatch.setattr(estimation, 'infopro_mi', chex.assert_max_traces(infopro.infopro_mi, n=1))
-  out = mi.estimate_stacked(maps[:, 200:], labels[200:], 4, 'infopro', images=images[200:],
-                            fit_features=maps[:, :200], fit_labels=labels[:200],
-                            fit_images=images[:200], repeats=2, probe=dict(steps=20),
-                            decoder=dict(steps=20))
+  out = mi.estimate_stacked(
+    maps[:, 200:],
+    labels[200:],
+    4,
+    'infopro',
+    images=images[200:],
+    fit_features=maps[:, :200],
+    fit_labels=labels[:200],
+    fit_images=images[:200],
+    repeats=2,
+    probe=dict(steps=20),
+    decoder=dict(steps=20),
+  )
   chex.assert_shape([out['I_XF'], out['I_YF']], (2, 3))

@@ -1,4 +1,5 @@
 """The optimizer equals torch.optim.SGD(nesterov, weight_decay) + MultiStepLR, written in numpy."""
+
 import jax
 import ml_collections
 import numpy as np
@@ -41,8 +42,15 @@ def test_optimizer_matches_numpy_nesterov_sgd_with_coupled_l2():
 def test_step_schedule_changes_only_at_epoch_boundaries():
   config = optimizer_config(0.1, milestones=(60, 120, 180))
   schedule = make_schedule(config, steps_per_epoch=391, epochs=200)
-  for step, lr in [(0, 0.1), (60 * 391 - 1, 0.1), (60 * 391, 0.01), (120 * 391, 0.001),
-                   (180 * 391 - 1, 0.001), (180 * 391, 1e-4), (200 * 391 - 1, 1e-4)]:
+  for step, lr in [
+    (0, 0.1),
+    (60 * 391 - 1, 0.1),
+    (60 * 391, 0.01),
+    (120 * 391, 0.001),
+    (180 * 391 - 1, 0.001),
+    (180 * 391, 1e-4),
+    (200 * 391 - 1, 1e-4),
+  ]:
     assert float(schedule(step)) == pytest.approx(lr, rel=1e-6)
 
 
@@ -54,8 +62,15 @@ def test_cosine_schedule_goes_from_lr_to_zero():
   assert float(schedule(100)) == pytest.approx(0.0, abs=1e-8)
 
 
-@pytest.mark.parametrize('change', [dict(milestones=(120, 60)), dict(milestones=(60, 250)),
-                                    dict(schedule='linear'), dict(learning_rate=0.0)])
+@pytest.mark.parametrize(
+  'change',
+  [
+    dict(milestones=(120, 60)),
+    dict(milestones=(60, 250)),
+    dict(schedule='linear'),
+    dict(learning_rate=0.0),
+  ],
+)
 def test_bad_optimizer_configs_are_refused(change):
   config = ml_collections.ConfigDict(optimizer_config(0.1, (60, 120)))
   config.update(change)

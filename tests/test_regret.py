@@ -1,4 +1,5 @@
 """experiments/regret.py: each selection setting's T* and its regret, against hand computation."""
+
 import csv
 import importlib.util
 import json
@@ -13,12 +14,19 @@ regret = importlib.util.module_from_spec(_SPEC)
 _SPEC.loader.exec_module(regret)
 
 # Students' last test accuracies per teacher choice (2 seeds each).
-STUDENTS = {'epoch:10': (0.50, 0.52), 'epoch:20': (0.60, 0.64), 'final': (0.58, 0.58),
-            'selected': (0.50, 0.52), 'none': (0.40, 0.41)}
+STUDENTS = {
+  'epoch:10': (0.50, 0.52),
+  'epoch:20': (0.60, 0.64),
+  'final': (0.58, 0.58),
+  'selected': (0.50, 0.52),
+  'none': (0.40, 0.41),
+}
 # variational, minmax: scores 1 + 2/3, 1/9 + 0, 0 + 1 → epoch 10 (max and none too);
 # kde, minmax: 0 + 0, 1 + 1, 0.8 + 0.8 → epoch 20.
-CURVES = {'variational': ([100.0, 20.0, 10.0], [1.2, 1.0, 1.3]),
-          'kde': ([2.0, 2.5, 2.4], [0.5, 1.0, 0.9])}
+CURVES = {
+  'variational': ([100.0, 20.0, 10.0], [1.2, 1.0, 1.3]),
+  'kde': ([2.0, 2.5, 2.4], [0.5, 1.0, 0.9]),
+}
 
 
 def _workdir(tmp_path):
@@ -28,18 +36,21 @@ def _workdir(tmp_path):
   with open(workdir / 'results.csv', 'w', newline='') as f:
     writer = csv.DictWriter(f, ['kind', 'teacher_choice', 'seed', 'last_test_accuracy'])
     writer.writeheader()
-    writer.writerow({'kind': 'teacher', 'teacher_choice': '', 'seed': 0,
-                     'last_test_accuracy': 0.7})
+    writer.writerow({'kind': 'teacher', 'teacher_choice': '', 'seed': 0, 'last_test_accuracy': 0.7})
     for choice, accs in STUDENTS.items():
       for seed, acc in enumerate(accs):
-        writer.writerow({'kind': 'student', 'teacher_choice': choice, 'seed': seed,
-                         'last_test_accuracy': acc})
+        writer.writerow(
+          {'kind': 'student', 'teacher_choice': choice, 'seed': seed, 'last_test_accuracy': acc}
+        )
   estimators = {}
   for method, (i_xf, i_yf) in CURVES.items():
     estimators[method] = {
-        'estimator': {'method': method, 'feature': 'penultimate', 'split': 'train'},
-        'snapshots': [{'epoch': e, 'I_XF': x, 'I_YF': y, 'teacher_test_accuracy': a}
-                      for e, x, y, a in zip((10, 20, 30), i_xf, i_yf, (0.5, 0.7, 0.68))]}
+      'estimator': {'method': method, 'feature': 'penultimate', 'split': 'train'},
+      'snapshots': [
+        {'epoch': e, 'I_XF': x, 'I_YF': y, 'teacher_test_accuracy': a}
+        for e, x, y, a in zip((10, 20, 30), i_xf, i_yf, (0.5, 0.7, 0.68))
+      ],
+    }
   record = dict(estimators['variational'], estimators=estimators, weights=[1.0, 1.0])
   (workdir / 'selection' / 'mi.json').write_text(json.dumps(record))
   return workdir
@@ -55,8 +66,10 @@ def test_regret_of_each_setting_equals_the_hand_computation(tmp_path):
   assert entry['chosen_epoch'] == 10
   assert entry['regret'][0] == pytest.approx(11.0)
   assert entry['regret'][1] == pytest.approx(math.hypot(2.0, 1.0))
-  assert settings['kde · penultimate · train · minmax'] == {'chosen_epoch': 20,
-                                                            'regret': (0.0, 0.0)}
+  assert settings['kde · penultimate · train · minmax'] == {
+    'chosen_epoch': 20,
+    'regret': (0.0, 0.0),
+  }
   # 'none': variational's raw I(X;F) (100 nats) dominates its score → epoch 10 again.
   assert settings['variational · penultimate · train · none']['chosen_epoch'] == 10
   final = settings['rule: final snapshot']
@@ -77,9 +90,13 @@ def test_a_t_star_without_students_is_said_and_ranks_last(tmp_path):
   entry = rows['settings']['kde · penultimate · train · minmax']
   assert entry == {'chosen_epoch': 25, 'regret': None}
   text = regret.table({'s': rows})
-  lines = [line for line in text.splitlines() if line.startswith('| kde · penultimate · train · minmax')]
+  lines = [
+    line for line in text.splitlines() if line.startswith('| kde · penultimate · train · minmax')
+  ]
   assert lines == ['| kde · penultimate · train · minmax | 25 | no students | – |']
-  body = [line for line in text.splitlines() if line.startswith(('| kde', '| variational', '| rule'))]
+  body = [
+    line for line in text.splitlines() if line.startswith(('| kde', '| variational', '| rule'))
+  ]
   unknown = ['no students' in line for line in body]
   assert unknown == sorted(unknown) and any(unknown)  # an unknown regret ranks after every known
 

@@ -1,5 +1,6 @@
 """The whole pipeline on a tiny config: the report's numbers against the runs' final.json files,
 and a run killed at a stage boundary and inside a student run ending with the same report."""
+
 import csv
 import json
 import re
@@ -8,9 +9,8 @@ import statistics
 import subprocess
 import sys
 
-import pytest
-
 import pipeline_configs
+import pytest
 
 from ckd_jax import pipeline
 from ckd_jax.data import batching
@@ -21,9 +21,14 @@ CHOICES = ('epoch:1', 'selected', 'full_ensemble:2', 'none')
 
 
 def tiny_config():
-  return pipeline_configs.tiny_config(teacher_seeds=2, student_seeds=2, checkpoint_every=3,
-                                      student_epochs=1, choices=CHOICES,
-                                      select=dict(method='kde', num_samples=0))
+  return pipeline_configs.tiny_config(
+    teacher_seeds=2,
+    student_seeds=2,
+    checkpoint_every=3,
+    student_epochs=1,
+    choices=CHOICES,
+    select=dict(method='kde', num_samples=0),
+  )
 
 
 @pytest.fixture(scope='module')
@@ -40,8 +45,9 @@ def _rows(workdir):
 
 def _deterministic(workdir):
   """results.csv and report.md without wall times and paths (they differ between runs)."""
-  rows = [{k: v for k, v in r.items() if k not in ('train_time_s', 'run_dir')}
-          for r in _rows(workdir)]
+  rows = [
+    {k: v for k, v in r.items() if k not in ('train_time_s', 'run_dir')} for r in _rows(workdir)
+  ]
   report = (workdir / 'report.md').read_text().split('## Wall time')[0]
   report = re.sub(r'\| [\d.]+ min \|', '| T |', report)
   return rows, report
@@ -51,8 +57,9 @@ def test_results_csv_holds_every_run_with_its_final_json_numbers(reference):
   rows = _rows(reference)
   assert [r['kind'] for r in rows] == ['teacher'] * 2 + ['student'] * 8
   for row in rows:
-    final = json.loads((reference / row['run_dir'].split(str(reference) + '/')[1] /
-                        'final.json').read_text())
+    final = json.loads(
+      (reference / row['run_dir'].split(str(reference) + '/')[1] / 'final.json').read_text()
+    )
     assert float(row['last_test_accuracy']) == final['last_test_accuracy']
     assert float(row['best_test_accuracy']) == final['best_test_accuracy']
     if row['teacher_choice'] not in ('', 'none'):
@@ -68,8 +75,10 @@ def test_report_tables_are_the_means_of_the_runs(reference):
   for choice, runs in finals.items():
     last = [f['last_test_accuracy'] for f in runs]
     best = [f['best_test_accuracy'] for f in runs]
-    expected = (f'{100 * statistics.mean(last):.2f} ± {100 * statistics.stdev(last):.2f}',
-                f'{100 * statistics.mean(best):.2f} ± {100 * statistics.stdev(best):.2f}')
+    expected = (
+      f'{100 * statistics.mean(last):.2f} ± {100 * statistics.stdev(last):.2f}',
+      f'{100 * statistics.mean(best):.2f} ± {100 * statistics.stdev(best):.2f}',
+    )
     line = next(l for l in report.splitlines() if l.startswith(f'| {choice} |'))
     cells = [c.strip().strip('*') for c in line.strip('|').split('|')]
     assert (cells[2], cells[3]) == expected, line
@@ -85,7 +94,8 @@ def test_report_tables_are_the_means_of_the_runs(reference):
 
 
 def test_kill_at_a_stage_boundary_and_inside_a_student_gives_the_same_report(
-    reference, tmp_path, monkeypatch):
+  reference, tmp_path, monkeypatch
+):
   def stop(config, workdir):
     raise RuntimeError('killed before select')
 
@@ -155,10 +165,13 @@ def test_report_needs_neither_jax_nor_orbax(reference, tmp_path):
   copy = tmp_path / 'work'
   shutil.copytree(reference, copy)
   (copy / 'report.md').unlink()
-  code = ('import sys; from ckd_jax.stages import report; report.build_report(sys.argv[1]); '
-          "print(sorted({m.split('.')[0] for m in sys.modules} & {'jax', 'orbax', 'flax'}))")
-  out = subprocess.run([sys.executable, '-c', code, str(copy)], capture_output=True, text=True,
-                       check=True).stdout
+  code = (
+    'import sys; from ckd_jax.stages import report; report.build_report(sys.argv[1]); '
+    "print(sorted({m.split('.')[0] for m in sys.modules} & {'jax', 'orbax', 'flax'}))"
+  )
+  out = subprocess.run(
+    [sys.executable, '-c', code, str(copy)], capture_output=True, text=True, check=True
+  ).stdout
   assert out.strip() == '[]'
   assert (copy / 'report.md').read_text() == (reference / 'report.md').read_text()
 
@@ -171,10 +184,13 @@ def _cells(report, first_cell):
 def test_ensemble_section_counts_what_each_teacher_cost(reference):
   text = (reference / 'report.md').read_text()
   section = text.split('## Snapshot versus full ensemble')[1].split('\n## ')[0]
-  teachers = [json.loads(p.read_text()) for p in sorted((reference / 'teachers').glob(
-      '*/final.json'))]
-  students = [json.loads(p.read_text()) for p in (reference / 'students').glob(
-      '*_from_full_ensemble_2_*/final.json')]
+  teachers = [
+    json.loads(p.read_text()) for p in sorted((reference / 'teachers').glob('*/final.json'))
+  ]
+  students = [
+    json.loads(p.read_text())
+    for p in (reference / 'students').glob('*_from_full_ensemble_2_*/final.json')
+  ]
   cells = _cells(section, 'full_ensemble:2')
   last = [s['last_test_accuracy'] for s in students]
   assert cells[1] == f'{100 * students[0]["teacher_test_accuracy"]:.2f}'
@@ -184,15 +200,26 @@ def test_ensemble_section_counts_what_each_teacher_cost(reference):
 
 
 def test_paper_section_puts_the_papers_numbers_beside_ours():
-  config = {'teacher': {'arch': 'wrn_40_2'}, 'distill': {'student': 'wrn_40_1'},
-            'data': {'name': 'cifar100'}}
-  rows = [dict(kind='student', teacher_choice=c, teacher_test_accuracy='', last_test_accuracy=a,
-               best_test_accuracy=a) for c, a in (('none', 0.70), ('selected', 0.72),
-                                                  ('selected', 0.74))]
+  config = {
+    'teacher': {'arch': 'wrn_40_2'},
+    'distill': {'student': 'wrn_40_1'},
+    'data': {'name': 'cifar100'},
+  }
+  rows = [
+    dict(
+      kind='student',
+      teacher_choice=c,
+      teacher_test_accuracy='',
+      last_test_accuracy=a,
+      best_test_accuracy=a,
+    )
+    for c, a in (('none', 0.70), ('selected', 0.72), ('selected', 0.74))
+  ]
   section = '\n'.join(report._paper_section(rows, config))
   assert _cells(section, 'none') == ['none', '70.38', '70.00 ± 0.00']
   assert _cells(section, 'selected') == ['selected', '73.26', '73.00 ± 1.41']
   assert _cells(section, 'epoch:60') == ['epoch:60', '72.34', '–']
   config['data']['name'] = 'cifar10'
   assert 'reports no numbers for wrn_40_2 → wrn_40_1 on cifar10' in '\n'.join(
-      report._paper_section(rows, config))
+    report._paper_section(rows, config)
+  )

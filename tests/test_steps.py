@@ -1,4 +1,6 @@
-"""Train/eval steps: they learn, they equal a numpy reference, and pmap and mesh equal one device."""
+"""Train/eval steps: they learn, they equal a numpy reference, and pmap and mesh equal one
+device."""
+
 import os
 import subprocess
 import sys
@@ -14,8 +16,14 @@ from ckd_jax import losses
 from ckd_jax import parallel as parallel_module
 from ckd_jax.models import get_model
 from ckd_jax.parallel import AXIS_NAME, DataParallel
-from ckd_jax.training import (create_train_state, make_eval_step, make_loss_and_grads,
-                              make_multi_step, make_train_step, model_predict)
+from ckd_jax.training import (
+  create_train_state,
+  make_eval_step,
+  make_loss_and_grads,
+  make_multi_step,
+  make_train_step,
+  model_predict,
+)
 
 GLOBAL_BATCH = 16
 DEVICES = 8
@@ -24,8 +32,10 @@ DEVICES = 8
 @pytest.fixture(scope='module')
 def toy():
   rng = np.random.default_rng(0)
-  batch = {'image': jnp.asarray(rng.normal(size=(GLOBAL_BATCH, 8, 8, 3)), jnp.float32),
-           'label': jnp.asarray(rng.integers(0, 5, GLOBAL_BATCH), jnp.int32)}
+  batch = {
+    'image': jnp.asarray(rng.normal(size=(GLOBAL_BATCH, 8, 8, 3)), jnp.float32),
+    'label': jnp.asarray(rng.integers(0, 5, GLOBAL_BATCH), jnp.int32),
+  }
   return batch
 
 
@@ -35,7 +45,6 @@ def _state(axis_name=None, lr=0.1):
 
 
 class CrossEntropyTest(chex.TestCase):
-
   @chex.variants(with_jit=True, without_jit=True)
   def test_matches_numpy(self):
     rng = np.random.default_rng(1)
@@ -61,14 +70,15 @@ def test_train_step_decreases_loss_on_a_fixed_batch(toy):
 
 
 class EvalStepTest(chex.TestCase):
-
   @chex.variants(with_jit=True, without_jit=True, with_pmap=True)
   def test_counts_match_numpy(self):
     model, state = _state()
     rng = np.random.default_rng(2)
-    batch = {'image': jnp.asarray(rng.normal(size=(8, 8, 8, 3)), jnp.float32),
-             'label': jnp.asarray(rng.integers(0, 5, 8), jnp.int32),
-             'mask': jnp.asarray([True] * 6 + [False] * 2)}
+    batch = {
+      'image': jnp.asarray(rng.normal(size=(8, 8, 8, 3)), jnp.float32),
+      'label': jnp.asarray(rng.integers(0, 5, 8), jnp.int32),
+      'mask': jnp.asarray([True] * 6 + [False] * 2),
+    }
     logits = np.asarray(model.apply(state.variables, batch['image']))
     log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
     real = slice(0, 6)
@@ -78,7 +88,9 @@ class EvalStepTest(chex.TestCase):
     if self.variant.type == chex.ChexVariantType.WITH_PMAP:
       # chex broadcasts the batch to all 8 devices: the psum must count every copy.
       copies = DEVICES
-      fn = self.variant(make_eval_step(model_predict(model), AXIS_NAME), axis_name=AXIS_NAME, n_devices=DEVICES)
+      fn = self.variant(
+        make_eval_step(model_predict(model), AXIS_NAME), axis_name=AXIS_NAME, n_devices=DEVICES
+      )
     else:
       fn = self.variant(make_eval_step(model_predict(model)))
     sums = fn(state.variables, batch)
@@ -103,9 +115,11 @@ def test_pmap_on_8_devices_equals_single_device_step(toy):
 
   shard = parallel.shard(toy)
   loss, stats, grads = parallel.unreplicate(
-      jax.pmap(pmapped_grads, axis_name=AXIS_NAME)(parallel.replicate(state), shard))
-  new_state, metrics = jax.pmap(make_train_step(make_loss_and_grads(pmodel), AXIS_NAME),
-                                axis_name=AXIS_NAME)(parallel.replicate(state), shard)
+    jax.pmap(pmapped_grads, axis_name=AXIS_NAME)(parallel.replicate(state), shard)
+  )
+  new_state, metrics = jax.pmap(
+    make_train_step(make_loss_and_grads(pmodel), AXIS_NAME), axis_name=AXIS_NAME
+  )(parallel.replicate(state), shard)
   new_state, metrics = parallel.unreplicate((new_state, metrics))
 
   (single_loss, (_, single_stats)), single_g = single_grads
@@ -118,8 +132,9 @@ def test_pmap_on_8_devices_equals_single_device_step(toy):
   np.testing.assert_allclose(metrics['loss'], single_metrics['loss'], **tol)
   np.testing.assert_allclose(metrics['accuracy'], single_metrics['accuracy'], **tol)
   # The check can fail: without synchronised BN the shards normalise differently.
-  unsynced = jax.pmap(make_train_step(make_loss_and_grads(model), AXIS_NAME),
-                      axis_name=AXIS_NAME)(parallel.replicate(state), shard)[1]['loss'][0]
+  unsynced = jax.pmap(make_train_step(make_loss_and_grads(model), AXIS_NAME), axis_name=AXIS_NAME)(
+    parallel.replicate(state), shard
+  )[1]['loss'][0]
   assert abs(float(unsynced) - float(single_metrics['loss'])) > 1e-4
 
 
@@ -141,7 +156,7 @@ def test_mesh_over_8_devices_equals_the_single_device_step(toy):
   chex.assert_trees_all_close(new_state.batch_stats, single_state.batch_stats, **tol)
   chex.assert_trees_all_close(metrics, single_metrics, **tol)
   # The check can fail: statistics of one device's 2 examples differ from the global batch's.
-  shard_only = jax.jit(step)(state, jax.tree.map(lambda x: x[:GLOBAL_BATCH // DEVICES], toy))
+  shard_only = jax.jit(step)(state, jax.tree.map(lambda x: x[: GLOBAL_BATCH // DEVICES], toy))
   assert abs(float(shard_only[1]['loss']) - float(single_metrics['loss'])) > 1e-4
 
 
@@ -158,15 +173,22 @@ def test_data_parallel_refuses_indivisible_batches():
 def test_the_cpu_is_split_into_host_devices_before_jax_starts():
   """In a fresh process (the test process already has its 8 devices): the split takes effect,
   an explicit XLA_FLAGS count wins, and once JAX has run it is left alone."""
-  script = ('import jax, jax.numpy as jnp; from ckd_jax import parallel; '
-            'first = parallel.use_host_devices(3); jnp.ones(1).block_until_ready(); '
-            'print(first, jax.device_count(), parallel.use_host_devices(5), jax.device_count())')
+  script = (
+    'import jax, jax.numpy as jnp; from ckd_jax import parallel; '
+    'first = parallel.use_host_devices(3); jnp.ones(1).block_until_ready(); '
+    'print(first, jax.device_count(), parallel.use_host_devices(5), jax.device_count())'
+  )
   env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
-  run = lambda env: subprocess.run([sys.executable, '-c', script], env=env, check=True,
-                                   capture_output=True, text=True).stdout.split()
+  run = lambda env: subprocess.run(
+    [sys.executable, '-c', script], env=env, check=True, capture_output=True, text=True
+  ).stdout.split()
   assert run(env) == ['3', '3', 'None', '3']
   assert run(dict(env, XLA_FLAGS='--xla_force_host_platform_device_count=2')) == [
-      'None', '2', 'None', '2']
+    'None',
+    '2',
+    'None',
+    '2',
+  ]
   assert parallel_module.host_device_count(0) == min(8, 2 * os.cpu_count())
   assert parallel_module.host_device_count(5) == 5
   with pytest.raises(ValueError, match='host_devices must be >= 0'):
@@ -179,8 +201,10 @@ def test_a_scanned_block_equals_its_single_steps(toy):
   model, state = _state()
   step = make_train_step(make_loss_and_grads(model))
   rng = np.random.default_rng(5)
-  blocks = {'image': jnp.asarray(rng.normal(size=(3, GLOBAL_BATCH, 8, 8, 3)), jnp.float32),
-            'label': jnp.asarray(rng.integers(0, 5, (3, GLOBAL_BATCH)), jnp.int32)}
+  blocks = {
+    'image': jnp.asarray(rng.normal(size=(3, GLOBAL_BATCH, 8, 8, 3)), jnp.float32),
+    'label': jnp.asarray(rng.integers(0, 5, (3, GLOBAL_BATCH)), jnp.int32),
+  }
   single, sums = state, None
   for k in range(3):
     single, metrics = jax.jit(step)(single, jax.tree.map(lambda x: x[k], blocks))
@@ -193,8 +217,11 @@ def test_a_scanned_block_equals_its_single_steps(toy):
   chex.assert_trees_all_close(scanned_sums, sums, **tol)
   # The same block split over 8 devices (batch axis split, step axis whole).
   mesh = DataParallel('mesh')
-  on_mesh = mesh.unreplicate(mesh.compile(make_multi_step(step), donate_state=True)(
-      mesh.replicate(state), mesh.shard(blocks, batch_axis=1)))
+  on_mesh = mesh.unreplicate(
+    mesh.compile(make_multi_step(step), donate_state=True)(
+      mesh.replicate(state), mesh.shard(blocks, batch_axis=1)
+    )
+  )
   chex.assert_trees_all_close(on_mesh[0].params, single.params, rtol=1e-5, atol=1e-5)
 
 

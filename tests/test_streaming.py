@@ -1,6 +1,7 @@
 """The streamed training split (data.stream, image folders) and configs/imagenet.py, on a small
 generated image folder: streamed batches and runs equal in-memory ones exactly (same files, same
 permutations and keys; only where the pixels come from differs)."""
+
 import importlib.util
 import json
 import pathlib
@@ -10,8 +11,13 @@ import numpy as np
 import pytest
 
 from ckd_jax import config_checks, pipeline
-from ckd_jax.data import (FileSplit, StreamingTrainBatches, TrainBatches, load_dataset,
-                          load_image_folder)
+from ckd_jax.data import (
+  FileSplit,
+  StreamingTrainBatches,
+  TrainBatches,
+  load_dataset,
+  load_image_folder,
+)
 from ckd_jax.workdir.layout import teacher_run_dir
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -22,6 +28,7 @@ MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
 def folder(tmp_path_factory):
   """3 classes; 20 training and 4 test PNGs each, of varied sizes (resized when read)."""
   from PIL import Image
+
   root = tmp_path_factory.mktemp('generated_folder')
   rng = np.random.default_rng(0)
   for split, count in (('train', 20), ('test', 4)):
@@ -115,8 +122,14 @@ def test_imagenet_config_is_the_standard_recipe():
   for section in (config.teacher, config.distill):
     assert (section.epochs, section.batch_size) == (90, 256)
     opt = section.optimizer
-    assert (opt.learning_rate, opt.momentum, opt.nesterov, opt.weight_decay, opt.milestones,
-            opt.gamma) == (0.1, 0.9, False, 1e-4, (30, 60), 0.1)
+    assert (
+      opt.learning_rate,
+      opt.momentum,
+      opt.nesterov,
+      opt.weight_decay,
+      opt.milestones,
+      opt.gamma,
+    ) == (0.1, 0.9, False, 1e-4, (30, 60), 0.1)
   assert config.data.stream and config.data.name == 'imagenet2012'
   config_checks.validate(config)
 
@@ -124,12 +137,15 @@ def test_imagenet_config_is_the_standard_recipe():
 def test_imagenet_config_runs_streamed_on_a_generated_folder_like_in_memory(folder, tmp_path):
   """A tiny network and images (a ResNet-34 at 224 pixels is no CPU test), the teacher stage (the
   students read their batches through the same `make_train_batches`)."""
+
   def run(stream, workdir):
     config = _imagenet_config()
-    config.data.update(root=str(folder), image_size=12, stream=stream, stream_threads=2,
-                       eval_batch_size=12)
-    config.teacher.update(arch='resnet8_b', epochs=1, batch_size=16, snapshot_epochs=(1,),
-                          checkpoint_every_steps=0)
+    config.data.update(
+      root=str(folder), image_size=12, stream=stream, stream_threads=2, eval_batch_size=12
+    )
+    config.teacher.update(
+      arch='resnet8_b', epochs=1, batch_size=16, snapshot_epochs=(1,), checkpoint_every_steps=0
+    )
     config.teacher.optimizer.milestones = ()
     config.stages, config.parallel, config.progress = 'teacher', 'none', False
     pipeline.run(config, str(workdir))

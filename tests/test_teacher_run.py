@@ -1,5 +1,6 @@
 """The teacher stage end to end on a tiny offline config: snapshots, resume after a kill, pmap,
 and refusal of bad input before any compute."""
+
 import json
 import math
 import os
@@ -8,9 +9,8 @@ import signal
 import chex
 import jax
 import numpy as np
-import pytest
-
 import pipeline_configs
+import pytest
 
 from ckd_jax import pipeline
 from ckd_jax.checkpoints import SnapshotStore
@@ -25,8 +25,15 @@ from ckd_jax.workdir.layout import teacher_run_dir
 
 
 def tiny_config(**teacher):
-  config = pipeline_configs.tiny_config(train=192, test=96, eval_batch=48, epochs=3,
-                                        milestones=(2,), checkpoint_every=4, stages='teacher')
+  config = pipeline_configs.tiny_config(
+    train=192,
+    test=96,
+    eval_batch=48,
+    epochs=3,
+    milestones=(2,),
+    checkpoint_every=4,
+    stages='teacher',
+  )
   config.teacher.update(teacher)
   return config
 
@@ -70,12 +77,13 @@ def test_run_leaves_snapshots_metrics_and_config(reference):
 def _read_tensorboard_scalars(log_dir):
   """Parses the TFRecord-framed Event protos of an events file: {(tag, step): value}."""
   from tensorboardX.proto import event_pb2
+
   scalars = {}
   for path in log_dir.glob('events.out.tfevents.*'):
     data, offset = path.read_bytes(), 0
     while offset < len(data):
-      length = int.from_bytes(data[offset:offset + 8], 'little')
-      event = event_pb2.Event.FromString(data[offset + 12:offset + 12 + length])
+      length = int.from_bytes(data[offset : offset + 8], 'little')
+      event = event_pb2.Event.FromString(data[offset + 12 : offset + 12 + length])
       offset += 16 + length
       for value in event.summary.value:
         scalars[(value.tag, event.step)] = value.simple_value
@@ -92,8 +100,14 @@ def test_tensorboard_scalars_equal_the_metrics_log(reference):
 def test_restored_snapshot_evaluates_to_its_recorded_accuracy(reference):
   config = tiny_config()
   dataset = load_dataset(config.data)
-  evaluate = make_evaluator(make_eval_step(model_predict(get_model('resnet8_b', 10))), dataset.test, 48,
-                            dataset.mean, dataset.std, DataParallel('none'))
+  evaluate = make_evaluator(
+    make_eval_step(model_predict(get_model('resnet8_b', 10))),
+    dataset.test,
+    48,
+    dataset.mean,
+    dataset.std,
+    DataParallel('none'),
+  )
   for epoch in (1, 3):
     variables, meta = _snapshot(reference, epoch)
     assert meta['arch'] == 'resnet8_b' and meta['epoch'] == epoch
@@ -125,8 +139,9 @@ def _killed_at_step_11(workdir, monkeypatch):
   monkeypatch.setattr(batching.TrainBatches, 'batch', real_batch)
 
 
-def test_kill_mid_epoch_then_rerun_ends_exactly_like_an_uninterrupted_run(tmp_path, monkeypatch,
-                                                                         reference):
+def test_kill_mid_epoch_then_rerun_ends_exactly_like_an_uninterrupted_run(
+  tmp_path, monkeypatch, reference
+):
   _killed_at_step_11(tmp_path, monkeypatch)
   assert (run_dir(tmp_path) / 'resume' / '8').exists()
   assert not (run_dir(tmp_path) / 'final.json').exists()
@@ -142,8 +157,11 @@ def test_a_record_torn_by_the_kill_is_repaired_on_resume(tmp_path, monkeypatch, 
   metrics = run_dir(tmp_path) / 'metrics.jsonl'
   metrics.write_text(metrics.read_text() + '{"epoch": 2, "train_lo')
   from ckd_jax.workdir.files import DamagedFileError, read_jsonl
-  with pytest.raises(DamagedFileError, match='metrics.jsonl is damaged .its last line was cut '
-                                             'short.: rerun the same command'):
+
+  with pytest.raises(
+    DamagedFileError,
+    match='metrics.jsonl is damaged .its last line was cut short.: rerun the same command',
+  ):
     read_jsonl(metrics)
   pipeline.run(tiny_config(), tmp_path)
   _assert_ends_like_the_reference(tmp_path, reference)
@@ -151,6 +169,7 @@ def test_a_record_torn_by_the_kill_is_repaired_on_resume(tmp_path, monkeypatch, 
 
 def test_a_damaged_record_of_a_finished_run_is_named_not_a_parse_error(reference, tmp_path):
   import shutil
+
   copy = tmp_path / 'copy'
   shutil.copytree(reference, copy)
   metrics = run_dir(copy) / 'metrics.jsonl'
@@ -248,6 +267,7 @@ def test_a_killed_run_with_blocks_resumes_exactly(tmp_path, monkeypatch, blocks_
 def test_seeds_trained_one_after_another_trace_one_step(tmp_path, monkeypatch):
   """Without vectorize, the seeds share one compiled step: traced once, not once per run."""
   from ckd_jax.stages import teacher
+
   traces, real = [], teacher.make_loss_and_grads
 
   def counted_loss_and_grads(*args, **kwargs):
@@ -256,11 +276,14 @@ def test_seeds_trained_one_after_another_trace_one_step(tmp_path, monkeypatch):
     def counted(*a, **k):
       traces.append(1)  # runs only while JAX traces the step
       return loss_and_grads(*a, **k)
+
     return counted
+
   monkeypatch.setattr(teacher, 'make_loss_and_grads', counted_loss_and_grads)
   pipeline.run(pipeline_configs.tiny_config(teacher_seeds=2, stages='teacher'), tmp_path)
-  assert all((teacher_run_dir(tmp_path, 'resnet8_b', seed) / 'final.json').exists()
-             for seed in (0, 1))
+  assert all(
+    (teacher_run_dir(tmp_path, 'resnet8_b', seed) / 'final.json').exists() for seed in (0, 1)
+  )
   assert len(traces) == 1
 
 
@@ -288,8 +311,7 @@ def test_vectorised_seeds_train_as_when_alone(vectorised, unpadded_reference, tm
     for epoch in (1, 3):
       # vmap turns the convolutions into batched ones, which sum in another order; on this smooth
       # trajectory that stays at float rounding (as the device split, above).
-      chex.assert_trees_all_close(got.restore(epoch)[0], want.restore(epoch)[0], rtol=0,
-                                  atol=1e-4)
+      chex.assert_trees_all_close(got.restore(epoch)[0], want.restore(epoch)[0], rtol=0, atol=1e-4)
       assert got.metadata(epoch)['test_accuracy'] == want.metadata(epoch)['test_accuracy']
     records = read_jsonl(teacher_run_dir(vectorised, 'resnet8_b', seed) / 'metrics.jsonl')
     assert [r['epoch'] for r in records] == [1, 2, 3]
@@ -323,11 +345,13 @@ def test_a_killed_vectorised_run_resumes_exactly(vectorised, tmp_path, monkeypat
 def _out_of_memory():
   """The error XLA raises on an accelerator without the memory for a program."""
   return jax.errors.JaxRuntimeError(
-      'RESOURCE_EXHAUSTED: Out of memory while trying to allocate 1073741824 bytes.')
+    'RESOURCE_EXHAUSTED: Out of memory while trying to allocate 1073741824 bytes.'
+  )
 
 
-def test_stacked_seeds_that_do_not_fit_in_memory_train_one_by_one(tmp_path, monkeypatch, capsys,
-                                                                 unpadded_reference):
+def test_stacked_seeds_that_do_not_fit_in_memory_train_one_by_one(
+  tmp_path, monkeypatch, capsys, unpadded_reference
+):
   """The pair's first step fails as on a device without the memory for two stacked runs: the stage
   says so in one line and trains them as two groups of one, each as when alone."""
   real_compile = DataParallel.compile
@@ -339,15 +363,19 @@ def test_stacked_seeds_that_do_not_fit_in_memory_train_one_by_one(tmp_path, monk
       if donate_state and np.ndim(state.step) > 0:  # a training step over stacked runs
         raise _out_of_memory()
       return compiled(state, *args)
+
     return step_or_out_of_memory
 
   monkeypatch.setattr(DataParallel, 'compile', compile_without_memory_for_two)
   pipeline.run(_vectorised_config(), tmp_path)
-  assert ('2 stacked runs do not fit in the device memory: training them as 1 and 1 '
-          '(vectorize_max_runs=1 starts there)') in capsys.readouterr().out
+  assert (
+    '2 stacked runs do not fit in the device memory: training them as 1 and 1 '
+    '(vectorize_max_runs=1 starts there)'
+  ) in capsys.readouterr().out
   for epoch in (1, 3):  # a group of one is the run alone: the same program, the same numbers
-    chex.assert_trees_all_equal(_snapshot(tmp_path, epoch)[0],
-                                _snapshot(unpadded_reference, epoch)[0])
+    chex.assert_trees_all_equal(
+      _snapshot(tmp_path, epoch)[0], _snapshot(unpadded_reference, epoch)[0]
+    )
   seed_1 = teacher_run_dir(tmp_path, 'resnet8_b', 1)
   assert [r['epoch'] for r in read_jsonl(seed_1 / 'metrics.jsonl')] == [1, 2, 3]
   assert (seed_1 / 'final.json').exists()
@@ -362,10 +390,12 @@ def _train_with_fake_loop(monkeypatch, tmp_path, fake_train, vectorize, run_coun
   monkeypatch.setattr(supervised, 'make_train_batches', lambda *args, **kwargs: None)
   monkeypatch.setattr(supervised.training, 'train', fake_train)
   spec = supervised.RunSpec.from_config(config, config.teacher, 'resnet8_b')
-  runs = [supervised.Run(seed, tmp_path / f'run{seed}', f'run {seed}')
-          for seed in range(1, run_count + 1)]
-  return supervised.train(spec, load_dataset(config.data), runs, DataParallel('none'),
-                          make_loss_and_grads)
+  runs = [
+    supervised.Run(seed, tmp_path / f'run{seed}', f'run {seed}') for seed in range(1, run_count + 1)
+  ]
+  return supervised.train(
+    spec, load_dataset(config.data), runs, DataParallel('none'), make_loss_and_grads
+  )
 
 
 def test_only_a_stacked_group_that_does_not_fit_is_split(tmp_path, monkeypatch):
@@ -379,18 +409,30 @@ def test_only_a_stacked_group_that_does_not_fit_is_split(tmp_path, monkeypatch):
     return [f'{run.description} trained' for run in runs]
 
   assert _train_with_fake_loop(monkeypatch, tmp_path, fits_alone, vectorize=True) == [
-      'run 1 trained', 'run 2 trained', 'run 3 trained', 'run 4 trained']
-  assert tried == [['run 1', 'run 2', 'run 3'], ['run 1', 'run 2'], ['run 1'], ['run 2'],
-                   ['run 3'], ['run 4']]
+    'run 1 trained',
+    'run 2 trained',
+    'run 3 trained',
+    'run 4 trained',
+  ]
+  assert tried == [
+    ['run 1', 'run 2', 'run 3'],
+    ['run 1', 'run 2'],
+    ['run 1'],
+    ['run 2'],
+    ['run 3'],
+    ['run 4'],
+  ]
 
   def fails_alone(runs, *args):
     raise _out_of_memory()
+
   for vectorize in (True, False):  # one run that does not fit fails as it would alone
     with pytest.raises(jax.errors.JaxRuntimeError, match='RESOURCE_EXHAUSTED'):
       _train_with_fake_loop(monkeypatch, tmp_path, fails_alone, vectorize)
 
   def other_error(runs, *args):
     raise jax.errors.JaxRuntimeError('INTERNAL: something else')
+
   with pytest.raises(jax.errors.JaxRuntimeError, match='INTERNAL'):
     _train_with_fake_loop(monkeypatch, tmp_path, other_error, vectorize=True)
 
@@ -401,8 +443,9 @@ def test_evaluation_pads_a_batch_that_the_devices_do_not_divide(reference):
   dataset = load_dataset(config.data)
   variables, meta = _snapshot(reference, 3)
   predict = make_eval_step(model_predict(get_model('resnet8_b', 10)))
-  on_mesh = make_evaluator(predict, dataset.test, 20, dataset.mean, dataset.std,
-                           DataParallel('mesh'))(variables)
+  on_mesh = make_evaluator(
+    predict, dataset.test, 20, dataset.mean, dataset.std, DataParallel('mesh')
+  )(variables)
   assert on_mesh['test_accuracy'] == pytest.approx(meta['test_accuracy'], abs=1e-6)
   assert on_mesh['test_loss'] == pytest.approx(meta['test_loss'], rel=1e-5)
 
@@ -425,7 +468,9 @@ def _bad(**changes):
   return config
 
 
-@pytest.mark.parametrize('config,message', [
+@pytest.mark.parametrize(
+  'config,message',
+  [
     (_bad(**{'teacher.arch': 'resnet_nope'}), 'Unknown model'),
     (_bad(**{'data.source': 'mnist_csv'}), 'Unknown data source'),
     (_bad(**{'teacher.snapshot_epochs': (1, 5)}), 'snapshot_epochs'),
@@ -436,10 +481,10 @@ def _bad(**changes):
     (_bad(**{'teacher.optimizer.milestones': (5,)}), 'milestones'),
     (_bad(**{'dtype': 'float16'}), "dtype must be one of \\('float32', 'bfloat16'\\)"),
     (_bad(**{'steps_per_call': 0}), 'steps_per_call must be >= 1'),
-    (_bad(**{'teacher.checkpoint_every_steps': -5}),
-     'teacher.checkpoint_every_steps must be >= 0'),
+    (_bad(**{'teacher.checkpoint_every_steps': -5}), 'teacher.checkpoint_every_steps must be >= 0'),
     (_bad(**{'parallel': 'mesh', 'sync_batch_norm': False}), "needs parallel='pmap'"),
-])
+  ],
+)
 def test_bad_input_is_refused_before_any_compute(tmp_path, config, message):
   with pytest.raises(ValueError, match=message):
     pipeline.run(config, tmp_path)
@@ -458,7 +503,9 @@ def test_missing_data_directory_is_refused_before_training(tmp_path):
 def test_divergence_stops_the_run_and_saves_nothing_non_finite(tmp_path):
   config = tiny_config()
   config.teacher.optimizer.learning_rate = 1e4
-  with pytest.raises(DivergenceError, match='teacher resnet8_b seed 0 diverged: non-finite .* by step'):
+  with pytest.raises(
+    DivergenceError, match='teacher resnet8_b seed 0 diverged: non-finite .* by step'
+  ):
     pipeline.run(config, tmp_path)
   rd = run_dir(tmp_path)
   assert not (rd / 'final.json').exists()
@@ -472,8 +519,9 @@ def test_divergence_stops_the_run_and_saves_nothing_non_finite(tmp_path):
 
 
 @pytest.mark.parametrize('signum', [signal.SIGINT, signal.SIGTERM, signal.SIGUSR2])
-def test_an_interrupt_stops_between_two_steps_with_an_exact_checkpoint(tmp_path, monkeypatch,
-                                                                      reference, signum):
+def test_an_interrupt_stops_between_two_steps_with_an_exact_checkpoint(
+  tmp_path, monkeypatch, reference, signum
+):
   """SIGINT / SIGTERM / SIGUSR2 arriving inside a step (here: right after step 9's computation,
   before the loop sees its result) stop the loop at the next step boundary with a checkpoint of
   exactly the steps done, their metrics included; the rerun ends exactly like an uninterrupted
@@ -492,6 +540,7 @@ def test_an_interrupt_stops_between_two_steps_with_an_exact_checkpoint(tmp_path,
       if calls['n'] == 10:
         os.kill(os.getpid(), signum)
       return out
+
     return step_then_signal
 
   monkeypatch.setattr(DataParallel, 'compile', compile_and_signal)
@@ -503,11 +552,14 @@ def test_an_interrupt_stops_between_two_steps_with_an_exact_checkpoint(tmp_path,
   _assert_ends_like_the_reference(tmp_path, reference)
 
 
-@pytest.mark.parametrize('change,message', [
+@pytest.mark.parametrize(
+  'change,message',
+  [
     (dict(arch='resnet21'), 'depth must be 6n\\+2'),
     (dict(source='image_folder'), 'no directory'),
     (dict(source='fashion_mnist', root='/nonexistent'), 'Fashion-MNIST file'),
-])
+  ],
+)
 def test_a_refused_config_writes_nothing_so_the_corrected_command_runs(tmp_path, change, message):
   config = tiny_config()
   if 'arch' in change:

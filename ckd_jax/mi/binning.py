@@ -2,10 +2,12 @@
 
     I(X;T) = H(T_bin)                 (T is a deterministic function of X)
     I(Y;T) = H(T_bin) − Σ_c p_c H(T_bin | Y = c)
-Patterns are hashed to two 32-bit words and counted by sorting, so the estimator has static shapes and
+Patterns are hashed to two 32-bit words and counted by sorting, so the estimator has static shapes
+and
 runs under jit and vmap. Degenerate for wide ReLU features (almost every pattern is unique, so
 I(X;T) → log N); kept as a reference. Units: nats.
 """
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -24,6 +26,7 @@ def _bin(features, num_bins):
 def _hash(codes, multiplier):
   def step(h, column):
     return (h ^ column) * multiplier + jnp.uint32(0x7F4A7C15), None
+
   return jax.lax.scan(step, jnp.full(codes.shape[0], 0x811C9DC5, jnp.uint32), codes.T)[0]
 
 

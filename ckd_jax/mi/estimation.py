@@ -1,6 +1,7 @@
 """The estimators behind one interface, each written for one snapshot and `vmap`ped over the
 snapshot axis inside ONE jitted program (settings are static, so each configuration compiles once).
 """
+
 import functools
 import warnings
 
@@ -25,6 +26,8 @@ _OWN_FEATURE = {'infopro': 'spatial'}
 def feature_of(method, feature):
   """The feature `method` reads when `feature` is asked for (what mi.json must record)."""
   return _OWN_FEATURE.get(method, feature)
+
+
 SPLITS = ('train', 'test')
 
 
@@ -47,35 +50,44 @@ def _check_inputs(labels, num_classes):
   if num_classes < 2:
     raise ValueError(f'need at least 2 classes, got {num_classes}')
   if labels.shape[0] < num_classes:
-    raise ValueError(f'{labels.shape[0]} samples cannot estimate MI over {num_classes} classes: '
-                     'use more samples')
+    raise ValueError(
+      f'{labels.shape[0]} samples cannot estimate MI over {num_classes} classes: use more samples'
+    )
 
 
 def _one_snapshot(method, settings, num_classes, seed):
   """(fit_f, fit_y, eval_f, eval_y, fit_x, eval_x) -> {'I_XF', 'I_YF'} for one snapshot."""
+
   def run(fit_f, fit_y, eval_f, eval_y, fit_x, eval_x):
     if method == 'kde':
       return kde_mi(eval_f, eval_y, num_classes, **settings)
     if method == 'binning':
       return binning_mi(eval_f, eval_y, num_classes, **settings)
     if method == 'infopro':
-      return infopro_mi(fit_f, fit_y, eval_f, eval_y, num_classes, fit_x, eval_x, seed=seed,
-                        **settings)
-    return variational_mi(fit_f, fit_y, eval_f, eval_y, num_classes, fit_x, eval_x, seed=seed,
-                          **settings)
+      return infopro_mi(
+        fit_f, fit_y, eval_f, eval_y, num_classes, fit_x, eval_x, seed=seed, **settings
+      )
+    return variational_mi(
+      fit_f, fit_y, eval_f, eval_y, num_classes, fit_x, eval_x, seed=seed, **settings
+    )
+
   return run
 
 
 @functools.partial(jax.jit, static_argnames=('method', 'settings', 'num_classes'))
-def _stacked_program(fit_f, fit_y, eval_f, eval_y, fit_x, eval_x, eval_index, seeds, *, method,
-                     settings, num_classes):
+def _stacked_program(
+  fit_f, fit_y, eval_f, eval_y, fit_x, eval_x, eval_index, seeds, *, method, settings, num_classes
+):
   """ONE compiled program for all repeats and snapshots: features have a leading snapshot axis;
   repeat r evaluates on the samples `eval_index[r]` with probe/decoder seed `seeds[r]`."""
+
   def one_repeat(index, seed):
     run = _one_snapshot(method, _thaw(settings), num_classes, seed)
     x = None if eval_x is None else eval_x[index]
     return jax.vmap(run, in_axes=(0, None, 0, None, None, None))(
-        fit_f, fit_y, eval_f[:, index], eval_y[index], fit_x, x)
+      fit_f, fit_y, eval_f[:, index], eval_y[index], fit_x, x
+    )
+
   return jax.vmap(one_repeat)(eval_index, seeds)
 
 
@@ -125,8 +137,19 @@ def repeat_plan(num_samples, repeats=None, seed=0, subsample=0.5):
   return index.astype(np.int32), (seed + np.arange(repeats)).astype(np.int32)
 
 
-def estimate_stacked(features, labels, num_classes, method='kde', images=None, fit_features=None,
-                     fit_labels=None, fit_images=None, repeats=None, subsample=0.5, **settings):
+def estimate_stacked(
+  features,
+  labels,
+  num_classes,
+  method='kde',
+  images=None,
+  fit_features=None,
+  fit_labels=None,
+  fit_images=None,
+  repeats=None,
+  subsample=0.5,
+  **settings,
+):
   """I(X;F), I(Y;F) for stacked features (S, N, d) -> {'I_XF': (S,), 'I_YF': (S,)} (numpy), or
   (R, S) arrays with `repeats=R` (half-samples and probe/decoder seeds, see `repeat_plan`).
 
@@ -143,11 +166,12 @@ def estimate_stacked(features, labels, num_classes, method='kde', images=None, f
     features, fit_features = flat(features), flat(fit_features)
   if method in FITTED:
     if fit_features is None:
-      raise ValueError(f"method={method!r} needs fit_features and fit_labels (a training split)")
-    if method == 'infopro' and (images is None or fit_images is None or
-                                np.ndim(features) != 5):
-      raise ValueError("method='infopro' needs spatial maps (S, N, h, w, c) as features and "
-                       'images= and fit_images= (N, H, W, C)')
+      raise ValueError(f'method={method!r} needs fit_features and fit_labels (a training split)')
+    if method == 'infopro' and (images is None or fit_images is None or np.ndim(features) != 5):
+      raise ValueError(
+        "method='infopro' needs spatial maps (S, N, h, w, c) as features and "
+        'images= and fit_images= (N, H, W, C)'
+      )
     fit_labels = jnp.asarray(fit_labels, jnp.int32)
     shape = (lambda x: x.reshape(x.shape[0], -1)) if method == 'variational' else (lambda x: x)
     as_input = lambda x: None if x is None else shape(jnp.asarray(x, jnp.float32))
@@ -156,19 +180,31 @@ def estimate_stacked(features, labels, num_classes, method='kde', images=None, f
     fit_features, fit_labels, fit_x, eval_x = features, labels, None, None
   program = StackedEstimator(method, num_classes, **settings)
   eval_index, seeds = repeat_plan(labels.shape[0], repeats, settings.get('seed', 0), subsample)
-  out = program(jnp.asarray(fit_features, jnp.float32), fit_labels,
-                jnp.asarray(features, jnp.float32), labels, fit_x, eval_x, eval_index, seeds)
+  out = program(
+    jnp.asarray(fit_features, jnp.float32),
+    fit_labels,
+    jnp.asarray(features, jnp.float32),
+    labels,
+    fit_x,
+    eval_x,
+    eval_index,
+    seeds,
+  )
   if repeats is None:
     out = {k: v[0] for k, v in out.items()}
   if method == 'variational' and fit_x is None:
-    warnings.warn("method='variational' without images estimates I(Y;F) only: pass images= and "
-                  'fit_images= for I(X;F)', stacklevel=2)
+    warnings.warn(
+      "method='variational' without images estimates I(Y;F) only: pass images= and "
+      'fit_images= for I(X;F)',
+      stacklevel=2,
+    )
     del out['I_XF']  # absent rather than NaN, so that nothing downstream uses it unknowingly
   return {k: np.asarray(v) for k, v in out.items()}
 
 
-def estimate(features, labels, images=None, method='kde', num_classes=None, eval_fraction=0.5,
-             **settings):
+def estimate(
+  features, labels, images=None, method='kde', num_classes=None, eval_fraction=0.5, **settings
+):
   """I(X;F) and I(Y;F) of one snapshot's features (N, d) -> {'I_XF': float, 'I_YF': float}.
 
   For 'variational', the first (1 − eval_fraction) of the samples fit the probe/decoder and the rest
@@ -180,18 +216,34 @@ def estimate(features, labels, images=None, method='kde', num_classes=None, eval
   if method in FITTED:
     split = int(round(features.shape[0] * (1 - eval_fraction)))
     images = None if images is None else np.asarray(images)
-    out = estimate_stacked(features[None, split:], labels[split:], num_classes, method,
-                           images=None if images is None else images[split:],
-                           fit_features=features[None, :split], fit_labels=labels[:split],
-                           fit_images=None if images is None else images[:split], **settings)
+    out = estimate_stacked(
+      features[None, split:],
+      labels[split:],
+      num_classes,
+      method,
+      images=None if images is None else images[split:],
+      fit_features=features[None, :split],
+      fit_labels=labels[:split],
+      fit_images=None if images is None else images[:split],
+      **settings,
+    )
   else:
     out = estimate_stacked(features[None], labels, num_classes, method, **settings)
   return {k: float(v[0]) for k, v in out.items()}
 
 
-def estimate_over_snapshots(stacked_variables, model, dataset, method='variational',
-                            feature='penultimate', num_samples=2000, fit_samples=5000,
-                            batch_size=500, split='train', **settings):
+def estimate_over_snapshots(
+  stacked_variables,
+  model,
+  dataset,
+  method='variational',
+  feature='penultimate',
+  num_samples=2000,
+  fit_samples=5000,
+  batch_size=500,
+  split='train',
+  **settings,
+):
   """I(X;F) and I(Y;F) of S stacked snapshots, in nats: one compiled forward for the features,
   one compiled program for the estimate.
 
@@ -210,10 +262,18 @@ def estimate_over_snapshots(stacked_variables, model, dataset, method='variation
     {'I_XF': (S,), 'I_YF': (S,)} numpy arrays, or (R, S) with `repeats=R`.
   """
   repeats = {k: settings.pop(k) for k in ('repeats', 'subsample') if k in settings}
-  return compare_over_snapshots(stacked_variables, model, dataset, {method: settings},
-                                feature=feature, num_samples=num_samples,
-                                fit_samples=fit_samples, batch_size=batch_size, split=split,
-                                **repeats)[method]
+  return compare_over_snapshots(
+    stacked_variables,
+    model,
+    dataset,
+    {method: settings},
+    feature=feature,
+    num_samples=num_samples,
+    fit_samples=fit_samples,
+    batch_size=batch_size,
+    split=split,
+    **repeats,
+  )[method]
 
 
 def selection_samples(dataset, split='train', num_samples=0, fit_samples=5000):
@@ -231,8 +291,10 @@ def selection_samples(dataset, split='train', num_samples=0, fit_samples=5000):
   if split == 'test':
     return dataset.train.take(n_fit).in_memory(), dataset.test.take(n_eval)
   part = dataset.train.take(n_fit + n_eval).in_memory()  # (a streamed split is files)
-  return (Split(part.images[:n_fit], part.labels[:n_fit]),
-          Split(part.images[n_fit:], part.labels[n_fit:]))
+  return (
+    Split(part.images[:n_fit], part.labels[:n_fit]),
+    Split(part.images[n_fit:], part.labels[n_fit:]),
+  )
 
 
 def selection_labels(dataset, split='train', num_samples=0, fit_samples=5000):
@@ -240,7 +302,7 @@ def selection_labels(dataset, split='train', num_samples=0, fit_samples=5000):
   n_fit, n_eval = _selection_sizes(dataset, split, num_samples, fit_samples)
   if split == 'test':
     return dataset.test.take(n_eval).labels
-  return np.asarray(dataset.train.labels[n_fit:n_fit + n_eval])
+  return np.asarray(dataset.train.labels[n_fit : n_fit + n_eval])
 
 
 def _selection_sizes(dataset, split, num_samples, fit_samples):
@@ -254,29 +316,57 @@ def _selection_sizes(dataset, split, num_samples, fit_samples):
   return n_fit, min(num_samples or total, total - n_fit)
 
 
-def compare_over_snapshots(stacked_variables, model, dataset, methods, feature='penultimate',
-                           num_samples=2000, fit_samples=5000, batch_size=500, repeats=None,
-                           subsample=0.5, split='train'):
+def compare_over_snapshots(
+  stacked_variables,
+  model,
+  dataset,
+  methods,
+  feature='penultimate',
+  num_samples=2000,
+  fit_samples=5000,
+  batch_size=500,
+  repeats=None,
+  subsample=0.5,
+  split='train',
+):
   """{method: curves} for every `methods` entry (method -> its settings) on the SAME features,
   extracted once (infopro on the spatial maps, its own feature; see `estimate_over_snapshots` for
   the curves and `selection_samples` for the samples)."""
   fit_split, eval_split = selection_samples(dataset, split, num_samples, fit_samples)
-  extract = functools.partial(extract_features, model, stacked_variables, mean=dataset.mean,
-                              std=dataset.std, batch_size=batch_size)
+  extract = functools.partial(
+    extract_features,
+    model,
+    stacked_variables,
+    mean=dataset.mean,
+    std=dataset.std,
+    batch_size=batch_size,
+  )
   pixels = {}  # images in [0, 1], for the fitted estimators: converted once
   if set(methods) & set(FITTED):
-    pixels = dict(fit_images=fit_split.images.astype(np.float32) / 255.0,
-                  images=eval_split.images.astype(np.float32) / 255.0)
+    pixels = dict(
+      fit_images=fit_split.images.astype(np.float32) / 255.0,
+      images=eval_split.images.astype(np.float32) / 255.0,
+    )
   curves = {}
   for wanted in dict.fromkeys(feature_of(m, feature) for m in methods):
     same = [m for m in methods if feature_of(m, feature) == wanted]
     features = extract(eval_split.images, feature=wanted)  # once per feature, for all its methods
     fit = {}
     if set(same) & set(FITTED):
-      fit = dict(fit_features=extract(fit_split.images, feature=wanted),
-                 fit_labels=fit_split.labels, **pixels)
+      fit = dict(
+        fit_features=extract(fit_split.images, feature=wanted),
+        fit_labels=fit_split.labels,
+        **pixels,
+      )
     for method in same:
-      curves[method] = estimate_stacked(features, eval_split.labels, dataset.num_classes, method,
-                                        repeats=repeats, subsample=subsample,
-                                        **(fit if method in FITTED else {}), **methods[method])
+      curves[method] = estimate_stacked(
+        features,
+        eval_split.labels,
+        dataset.num_classes,
+        method,
+        repeats=repeats,
+        subsample=subsample,
+        **(fit if method in FITTED else {}),
+        **methods[method],
+      )
   return {method: curves[method] for method in methods}

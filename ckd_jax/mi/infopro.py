@@ -12,6 +12,7 @@ As in `variational`, the X term is relative to a decoder that ignores F (the mea
 so the unknown constant cancels in the normalisation; both terms are evaluated on held-out images
 and every snapshot gets the same initialisation, minibatches and budget. Units: nats per image.
 """
+
 import jax
 import jax.numpy as jnp
 
@@ -37,8 +38,9 @@ def _bce(targets, logits):
   return jnp.mean(jnp.sum(per_pixel, axis=tuple(range(1, per_pixel.ndim))))
 
 
-def spatial_decoder_bound(train_m, train_x, test_m, test_x, key, hidden=64, steps=500,
-                          batch_size=128, learning_rate=1e-3):
+def spatial_decoder_bound(
+  train_m, train_x, test_m, test_x, key, hidden=64, steps=500, batch_size=128, learning_rate=1e-3
+):
   """E[BCE(x, x̄)] − E[BCE(x, σ(g(m)))] on held-out data; maps (N, h, w, c), images (N, H, W, C)."""
   map_shape = train_m.shape[1:3]
   train_p, test_p = image_patches(train_x, map_shape), image_patches(test_x, map_shape)
@@ -48,28 +50,50 @@ def spatial_decoder_bound(train_m, train_x, test_m, test_x, key, hidden=64, step
   prior_logits = jnp.log(prior) - jnp.log1p(-prior)  # (h, w, P): the mean image's logits
   channels, patch = train_m.shape[-1], train_p.shape[-1]
   k1, k2 = jax.random.split(key)
-  params = {'w1': jax.random.normal(k1, (channels, hidden)) * jnp.sqrt(2.0 / channels),
-            'b1': jnp.zeros(hidden),
-            'w2': jax.random.normal(k2, (hidden, patch)) * jnp.sqrt(1.0 / hidden),
-            'b2': prior_logits}
+  params = {
+    'w1': jax.random.normal(k1, (channels, hidden)) * jnp.sqrt(2.0 / channels),
+    'b1': jnp.zeros(hidden),
+    'w2': jax.random.normal(k2, (hidden, patch)) * jnp.sqrt(1.0 / hidden),
+    'b2': prior_logits,
+  }
 
   def loss(params, m, p):
     logits = jax.nn.relu(m @ params['w1'] + params['b1']) @ params['w2'] + params['b2']
     return _bce(p, logits)
 
-  params = fit_adam(lambda q, idx: loss(q, train_m[idx], train_p[idx]), params,
-                jax.random.fold_in(key, 1), train_m.shape[0], steps, batch_size, learning_rate)
+  params = fit_adam(
+    lambda q, idx: loss(q, train_m[idx], train_p[idx]),
+    params,
+    jax.random.fold_in(key, 1),
+    train_m.shape[0],
+    steps,
+    batch_size,
+    learning_rate,
+  )
   baseline = _bce(test_p, jnp.broadcast_to(prior_logits, test_p.shape))
   return baseline - loss(params, test_m, test_p)
 
 
-def infopro_mi(train_m, train_y, test_m, test_y, num_classes, train_x, test_x, *, seed=0,
-               probe=None, decoder=None):
+def infopro_mi(
+  train_m,
+  train_y,
+  test_m,
+  test_y,
+  num_classes,
+  train_x,
+  test_x,
+  *,
+  seed=0,
+  probe=None,
+  decoder=None,
+):
   """{'I_XF', 'I_YF'} for one snapshot's spatial maps; images (N, H, W, C) in [0, 1]."""
   key = jax.random.key(seed)
   pooled = lambda m: m.mean(axis=(1, 2))
-  i_yf = probe_bound(pooled(train_m), train_y, pooled(test_m), test_y, num_classes, key,
-                     **(probe or {}))
-  i_xf = spatial_decoder_bound(train_m, train_x, test_m, test_x, jax.random.fold_in(key, 2),
-                               **(decoder or {}))
+  i_yf = probe_bound(
+    pooled(train_m), train_y, pooled(test_m), test_y, num_classes, key, **(probe or {})
+  )
+  i_xf = spatial_decoder_bound(
+    train_m, train_x, test_m, test_x, jax.random.fold_in(key, 2), **(decoder or {})
+  )
   return {'I_XF': i_xf, 'I_YF': i_yf}

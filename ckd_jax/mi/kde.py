@@ -5,7 +5,8 @@ Gaussian mixture is bounded by H(T) ≤ −(1/N)Σ_i log[(1/N)Σ_j exp(−‖f_i
 since H(T|X) = H(noise):
     I(X;T) = −(1/N) Σ_i log[(1/N) Σ_j k_ij]                  (≤ log N)
     I(Y;T) = (1/N) Σ_i log[(1/N_{y_i}) Σ_{j: y_j = y_i} k_ij] + I(X;T)
-with k_ij = exp(−‖f_i−f_j‖²/(2σ²)). Rows are processed in chunks, so N = 10,000 needs chunk·N floats.
+with k_ij = exp(−‖f_i−f_j‖²/(2σ²)). Rows are processed in chunks, so N = 10,000 needs chunk·N
+floats.
 The diagonal k_ii = 1 is set exactly (the ‖a‖² + ‖b‖² − 2a·b form leaves float error there), so the
 bound log N holds in float32 too. Units: nats.
 
@@ -19,6 +20,7 @@ half a class of neighbours, so a sample's own kernel does not dominate (label-in
 give I(Y;T) ≈ 0), while well-separated classes stay apart (I(Y;T) ≈ ln K); it is invariant to the
 scale of the features and adapts to their dimension. A number gives a fixed, absolute σ².
 """
+
 import math
 
 import jax
@@ -27,8 +29,7 @@ import jax.numpy as jnp
 
 def _squared_distances(rows, row_index, features):
   """‖r − f_j‖² for a chunk of rows (their global indices in `row_index`), diagonal exactly 0."""
-  sq = (jnp.sum(rows**2, -1)[:, None] + jnp.sum(features**2, -1)[None, :]
-        - 2.0 * rows @ features.T)
+  sq = jnp.sum(rows**2, -1)[:, None] + jnp.sum(features**2, -1)[None, :] - 2.0 * rows @ features.T
   self_pair = row_index[:, None] == jnp.arange(features.shape[0])[None, :]
   return jnp.where(self_pair, 0.0, jnp.maximum(sq, 0.0)), self_pair
 
@@ -48,6 +49,7 @@ def _chunked(fn, features, labels, chunk_size):
 def _kth_smallest(sq, k, iterations=30):
   """Per row, the k-th smallest entry of `sq` (≥ 0) by bisection on a threshold: only compares
   and sums, which XLA runs far faster than the sort behind top_k on CPUs."""
+
   def halve(bounds, _):
     low, high = bounds
     mid = 0.5 * (low + high)
@@ -82,7 +84,9 @@ def kde_mi(features, labels, num_classes, noise_variance='auto', chunk_size=1024
     try:
       noise_variance = float(noise_variance)
     except ValueError:
-      raise ValueError(f"noise_variance must be 'auto' or a number, got {noise_variance!r}") from None
+      raise ValueError(
+        f"noise_variance must be 'auto' or a number, got {noise_variance!r}"
+      ) from None
   noise_variance = jnp.asarray(noise_variance, jnp.float32)
   n = features.shape[0]
   class_counts = jnp.bincount(labels, length=num_classes)
@@ -92,9 +96,11 @@ def kde_mi(features, labels, num_classes, noise_variance='auto', chunk_size=1024
     sq, _ = _squared_distances(rows, row_index, features)
     log_k = -sq / (2.0 * noise_variance)
     same = row_labels[:, None] == labels[None, :]
-    return (jax.nn.logsumexp(log_k, axis=1),
-            jax.nn.logsumexp(jnp.where(same, log_k, -jnp.inf), axis=1)
-            - jnp.log(class_counts[row_labels]))
+    return (
+      jax.nn.logsumexp(log_k, axis=1),
+      jax.nn.logsumexp(jnp.where(same, log_k, -jnp.inf), axis=1)
+      - jnp.log(class_counts[row_labels]),
+    )
 
   all_terms, class_terms = _chunked(row_terms, features, labels, chunk_size)
   i_xf = jnp.log(n) - jnp.mean(all_terms)  # a mean of non-negative terms: ≤ log N in floats too

@@ -1,4 +1,5 @@
 """Algorithm 1's choice: normalise I(X;F) and I(Y;F) across snapshots, T* = argmax of their sum."""
+
 import itertools
 
 import numpy as np
@@ -45,8 +46,12 @@ def select_teacher(epochs, i_xf, i_yf, normalization='minmax', weights=(1.0, 1.0
   y_norm = normalize_curve(i_yf, normalization)
   scores = weights[0] * x_norm + weights[1] * y_norm
   best = int(np.argmax(scores))
-  return {'I_XF_normalized': x_norm.tolist(), 'I_YF_normalized': y_norm.tolist(),
-          'score': scores.tolist(), 'chosen_epoch': int(epochs[best])}
+  return {
+    'I_XF_normalized': x_norm.tolist(),
+    'I_YF_normalized': y_norm.tolist(),
+    'score': scores.tolist(),
+    'chosen_epoch': int(epochs[best]),
+  }
 
 
 SATURATION = 0.98  # a curve within 2 % of its ceiling at every snapshot says nothing about them
@@ -68,24 +73,34 @@ def diagnose(epochs, i_xf, i_yf, scores, method, num_samples, h_y):
   """
   warnings = []
   if method in ('kde', 'binning') and np.all(np.asarray(i_xf) >= SATURATION * np.log(num_samples)):
-    warnings.append(f'I(X;F) is saturated: within {100 * (1 - SATURATION):.0f} % of ln N = '
-                    f'{np.log(num_samples):.3f} at every snapshot (every sample is alone in its '
-                    'kernel or bin); the curve carries no information about the snapshots')
+    warnings.append(
+      f'I(X;F) is saturated: within {100 * (1 - SATURATION):.0f} % of ln N = '
+      f'{np.log(num_samples):.3f} at every snapshot (every sample is alone in its '
+      'kernel or bin); the curve carries no information about the snapshots'
+    )
   if np.all(np.asarray(i_yf) >= SATURATION * h_y):
-    warnings.append(f'I(Y;F) is saturated: within {100 * (1 - SATURATION):.0f} % of H(Y) = '
-                    f'{h_y:.3f} at every snapshot; the curve cannot tell the snapshots apart')
+    warnings.append(
+      f'I(Y;F) is saturated: within {100 * (1 - SATURATION):.0f} % of H(Y) = '
+      f'{h_y:.3f} at every snapshot; the curve cannot tell the snapshots apart'
+    )
   scores = np.asarray(scores)
-  tied = [e for e, s in zip(epochs, scores) if s >= scores.max() - 1e-9 * max(1.0, abs(scores.max()))]
+  tied = [
+    e for e, s in zip(epochs, scores) if s >= scores.max() - 1e-9 * max(1.0, abs(scores.max()))
+  ]
   if len(tied) > 1:
-    warnings.append(f'the top score is tied between epochs {tied}; by the tie rule the earliest, '
-                    f'epoch {tied[0]}, is T*, which the estimate does not support over the others')
+    warnings.append(
+      f'the top score is tied between epochs {tied}; by the tie rule the earliest, '
+      f'epoch {tied[0]}, is T*, which the estimate does not support over the others'
+    )
   return warnings
 
 
 def stability(epochs, i_xf_repeats, i_yf_repeats, normalization='minmax', weights=(1.0, 1.0)):
   """T* of every repeat ((R, S) curves): {'chosen_epochs': [...], 'counts': {epoch: n}}."""
-  chosen = [select_teacher(epochs, x, y, normalization, weights)['chosen_epoch']
-            for x, y in zip(i_xf_repeats, i_yf_repeats)]
+  chosen = [
+    select_teacher(epochs, x, y, normalization, weights)['chosen_epoch']
+    for x, y in zip(i_xf_repeats, i_yf_repeats)
+  ]
   return {'chosen_epochs': chosen, 'counts': {e: chosen.count(e) for e in epochs if e in chosen}}
 
 
@@ -95,9 +110,11 @@ def stability_sentence(chosen_epoch, chosen_epochs):
   others = sorted(set(chosen_epochs) - {chosen_epoch})
   if not others:
     return f'epoch {chosen_epoch} chosen in {hits} of {total} repeats: T* is stable'
-  return (f'epoch {chosen_epoch} chosen in {hits} of {total} repeats; the repeats also chose epochs '
-          f'{others}: within the estimator\'s noise, epochs {sorted({chosen_epoch, *others})} are '
-          'indistinguishable')
+  return (
+    f'epoch {chosen_epoch} chosen in {hits} of {total} repeats; the repeats also chose epochs '
+    f"{others}: within the estimator's noise, epochs {sorted({chosen_epoch, *others})} are "
+    'indistinguishable'
+  )
 
 
 CURVES = ('I_XF', 'I_YF', 'score')
@@ -119,13 +136,24 @@ def compare_estimators(results):
   methods = list(results)
   curve = lambda m, key: [s[key] for s in results[m]['snapshots']]
   chosen = {m: results[m]['chosen_epoch'] for m in methods}
-  pairs = [dict(estimators=[a, b], **{key: rank_correlation(curve(a, key), curve(b, key))
-                                      for key in CURVES})
-           for a, b in itertools.combinations(methods, 2)]
+  pairs = [
+    dict(
+      estimators=[a, b], **{key: rank_correlation(curve(a, key), curve(b, key)) for key in CURVES}
+    )
+    for a, b in itertools.combinations(methods, 2)
+  ]
   warnings = []
   if len(set(chosen.values())) > 1:
-    warnings.append('the estimators disagree on T*: ' + ', '.join(
-        f'{m} chose epoch {e}' for m, e in chosen.items()) + f'; T* follows {methods[0]}, the '
-        'first in select.method')
-  return {'decides': methods[0], 'methods': methods, 'chosen_epochs': chosen,
-          'rank_correlation': pairs, 'warnings': warnings}
+    warnings.append(
+      'the estimators disagree on T*: '
+      + ', '.join(f'{m} chose epoch {e}' for m, e in chosen.items())
+      + f'; T* follows {methods[0]}, the '
+      'first in select.method'
+    )
+  return {
+    'decides': methods[0],
+    'methods': methods,
+    'chosen_epochs': chosen,
+    'rank_correlation': pairs,
+    'warnings': warnings,
+  }

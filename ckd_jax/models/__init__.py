@@ -5,6 +5,7 @@ return_features=False)` on NHWC float images; with `return_features=True` it ret
 `(logits, features)`, features being the pooled penultimate vector F that the MI estimators measure;
 with `return_features='spatial'`, `(logits, feature_map)`, the last (N, h, w, c) map before pooling.
 """
+
 import functools
 import re
 
@@ -39,17 +40,32 @@ def _parse_shufflenet(match):
 
 
 _PATTERNS = (
-    (re.compile(r'wrn_(\d+)_(\d+)'), _parse_wrn),
-    (re.compile(r'resnet(\d+)(?:x(\d+))?(_b)?'), _parse_resnet),
-    (re.compile(r'imagenet_resnet(\d+)'), _parse_imagenet_resnet),
-    (re.compile(r'mobilenetv2(?:_(\d{3}))?'), _parse_mobilenet),
-    (re.compile(r'shufflenetv2(?:_(\d{2}))?'), _parse_shufflenet),
+  (re.compile(r'wrn_(\d+)_(\d+)'), _parse_wrn),
+  (re.compile(r'resnet(\d+)(?:x(\d+))?(_b)?'), _parse_resnet),
+  (re.compile(r'imagenet_resnet(\d+)'), _parse_imagenet_resnet),
+  (re.compile(r'mobilenetv2(?:_(\d{3}))?'), _parse_mobilenet),
+  (re.compile(r'shufflenetv2(?:_(\d{2}))?'), _parse_shufflenet),
 )
 
-EXAMPLE_NAMES = ('wrn_40_2', 'wrn_40_1', 'wrn_16_2', 'resnet110', 'resnet32', 'resnet20', 'resnet8',
-                 'resnet32_b', 'resnet8x4', 'resnet32x4', 'mobilenetv2', 'mobilenetv2_075',
-                 'mobilenetv2_050', 'shufflenetv2', 'shufflenetv2_05', 'imagenet_resnet18',
-                 'imagenet_resnet34')
+EXAMPLE_NAMES = (
+  'wrn_40_2',
+  'wrn_40_1',
+  'wrn_16_2',
+  'resnet110',
+  'resnet32',
+  'resnet20',
+  'resnet8',
+  'resnet32_b',
+  'resnet8x4',
+  'resnet32x4',
+  'mobilenetv2',
+  'mobilenetv2_075',
+  'mobilenetv2_050',
+  'shufflenetv2',
+  'shufflenetv2_05',
+  'imagenet_resnet18',
+  'imagenet_resnet34',
+)
 
 
 def get_model(name: str, num_classes: int, axis_name=None, **kwargs):

@@ -3,6 +3,7 @@ pool, four stages of basic blocks (64 to 512 channels) whose first blocks downsa
 1×1 conv + BN projection. Parameter counts equal torchvision's: 11,689,512 and 21,797,672 for 1000
 classes.
 """
+
 from typing import Optional
 
 import flax.linen as nn

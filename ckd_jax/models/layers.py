@@ -1,10 +1,12 @@
 """Torch-compatible building blocks shared by the model zoo.
 
 Why these wrappers: the paper's models are PyTorch models. To reproduce them we need torch's padding
-(symmetric, where flax 'SAME' pads stride-2 convs asymmetrically), torch's BatchNorm (momentum 0.1 ==
+(symmetric, where flax 'SAME' pads stride-2 convs asymmetrically), torch's BatchNorm (momentum 0.1
+==
 flax 0.9, eps 1e-5, the unbiased variance in the running average) and He-normal (fan_out,
 untruncated) conv initialisation.
 """
+
 from typing import Optional
 
 import flax.linen as nn
@@ -20,10 +22,17 @@ def conv(features, kernel=3, stride=1, groups=1, use_bias=False, name=None):
   """A k×k conv with torch's symmetric 'same' padding (k // 2 on every side), differentiated in a
   layout XLA's CPU kernels take (`models.conv`)."""
   pad = kernel // 2
-  return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
-                 padding=((pad, pad), (pad, pad)), feature_group_count=groups,
-                 use_bias=use_bias, kernel_init=he_normal_fan_out,
-                 conv_general_dilated=conv_general_dilated, name=name)
+  return nn.Conv(
+    features,
+    (kernel, kernel),
+    strides=(stride, stride),
+    padding=((pad, pad), (pad, pad)),
+    feature_group_count=groups,
+    use_bias=use_bias,
+    kernel_init=he_normal_fan_out,
+    conv_general_dilated=conv_general_dilated,
+    name=name,
+  )
 
 
 class BatchNorm(nn.Module):
@@ -34,6 +43,7 @@ class BatchNorm(nn.Module):
   either module load into the other. With `axis_name` the statistics are synchronised over a pmap
   axis (n counts the examples of every device).
   """
+
   use_running_average: bool
   momentum: float = 0.9
   epsilon: float = 1e-5
@@ -59,8 +69,9 @@ class BatchNorm(nn.Module):
       mean = moments[0]
       var = jnp.maximum(moments[1] - jnp.square(mean), 0.0)  # E[x²] − E[x]², as flax computes it
       if not self.is_initializing():
-        unbiased = var * (count / max(count - 1, 1) if isinstance(count, int) else
-                          count / jnp.maximum(count - 1, 1))
+        unbiased = var * (
+          count / max(count - 1, 1) if isinstance(count, int) else count / jnp.maximum(count - 1, 1)
+        )
         ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
         ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * unbiased
     y = (x - mean) * (jax.lax.rsqrt(var + self.epsilon) * scale) + bias
@@ -69,8 +80,13 @@ class BatchNorm(nn.Module):
 
 def batch_norm(train, axis_name=None, name=None):
   """BatchNorm with torch's constants; `axis_name` makes it a synchronised BN under pmap."""
-  return BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                   axis_name=axis_name if train else None, name=name)
+  return BatchNorm(
+    use_running_average=not train,
+    momentum=0.9,
+    epsilon=1e-5,
+    axis_name=axis_name if train else None,
+    name=name,
+  )
 
 
 def global_avg_pool(x):
@@ -86,5 +102,3 @@ def classifier_output(feature_map, num_classes, return_features):
   if return_features == 'spatial':
     return logits, feature_map
   return (logits, features) if return_features else logits
-
-

@@ -1,9 +1,11 @@
 """CIFAR ResNet-(6n+2) (He et al. 2016) with both shortcut options that the literature mixes up.
 
 `shortcut='A'` is the authors' (checkpoint-KD) variant: a parameter-free downsampling shortcut
-(every second pixel, channels zero-padded). `shortcut='B'` is RepDistiller's: a 1×1 conv + BN projection.
+(every second pixel, channels zero-padded). `shortcut='B'` is RepDistiller's: a 1×1 conv + BN
+projection.
 The two give different parameter counts (e.g. ResNet-32: 470,004 vs 472,756 for 100 classes).
 """
+
 from typing import Optional
 
 import flax.linen as nn
@@ -25,7 +27,7 @@ class BasicBlock(nn.Module):
     if self.stride == 1 and x.shape[-1] == self.features:
       residual = x
     elif self.shortcut == 'A':
-      residual = x[:, ::self.stride, ::self.stride, :]
+      residual = x[:, :: self.stride, :: self.stride, :]
       extra = self.features - x.shape[-1]
       residual = jnp.pad(residual, ((0, 0), (0, 0), (0, 0), (extra // 2, extra - extra // 2)))
     else:
@@ -56,6 +58,11 @@ class CifarResNet(nn.Module):
     x = nn.relu(batch_norm(train, self.axis_name)(conv(stem, 3)(x)))
     for stage, (width, stride) in enumerate(zip(widths, (1, 2, 2))):
       for i in range(n):
-        x = BasicBlock(width, stride if i == 0 else 1, self.shortcut, self.axis_name,
-                       name=f'stage{stage}_block{i}')(x, train)
+        x = BasicBlock(
+          width,
+          stride if i == 0 else 1,
+          self.shortcut,
+          self.axis_name,
+          name=f'stage{stage}_block{i}',
+        )(x, train)
     return classifier_output(x, self.num_classes, return_features)

@@ -1,8 +1,10 @@
-"""ShuffleNetV2 for 32×32 inputs in the authors' variant (convs with bias, stride-1 stem, no ReLU there).
+"""ShuffleNetV2 for 32×32 inputs in the authors' variant (convs with bias, stride-1 stem, no ReLU
+there).
 
 RepDistiller's ShuffleV2 is a different network (1,355,528 vs 1,360,896 parameters for 100 classes);
 this one is the authors'.
 """
+
 from typing import Optional
 
 import flax.linen as nn
@@ -10,8 +12,12 @@ import jax.numpy as jnp
 
 from ckd_jax.models.layers import batch_norm, classifier_output, conv
 
-STAGE_WIDTHS = {0.5: (48, 96, 192, 1024), 1.0: (116, 232, 464, 1024),
-                1.5: (176, 352, 704, 1024), 2.0: (244, 488, 976, 2048)}
+STAGE_WIDTHS = {
+  0.5: (48, 96, 192, 1024),
+  1.0: (116, 232, 464, 1024),
+  1.5: (176, 352, 704, 1024),
+  2.0: (244, 488, 976, 2048),
+}
 UNITS_PER_STAGE = (4, 8, 4)
 
 
@@ -52,7 +58,9 @@ class ShuffleNetV2(nn.Module):
 
   def __post_init__(self):  # checked when the model is built, not first at init
     if self.ratio not in STAGE_WIDTHS:
-      raise ValueError(f'ShuffleNetV2 ratio must be one of {sorted(STAGE_WIDTHS)}, got {self.ratio}')
+      raise ValueError(
+        f'ShuffleNetV2 ratio must be one of {sorted(STAGE_WIDTHS)}, got {self.ratio}'
+      )
     super().__post_init__()
 
   @nn.compact
@@ -62,6 +70,7 @@ class ShuffleNetV2(nn.Module):
     for stage, (width, units) in enumerate(zip(widths[:3], UNITS_PER_STAGE)):
       for i in range(units):
         x = ShuffleUnit(width, 2 if i == 0 else 1, self.axis_name, name=f'stage{stage}_unit{i}')(
-            x, train)
+          x, train
+        )
     x = nn.relu(batch_norm(train, self.axis_name)(conv(widths[3], 1, use_bias=True)(x)))
     return classifier_output(x, self.num_classes, return_features)

@@ -4,6 +4,7 @@ The frozen teacher snapshots of a choice are restored once as ONE stacked pytree
 student step, a program of its own runs all of them in one compiled loop (`lax.map`) and adds their
 soft targets to the batch; the student step, which takes no teacher, compiles once for all choices.
 """
+
 import dataclasses
 import functools
 import itertools
@@ -18,9 +19,15 @@ from ckd_jax.models import get_model
 from ckd_jax.parallel import DataParallel
 from ckd_jax.stages import console, select, supervised, teacher_choices
 from ckd_jax.stages.supervised import Run, RunSpec
-from ckd_jax.training import (ensemble_predict, make_distillation_loss_and_grads, make_eval_step,
-                              make_evaluator, make_loss_and_grads, make_teacher_forward,
-                              make_teacher_targets)
+from ckd_jax.training import (
+  ensemble_predict,
+  make_distillation_loss_and_grads,
+  make_eval_step,
+  make_evaluator,
+  make_loss_and_grads,
+  make_teacher_forward,
+  make_teacher_targets,
+)
 from ckd_jax.workdir.files import read_json, remove_tree, write_json
 from ckd_jax.workdir.layout import RunFiles, student_run_dir
 
@@ -28,8 +35,9 @@ from ckd_jax.workdir.layout import RunFiles, student_run_dir
 def check_members(choice, members, teacher_arch, num_classes):
   """Refuses, before any training, snapshots that are missing or do not fit the student."""
   for run_dir, epoch in members:
-    SnapshotStore(run_dir).check_fits(epoch, teacher_arch, num_classes,
-                                      f'teacher choice {choice.spec!r}')
+    SnapshotStore(run_dir).check_fits(
+      epoch, teacher_arch, num_classes, f'teacher choice {choice.spec!r}'
+    )
 
 
 class FrozenTeacher:
@@ -45,17 +53,32 @@ class FrozenTeacher:
     # An ensemble, or a snapshot measured on another split (the data config changed since).
     eval_forward = make_teacher_forward(get_model(config.teacher.arch, dataset.num_classes))
     evaluate = make_evaluator(
-        make_eval_step(ensemble_predict(eval_forward, config.distill.ensemble_mode),
-                       parallel.axis_name),
-        dataset.test, config.data.eval_batch_size, dataset.mean, dataset.std, parallel,
-        single_pass=True)
+      make_eval_step(
+        ensemble_predict(eval_forward, config.distill.ensemble_mode), parallel.axis_name
+      ),
+      dataset.test,
+      config.data.eval_batch_size,
+      dataset.mean,
+      dataset.std,
+      parallel,
+      single_pass=True,
+    )
     self.test_accuracy = evaluate(self.variables)['test_accuracy']
 
   def info(self, choice):
-    return {'teacher_choice': choice.spec, 'teacher_test_accuracy': self.test_accuracy,
-            'teacher_members': [{'seed': m['seed'], 'epoch': m['epoch'],
-                                 'test_accuracy': m['test_accuracy'], 'digest': m['digest']}
-                                for m in self.metadata]}
+    return {
+      'teacher_choice': choice.spec,
+      'teacher_test_accuracy': self.test_accuracy,
+      'teacher_members': [
+        {
+          'seed': m['seed'],
+          'epoch': m['epoch'],
+          'test_accuracy': m['test_accuracy'],
+          'digest': m['digest'],
+        }
+        for m in self.metadata
+      ],
+    }
 
 
 class StudentSteps:
@@ -65,22 +88,33 @@ class StudentSteps:
 
   def __init__(self, config, dataset):
     dc = config.distill
-    kd_until_step = (dc.kd_until_epoch * steps_per_epoch(len(dataset.train), dc.batch_size)
-                     if dc.kd_until_epoch else None)
-    self.cross_entropy = functools.partial(make_loss_and_grads, label_smoothing=dc.label_smoothing,
-                                           compute_dtype=config.dtype)
+    kd_until_step = (
+      dc.kd_until_epoch * steps_per_epoch(len(dataset.train), dc.batch_size)
+      if dc.kd_until_epoch
+      else None
+    )
+    self.cross_entropy = functools.partial(
+      make_loss_and_grads, label_smoothing=dc.label_smoothing, compute_dtype=config.dtype
+    )
     self.distillation = functools.partial(
-        make_distillation_loss_and_grads, alpha=dc.alpha, temperature=dc.temperature,
-        kd_until_step=kd_until_step, compute_dtype=config.dtype)
-    teacher_forward = make_teacher_forward(get_model(config.teacher.arch, dataset.num_classes),
-                                           dc.teacher_train_mode_batch_norm)
-    self.teacher_targets = make_teacher_targets(teacher_forward, dc.temperature, dc.ensemble_mode,
-                                                config.dtype)
+      make_distillation_loss_and_grads,
+      alpha=dc.alpha,
+      temperature=dc.temperature,
+      kd_until_step=kd_until_step,
+      compute_dtype=config.dtype,
+    )
+    teacher_forward = make_teacher_forward(
+      get_model(config.teacher.arch, dataset.num_classes), dc.teacher_train_mode_batch_norm
+    )
+    self.teacher_targets = make_teacher_targets(
+      teacher_forward, dc.temperature, dc.ensemble_mode, config.dtype
+    )
 
 
 @dataclasses.dataclass(frozen=True)
 class StudentRun:
   """One student to train: its teacher choice, the restored teacher (None: no teacher), its seed."""
+
   choice: teacher_choices.TeacherChoice
   teacher: Optional[FrozenTeacher]
   seed: int
@@ -93,12 +127,20 @@ def train_students(config, dataset, runs, parallel, steps):
   dc = config.distill
   spec = RunSpec.from_config(config, dc, dc.student)
   for has_teacher, block in itertools.groupby(runs, lambda run: run.teacher is not None):
-    block = [Run(run.seed, run.run_dir, f'{dc.student} from {run.choice.spec} seed {run.seed}',
-                 constants=(run.teacher.variables,) if has_teacher else (),
-                 final_info={**(run.teacher.info(run.choice) if has_teacher else
-                                {'teacher_choice': run.choice.spec}),
-                             'student': dc.student, 'seed': run.seed})
-             for run in block]
+    block = [
+      Run(
+        run.seed,
+        run.run_dir,
+        f'{dc.student} from {run.choice.spec} seed {run.seed}',
+        constants=(run.teacher.variables,) if has_teacher else (),
+        final_info={
+          **(run.teacher.info(run.choice) if has_teacher else {'teacher_choice': run.choice.spec}),
+          'student': dc.student,
+          'seed': run.seed,
+        },
+      )
+      for run in block
+    ]
     if has_teacher:
       supervised.train(spec, dataset, block, parallel, steps.distillation, steps.teacher_targets)
     else:
@@ -112,8 +154,7 @@ def copy_student(source_dir, target_dir, choice_spec):
   remove_tree(target.dir)
   shutil.copytree(source.dir, target.dir, ignore=shutil.ignore_patterns('resume', 'final.json*'))
   final = read_json(source.final)
-  write_json(target.final, {**final, 'teacher_choice': choice_spec,
-                            'copied_from': str(source.dir)})
+  write_json(target.final, {**final, 'teacher_choice': choice_spec, 'copied_from': str(source.dir)})
   print(f'student {target.dir}: the same snapshots and seed as {source.dir}, copied')
 
 
@@ -164,14 +205,18 @@ def run(config, workdir):
   runs = []
   for choice, members, pending in plan:
     teacher = FrozenTeacher(config, dataset, members, parallel) if members and pending else None
-    runs += [StudentRun(choice, teacher, seed,
-                        student_run_dir(workdir, dc.student, choice.slug, seed))
-             for seed in pending]
+    runs += [
+      StudentRun(choice, teacher, seed, student_run_dir(workdir, dc.student, choice.slug, seed))
+      for seed in pending
+    ]
   if runs:
     train_students(config, dataset, runs, parallel, StudentSteps(config, dataset))
   if is_primary():
     for source, target, seed in copies:
-      copy_student(student_run_dir(workdir, dc.student, source.slug, seed),
-                   student_run_dir(workdir, dc.student, target.slug, seed), target.spec)
+      copy_student(
+        student_run_dir(workdir, dc.student, source.slug, seed),
+        student_run_dir(workdir, dc.student, target.slug, seed),
+        target.spec,
+      )
   if is_primary():  # (it reads the students' final.json, which process 0 writes)
     print(console.students_table(workdir))

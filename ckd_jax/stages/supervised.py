@@ -3,6 +3,7 @@
 A run is: a model from the zoo, the optimizer and schedule of its recipe, on-device batches, a step
 built from a `loss_and_grads` factory (cross-entropy or KD), and an evaluator on the test split.
 """
+
 import dataclasses
 import functools
 import json
@@ -17,15 +18,25 @@ from ckd_jax import training
 from ckd_jax.checkpoints import ResumeStore
 from ckd_jax.data import make_train_batches, steps_per_epoch
 from ckd_jax.models import get_model
-from ckd_jax.training import (LoopOptions, LoopRun, Step, create_train_state, make_eval_step,
-                              make_evaluator, make_optimizer, make_schedule, make_train_step,
-                              model_predict)
+from ckd_jax.training import (
+  LoopOptions,
+  LoopRun,
+  Step,
+  create_train_state,
+  make_eval_step,
+  make_evaluator,
+  make_optimizer,
+  make_schedule,
+  make_train_step,
+  model_predict,
+)
 
 
 @dataclasses.dataclass(frozen=True)
 class RunSpec:
   """What the runs of one stage share, from the config: the model, its recipe, the data handling
   and the display. Runs trained with one spec differ only in their `Run` records."""
+
   arch: str
   epochs: int
   batch_size: int
@@ -45,20 +56,30 @@ class RunSpec:
   @classmethod
   def from_config(cls, config, recipe, arch, snapshot_epochs=()):
     """`recipe` is the config section with epochs, batch_size, optimizer (teacher or distill)."""
-    return cls(arch=arch, epochs=recipe.epochs, batch_size=recipe.batch_size,
-               optimizer=recipe.optimizer, checkpoint_every_steps=recipe.checkpoint_every_steps,
-               steps_per_call=config.steps_per_call,
-               crop_padding=config.data.crop_padding, flip=config.data.flip,
-               eval_batch_size=config.data.eval_batch_size,
-               sync_batch_norm=config.sync_batch_norm, progress=config.progress,
-               tensorboard=config.tensorboard, vectorize=recipe.vectorize,
-               max_runs=config.vectorize_max_runs, snapshot_epochs=tuple(snapshot_epochs))
+    return cls(
+      arch=arch,
+      epochs=recipe.epochs,
+      batch_size=recipe.batch_size,
+      optimizer=recipe.optimizer,
+      checkpoint_every_steps=recipe.checkpoint_every_steps,
+      steps_per_call=config.steps_per_call,
+      crop_padding=config.data.crop_padding,
+      flip=config.data.flip,
+      eval_batch_size=config.data.eval_batch_size,
+      sync_batch_norm=config.sync_batch_norm,
+      progress=config.progress,
+      tensorboard=config.tensorboard,
+      vectorize=recipe.vectorize,
+      max_runs=config.vectorize_max_runs,
+      snapshot_epochs=tuple(snapshot_epochs),
+    )
 
 
 @dataclasses.dataclass(frozen=True)
 class Run:
   """One run of a stage: its seed, directory and display name, the constants its step's `prepare`
   takes (a student's teachers' variables), and what its files record besides the metrics."""
+
   seed: int
   run_dir: pathlib.Path
   description: str
@@ -85,39 +106,61 @@ def train(spec, dataset, runs, parallel, loss_and_grads_factory, prepare=None):
   model = get_model(spec.arch, dataset.num_classes, axis_name=bn_axis)
   per_epoch = steps_per_epoch(len(dataset.train), spec.batch_size)
   tx = _optimizer(spec.optimizer.to_json(), per_epoch, spec.epochs)
-  step = Step(update=_train_step(loss_and_grads_factory, model, parallel.axis_name),
-              prepare=prepare)
-  eval_step = make_eval_step(model_predict(get_model(spec.arch, dataset.num_classes)),
-                             parallel.axis_name)
-  evaluate = make_evaluator(eval_step, dataset.test, spec.eval_batch_size, dataset.mean,
-                            dataset.std, parallel)
+  step = Step(
+    update=_train_step(loss_and_grads_factory, model, parallel.axis_name), prepare=prepare
+  )
+  eval_step = make_eval_step(
+    model_predict(get_model(spec.arch, dataset.num_classes)), parallel.axis_name
+  )
+  evaluate = make_evaluator(
+    eval_step, dataset.test, spec.eval_batch_size, dataset.mean, dataset.std, parallel
+  )
   learning_rate_fn = make_schedule(spec.optimizer, per_epoch, spec.epochs)
   results, pending = {}, _groups(runs, spec.vectorize, spec.max_runs)
   while pending:
     group = pending.pop(0)
-    options = LoopOptions(num_epochs=spec.epochs, snapshot_epochs=spec.snapshot_epochs,
-                          checkpoint_every_steps=spec.checkpoint_every_steps,
-                          steps_per_call=spec.steps_per_call,
-                          progress=spec.progress, tensorboard=spec.tensorboard,
-                          description=group[0].description if len(group) == 1 else
-                          f'{len(group)} runs of {spec.arch} (vectorised)')
-    loop_runs = [LoopRun(run_dir=run.run_dir,
-                         state=create_train_state(model, tx, dataset.image_shape, run.seed),
-                         batches=make_train_batches(
-                             dataset.train, spec.batch_size, dataset.mean, dataset.std,
-                             spec.crop_padding, spec.flip, run.seed,
-                             rows=parallel.process_rows(spec.batch_size)),
-                         constants=run.constants, description=run.description,
-                         snapshot_metadata=run.snapshot_metadata, final_info=run.final_info)
-                 for run in group]
+    options = LoopOptions(
+      num_epochs=spec.epochs,
+      snapshot_epochs=spec.snapshot_epochs,
+      checkpoint_every_steps=spec.checkpoint_every_steps,
+      steps_per_call=spec.steps_per_call,
+      progress=spec.progress,
+      tensorboard=spec.tensorboard,
+      description=group[0].description
+      if len(group) == 1
+      else f'{len(group)} runs of {spec.arch} (vectorised)',
+    )
+    loop_runs = [
+      LoopRun(
+        run_dir=run.run_dir,
+        state=create_train_state(model, tx, dataset.image_shape, run.seed),
+        batches=make_train_batches(
+          dataset.train,
+          spec.batch_size,
+          dataset.mean,
+          dataset.std,
+          spec.crop_padding,
+          spec.flip,
+          run.seed,
+          rows=parallel.process_rows(spec.batch_size),
+        ),
+        constants=run.constants,
+        description=run.description,
+        snapshot_metadata=run.snapshot_metadata,
+        final_info=run.final_info,
+      )
+      for run in group
+    ]
     try:
       done = training.train(loop_runs, step, evaluate, parallel, options, learning_rate_fn)
     except jax.errors.JaxRuntimeError as e:
       if len(group) < 2 or 'RESOURCE_EXHAUSTED' not in str(e):
         raise
       half = (len(group) + 1) // 2
-      print(f'{len(group)} stacked runs do not fit in the device memory: training them as '
-            f'{half} and {len(group) - half} (vectorize_max_runs={half} starts there)')
+      print(
+        f'{len(group)} stacked runs do not fit in the device memory: training them as '
+        f'{half} and {len(group) - half} (vectorize_max_runs={half} starts there)'
+      )
       pending[:0] = [group[:half], group[half:]]
       continue
     results.update((run.run_dir, result) for run, result in zip(group, done))
@@ -133,19 +176,23 @@ def _groups(runs, vectorize, max_runs):
     return [[run] for run in runs]
   stackable = {}
   for run in runs:
-    key = (ResumeStore(run.run_dir).latest_step(), jax.tree.structure(run.constants),
-           tuple(np.shape(x) for x in jax.tree.leaves(run.constants)))
+    key = (
+      ResumeStore(run.run_dir).latest_step(),
+      jax.tree.structure(run.constants),
+      tuple(np.shape(x) for x in jax.tree.leaves(run.constants)),
+    )
     stackable.setdefault(key, []).append(run)
   size = max_runs or len(runs)
-  return [same[i:i + size] for same in stackable.values() for i in range(0, len(same), size)]
+  return [same[i : i + size] for same in stackable.values() for i in range(0, len(same), size)]
 
 
 @functools.lru_cache(maxsize=8)
 def _optimizer(optimizer_json, steps_per_epoch, epochs):
   """One optimizer object per recipe in a process: it is a static field of the TrainState, so a new
   one would make the shared step trace again (and its state's initialisation compile again)."""
-  return make_optimizer(ml_collections.ConfigDict(json.loads(optimizer_json)), steps_per_epoch,
-                        epochs)
+  return make_optimizer(
+    ml_collections.ConfigDict(json.loads(optimizer_json)), steps_per_epoch, epochs
+  )
 
 
 @functools.lru_cache(maxsize=8)

@@ -3,6 +3,7 @@
 `teacher.num_seeds` teachers (seeds config.seed + k) give the full ensemble; the snapshots of one
 run give the snapshot ensemble and the candidates of the select stage.
 """
+
 import functools
 
 from absl import logging
@@ -37,8 +38,10 @@ def run(config, workdir):
       if not missing:
         logging.info('teacher %s is done; skipping', run_dir)
         continue
-      print(f'teacher {run_dir}: the snapshots of epochs {missing} are missing; training it again '
-            'from scratch to recreate them')
+      print(
+        f'teacher {run_dir}: the snapshots of epochs {missing} are missing; training it again '
+        'from scratch to recreate them'
+      )
       remove_file(files.final)
     pending.append((seed, run_dir))
   if not pending:
@@ -46,14 +49,28 @@ def run(config, workdir):
   dataset = load_dataset(config.data)
   tc = config.teacher
   test_split = dataset.test.fingerprint()  # the split that the snapshots' accuracy is on
-  runs = [Run(seed, run_dir, f'teacher {tc.arch} seed {seed}', snapshot_metadata={
-      'arch': tc.arch, 'num_classes': dataset.num_classes, 'seed': seed, 'dataset': dataset.name,
-      'image_shape': list(dataset.image_shape), 'test_split': test_split})
-          for seed, run_dir in pending]
+  runs = [
+    Run(
+      seed,
+      run_dir,
+      f'teacher {tc.arch} seed {seed}',
+      snapshot_metadata={
+        'arch': tc.arch,
+        'num_classes': dataset.num_classes,
+        'seed': seed,
+        'dataset': dataset.name,
+        'image_shape': list(dataset.image_shape),
+        'test_split': test_split,
+      },
+    )
+    for seed, run_dir in pending
+  ]
   spec = RunSpec.from_config(config, tc, tc.arch, snapshot_epochs=tc.snapshot_epochs)
-  loss_and_grads = functools.partial(make_loss_and_grads, label_smoothing=tc.label_smoothing,
-                                     compute_dtype=config.dtype)
-  for run, (_, final) in zip(runs, supervised.train(spec, dataset, runs, parallel,
-                                                      loss_and_grads)):
-    print(f'teacher {run.run_dir}: last test accuracy {final["last_test_accuracy"]:.4f} '
-          f'(best {final["best_test_accuracy"]:.4f} at epoch {final["best_epoch"]})')
+  loss_and_grads = functools.partial(
+    make_loss_and_grads, label_smoothing=tc.label_smoothing, compute_dtype=config.dtype
+  )
+  for run, (_, final) in zip(runs, supervised.train(spec, dataset, runs, parallel, loss_and_grads)):
+    print(
+      f'teacher {run.run_dir}: last test accuracy {final["last_test_accuracy"]:.4f} '
+      f'(best {final["best_test_accuracy"]:.4f} at epoch {final["best_epoch"]})'
+    )

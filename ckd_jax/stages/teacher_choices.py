@@ -1,12 +1,13 @@
 """Teacher choices of the distill stage, parsed from strings in `config.distill.teachers`.
 
-    'none'                         no teacher: the cross-entropy "student alone" baseline
-    'epoch:E'                      the snapshot at epoch E of teacher seed 0 (T0.3 = 'epoch:60', …)
-    'final'                        the last snapshot of teacher seed 0 (T_full)
-    'snapshot_ensemble:E1,E2,…'    an ensemble of snapshots of teacher seed 0
-    'full_ensemble:M'              an ensemble of the final snapshots of teacher seeds 0..M-1
-    'selected'                     T*, the snapshot of teacher seed 0 chosen by the select stage
+'none'                         no teacher: the cross-entropy "student alone" baseline
+'epoch:E'                      the snapshot at epoch E of teacher seed 0 (T0.3 = 'epoch:60', …)
+'final'                        the last snapshot of teacher seed 0 (T_full)
+'snapshot_ensemble:E1,E2,…'    an ensemble of snapshots of teacher seed 0
+'full_ensemble:M'              an ensemble of the final snapshots of teacher seeds 0..M-1
+'selected'                     T*, the snapshot of teacher seed 0 chosen by the select stage
 """
+
 import dataclasses
 import re
 
@@ -58,27 +59,35 @@ def parse(spec, teacher_config):
     if size < 1:
       raise ValueError(f'teacher choice {spec!r}: an ensemble needs at least one teacher')
     if size > teacher_config.num_seeds:
-      raise ValueError(f'teacher choice {spec!r} needs {size} teacher seeds but '
-                       f'teacher.num_seeds = {teacher_config.num_seeds}')
+      raise ValueError(
+        f'teacher choice {spec!r} needs {size} teacher seeds but '
+        f'teacher.num_seeds = {teacher_config.num_seeds}'
+      )
     members = tuple((k, teacher_config.epochs) for k in range(size))
   elif kind == 'selected' and not arg:
     members = ()  # known once the select stage has written selection/mi.json
   else:
-    raise ValueError(f'bad teacher choice {spec!r}; forms: none, final, epoch:E, '
-                     'snapshot_ensemble:E1,E2,…, full_ensemble:M, selected')
+    raise ValueError(
+      f'bad teacher choice {spec!r}; forms: none, final, epoch:E, '
+      'snapshot_ensemble:E1,E2,…, full_ensemble:M, selected'
+    )
   if kind == 'snapshot_ensemble' and not members:
     raise ValueError(f'teacher choice {spec!r}: an ensemble needs at least one teacher')
   for _, epoch in members:
     if epoch not in snapshot_epochs:
-      raise ValueError(f'teacher choice {spec!r}: no snapshot is kept at epoch {epoch} '
-                       f'(teacher.snapshot_epochs = {snapshot_epochs})')
+      raise ValueError(
+        f'teacher choice {spec!r}: no snapshot is kept at epoch {epoch} '
+        f'(teacher.snapshot_epochs = {snapshot_epochs})'
+      )
   return TeacherChoice(spec, kind, members)
 
 
 def parse_all(specs, teacher_config):
   if isinstance(specs, str) or not specs:
-    raise ValueError('config.distill.teachers must be a non-empty tuple of strings, e.g. '
-                     "('epoch:60', 'final', 'none')")
+    raise ValueError(
+      'config.distill.teachers must be a non-empty tuple of strings, e.g. '
+      "('epoch:60', 'final', 'none')"
+    )
   choices = [parse(s, teacher_config) for s in specs]
   slugs = [c.slug for c in choices]
   if len(set(slugs)) != len(slugs):
@@ -91,13 +100,15 @@ def read_chosen_epoch(workdir):
   path = selection_path(workdir)
   if not path.exists():
     raise ValueError(f"teacher choice 'selected' needs {path}: run the select stage first")
-  return read_json(path, 'rerun the select stage (add it to --config.stages), which recomputes '
-                         'it')['chosen_epoch']
+  return read_json(path, 'rerun the select stage (add it to --config.stages), which recomputes it')[
+    'chosen_epoch'
+  ]
 
 
 def member_paths(choice, workdir, teacher_config, base_seed):
   """[(teacher run_dir, epoch)] of the snapshots that make up this choice (T* for 'selected',
   which raises if the select stage has not run)."""
   members = ((0, read_chosen_epoch(workdir)),) if choice.kind == 'selected' else choice.members
-  return [(teacher_run_dir(workdir, teacher_config.arch, base_seed + k), epoch)
-          for k, epoch in members]
+  return [
+    (teacher_run_dir(workdir, teacher_config.arch, base_seed + k), epoch) for k, epoch in members
+  ]

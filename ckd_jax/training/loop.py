@@ -4,6 +4,7 @@ It knows nothing of models, losses or KD: the same loop trains teachers and stud
 A kill at any point loses at most `checkpoint_every_steps` steps; rerunning resumes from the rolling
 checkpoint and, since the data stream is a function of the step, ends with the same parameters.
 """
+
 import contextlib
 import dataclasses
 import functools
@@ -69,13 +70,16 @@ class _StopAtStepBoundary:
 @dataclasses.dataclass(frozen=True)
 class LoopOptions:
   """What the loop needs to know besides the step: length, files kept, and what is shown."""
+
   num_epochs: int
   snapshot_epochs: tuple = ()
   # The rolling resume checkpoint: every N steps, or 0: at every epoch end (and on Ctrl-C / SIGTERM
   # either way). Only one of the two: an Orbax save has a fixed cost even for a small model, a
   # large part of a short epoch.
   checkpoint_every_steps: int = 0
-  steps_per_call: int = 1  # K > 1: K steps per device call, one lax.scan (see `_Lockstep.block_end`)
+  steps_per_call: int = (
+    1  # K > 1: K steps per device call, one lax.scan (see `_Lockstep.block_end`)
+  )
   progress: bool = True
   tensorboard: bool = False
   description: str = 'train'
@@ -91,8 +95,9 @@ def make_evaluator(eval_step, split, batch_size, mean, std, parallel, single_pas
   compiles without XLA's backend optimisations: compiling faster pays for one slower pass, not for
   a per-epoch evaluator's many.
   """
-  compiled = parallel.compile(eval_step, compiler_options=(
-      {'xla_backend_optimization_level': 0} if single_pass else None))
+  compiled = parallel.compile(
+    eval_step, compiler_options=({'xla_backend_optimization_level': 0} if single_pass else None)
+  )
   batch_size = -(-batch_size // parallel.num_devices) * parallel.num_devices
 
   def evaluate(variables, replicated=False):
@@ -102,8 +107,11 @@ def make_evaluator(eval_step, split, batch_size, mean, std, parallel, single_pas
     for batch in eval_batches(split, batch_size, mean, std, parallel.process_rows(batch_size)):
       total = _add(total, compiled(variables, parallel.shard(batch)))
     total = parallel.unreplicate(total)
-    return {'test_loss': float(total['loss'] / total['count']),
-            'test_accuracy': float(total['correct'] / total['count'])}
+    return {
+      'test_loss': float(total['loss'] / total['count']),
+      'test_accuracy': float(total['correct'] / total['count']),
+    }
+
   return evaluate
 
 
@@ -150,6 +158,7 @@ class Step:
   (KD: the frozen teachers add their soft targets), so that one compiled `update` serves whatever
   prepares its batches. The loop compiles both for one step and for K, mapped over stacked runs.
   """
+
   update: Callable
   prepare: Optional[Callable] = None
 
@@ -158,6 +167,7 @@ class Step:
 class LoopRun:
   """One run for the loop: where its files go, its initial state and batches, the constants its
   step's `prepare` takes (e.g. its teachers' variables), and what its files record."""
+
   run_dir: pathlib.Path
   state: Any
   batches: Any
@@ -187,9 +197,14 @@ def train(runs, step, evaluate, parallel, options, learning_rate_fn=None):
   if step.prepare is not None:
     prepare_one, prepare_block = _compiled_prepare(step.prepare, parallel, lockstep.stacked)
     constants = parallel.replicate(lockstep.stack([run.constants for run in runs]))
-  bar = tqdm(total=total_steps, initial=start_step,
-             disable=not (options.progress and is_primary()), desc=options.description,
-             unit='step', dynamic_ncols=True)
+  bar = tqdm(
+    total=total_steps,
+    initial=start_step,
+    disable=not (options.progress and is_primary()),
+    desc=options.description,
+    unit='step',
+    dynamic_ncols=True,
+  )
   try:
     with _StopAtStepBoundary() as stop:
       step_done = start_step
@@ -213,9 +228,12 @@ def train(runs, step, evaluate, parallel, options, learning_rate_fn=None):
         epoch_end = step_done % steps_per_epoch == 0
         if epoch_end:
           record = lockstep.end_epoch(step_done, meter, evaluate, learning_rate_fn)[0]
-          bar.set_postfix(epoch=record['epoch'], loss=f"{record['train_loss']:.3f}",
-                          test_acc=f"{record['test_accuracy']:.4f}",
-                          img_s=f"{record['img_per_sec']:.0f}")
+          bar.set_postfix(
+            epoch=record['epoch'],
+            loss=f'{record["train_loss"]:.3f}',
+            test_acc=f'{record["test_accuracy"]:.4f}',
+            img_s=f'{record["img_per_sec"]:.0f}',
+          )
           meter = _EpochMeter()
         every = options.checkpoint_every_steps
         if step_done < total_steps and (step_done % every == 0 if every else epoch_end):
@@ -246,8 +264,10 @@ class _RunOutputs:
 
   def open_writer(self):
     tensorboard = self.options.tensorboard and is_primary()
-    self.writer = MultiWriter([self.metrics_log, LoggingWriter(self.description)] + (
-        [TensorBoardWriter(self.files.tensorboard)] if tensorboard else []))
+    self.writer = MultiWriter(
+      [self.metrics_log, LoggingWriter(self.description)]
+      + ([TensorBoardWriter(self.files.tensorboard)] if tensorboard else [])
+    )
 
   def resume(self, state, steps_per_epoch):
     """The state and the partial epoch (sums, seconds) to continue from; forgets what followed the
@@ -258,7 +278,7 @@ class _RunOutputs:
       logging.info('%s: resuming from step %d', self.description, int(state.step))
     epochs_done = int(state.step) // steps_per_epoch
     self.metrics_log.truncate_after(epochs_done)
-    for epoch in (self.snapshots.epochs() if self.snapshots else []):
+    for epoch in self.snapshots.epochs() if self.snapshots else []:
       if epoch > epochs_done:
         self.snapshots.delete(epoch)
     extra = extra or {}
@@ -266,30 +286,50 @@ class _RunOutputs:
 
   def check_finite(self, state, sums, step):
     """Raises DivergenceError, before anything of this state is saved, if it is not finite."""
-    bad = [name for name, ok in (('loss', sums is None or np.isfinite(sums['loss'])),
-                                 ('parameters', _all_finite(state.variables))) if not ok]
+    bad = [
+      name
+      for name, ok in (
+        ('loss', sums is None or np.isfinite(sums['loss'])),
+        ('parameters', _all_finite(state.variables)),
+      )
+      if not ok
+    ]
     if bad:
       last = self.resume_store.latest_step()
-      kept = f'the last good checkpoint (step {last}) is kept' if last is not None else (
-          'no checkpoint was saved before')
+      kept = (
+        f'the last good checkpoint (step {last}) is kept'
+        if last is not None
+        else ('no checkpoint was saved before')
+      )
       raise DivergenceError(
-          f'{self.description} diverged: non-finite {" and ".join(bad)} by step {step}; '
-          f'{kept} and no later snapshot is written. Lower the learning rate (in a new --workdir, '
-          'or with --allow_config_change to continue this one).')
+        f'{self.description} diverged: non-finite {" and ".join(bad)} by step {step}; '
+        f'{kept} and no later snapshot is written. Lower the learning rate (in a new --workdir, '
+        'or with --allow_config_change to continue this one).'
+      )
 
   def checkpoint(self, state, sums, seconds):
     """The resume checkpoint (after `check_finite`: the loop checks every run before any saves)."""
-    self.resume_store.save(state, {
+    self.resume_store.save(
+      state,
+      {
         'epoch_sums': None if sums is None else {k: float(v) for k, v in sums.items()},
-        'epoch_time': seconds})
+        'epoch_time': seconds,
+      },
+    )
 
   def end_epoch(self, record, state):
     """Writes the epoch's record, and its snapshot if one is kept."""
     epoch = record['epoch']
     if epoch in self.options.snapshot_epochs:
-      self.snapshots.save(epoch, state.variables, {**self.snapshot_metadata,
-                                                   'test_accuracy': record['test_accuracy'],
-                                                   'test_loss': record['test_loss']})
+      self.snapshots.save(
+        epoch,
+        state.variables,
+        {
+          **self.snapshot_metadata,
+          'test_accuracy': record['test_accuracy'],
+          'test_loss': record['test_loss'],
+        },
+      )
     self.writer.write(record)
 
   def finish(self, state):
@@ -323,12 +363,18 @@ class _Lockstep:
 
   def stack(self, trees):
     """One tree (S = 1) or the trees stacked on a new leading run axis."""
-    return jax.tree.map(lambda *x: np.stack([np.asarray(v) for v in x]), *trees) if (
-        self.stacked) else trees[0]
+    return (
+      jax.tree.map(lambda *x: np.stack([np.asarray(v) for v in x]), *trees)
+      if (self.stacked)
+      else trees[0]
+    )
 
   def _unstack(self, tree):
-    return [jax.tree.map(lambda x: x[i], tree) for i in range(len(self.outputs))] if (
-        self.stacked) else [tree]
+    return (
+      [jax.tree.map(lambda x: x[i], tree) for i in range(len(self.outputs))]
+      if (self.stacked)
+      else [tree]
+    )
 
   def data(self, get):
     """`get(batches)` of every run: one batch (S = 1), or the runs' batches stacked."""
@@ -345,8 +391,11 @@ class _Lockstep:
     shorter than K is one step, so that only two programs compile (K steps and one), not one per
     remainder length. The cuts depend on the step alone, so a run resumed at any checkpoint calls
     exactly the blocks an uninterrupted run calls."""
-    steps_per_epoch, k, every = self.batches[0].steps_per_epoch, self.options.steps_per_call, (
-        self.options.checkpoint_every_steps)
+    steps_per_epoch, k, every = (
+      self.batches[0].steps_per_epoch,
+      self.options.steps_per_call,
+      (self.options.checkpoint_every_steps),
+    )
     in_epoch = step % steps_per_epoch
     ends = [step - in_epoch + steps_per_epoch, step - in_epoch + (in_epoch // k + 1) * k]
     if every:
@@ -357,13 +406,20 @@ class _Lockstep:
   def resume(self):
     """Places every run's state to continue from (all at the same step) on the devices and opens
     the runs' writers; returns (that step, the running epoch's meter)."""
-    resumed = [output.resume(state, self.steps_per_epoch)
-               for output, state in zip(self.outputs, self.initial_states)]
+    resumed = [
+      output.resume(state, self.steps_per_epoch)
+      for output, state in zip(self.outputs, self.initial_states)
+    ]
     if len({int(state.step) for state, _, _ in resumed}) != 1:
       raise RuntimeError('runs trained together resumed at different steps')
     partial = [sums for _, sums, _ in resumed]  # metrics of this epoch's steps before the kill
-    sums = None if partial[0] is None else self.parallel.replicate(self.stack(
-        [{k: np.float32(v) for k, v in p.items()} for p in partial]))
+    sums = (
+      None
+      if partial[0] is None
+      else self.parallel.replicate(
+        self.stack([{k: np.float32(v) for k, v in p.items()} for p in partial])
+      )
+    )
     self.replicated = self.parallel.replicate(self.stack([state for state, _, _ in resumed]))
     for output in self.outputs:
       output.open_writer()
@@ -386,14 +442,21 @@ class _Lockstep:
       output.check_finite(state, run_sums, steps_done)
     records = []
     for output, state, run_sums in zip(self.outputs, states, sums):
-      test = (evaluate(self.replicated.variables, replicated=True) if not self.stacked else
-              evaluate(state.variables))
-      record = {'epoch': steps_done // steps_per_epoch, 'step': steps_done,
-                'train_loss': float(run_sums['loss']) / steps_per_epoch,
-                'train_accuracy': float(run_sums['accuracy']) / steps_per_epoch,
-                # this run's images
-                'img_per_sec': steps_per_epoch * batch_size / max(seconds, 1e-9),
-                'epoch_time_s': seconds, **test}
+      test = (
+        evaluate(self.replicated.variables, replicated=True)
+        if not self.stacked
+        else evaluate(state.variables)
+      )
+      record = {
+        'epoch': steps_done // steps_per_epoch,
+        'step': steps_done,
+        'train_loss': float(run_sums['loss']) / steps_per_epoch,
+        'train_accuracy': float(run_sums['accuracy']) / steps_per_epoch,
+        # this run's images
+        'img_per_sec': steps_per_epoch * batch_size / max(seconds, 1e-9),
+        'epoch_time_s': seconds,
+        **test,
+      }
       if learning_rate_fn is not None:
         record['learning_rate'] = float(learning_rate_fn(steps_done - 1))  # the epoch's last step
       output.end_epoch(record, state)
@@ -418,16 +481,20 @@ def _compiled_update(train_step, parallel, stacked):
   one_step, multi_step = train_step, make_multi_step(train_step)
   if stacked:
     one_step, multi_step = over_runs(one_step), over_runs(multi_step)
-  return (parallel.compile(one_step, donate_state=True),
-          parallel.compile(multi_step, donate_state=True))
+  return (
+    parallel.compile(one_step, donate_state=True),
+    parallel.compile(multi_step, donate_state=True),
+  )
 
 
 @functools.lru_cache(maxsize=8)
 def _compiled_prepare(prepare, parallel, stacked):
   """The programs of `prepare` for one batch and for a block of K (`lax.map` over the steps),
   mapped over the runs when `stacked`; kept like `_compiled_update`."""
-  one, block = prepare, lambda batches, *constants: jax.lax.map(
-      lambda batch: prepare(batch, *constants), batches)
+  one, block = (
+    prepare,
+    lambda batches, *constants: jax.lax.map(lambda batch: prepare(batch, *constants), batches),
+  )
   if stacked:
     one, block = over_runs(one), over_runs(block)
   return parallel.compile_batch_fn(one), parallel.compile_batch_fn(block)
@@ -439,6 +506,11 @@ def _final_record(records, num_epochs):
     raise RuntimeError('training finished without any epoch record')
   best = max(records, key=lambda r: r['test_accuracy'])
   last = records[-1]
-  return {'epochs': num_epochs, 'last_epoch': last['epoch'],
-          'last_test_accuracy': last['test_accuracy'], 'best_test_accuracy': best['test_accuracy'],
-          'best_epoch': best['epoch'], 'train_time_s': sum(r['epoch_time_s'] for r in records)}
+  return {
+    'epochs': num_epochs,
+    'last_epoch': last['epoch'],
+    'last_test_accuracy': last['test_accuracy'],
+    'best_test_accuracy': best['test_accuracy'],
+    'best_epoch': best['epoch'],
+    'train_time_s': sum(r['epoch_time_s'] for r in records),
+  }

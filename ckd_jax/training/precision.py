@@ -4,6 +4,7 @@ Parameters, optimizer state, BatchNorm statistics (computed in float32 by `model
 and losses stay float32; only the forward and backward passes see bfloat16 copies of the parameters
 and images. The cast's gradient is a cast back, so updates land on the float32 parameters.
 """
+
 import jax
 import jax.numpy as jnp
 
@@ -18,8 +19,9 @@ def check_dtype(name, what='dtype'):
 
 def cast_params(params, dtype):
   """Floating-point leaves in the compute dtype (a no-op for float32)."""
-  return jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x,
-                      params)
+  return jax.tree.map(
+    lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, params
+  )
 
 
 def compute_variables(variables, dtype):

@@ -1,4 +1,5 @@
 """TrainState with BatchNorm statistics, and its initialisation from a model."""
+
 import functools
 from typing import Any
 
@@ -23,10 +24,14 @@ def create_train_state(model, tx, image_shape, seed):
   # As TrainState.create, with the optimizer state made by one compiled call: eagerly, every
   # parameter shape would compile its own zeros (one program per distinct shape). An array
   # step (not a Python int) keeps its dtype through checkpoints and pmap.
-  return TrainState(step=jnp.zeros((), jnp.int32), apply_fn=model.apply,
-                    params=variables['params'], tx=tx,
-                    opt_state=jax.jit(tx.init)(variables['params']),
-                    batch_stats=variables.get('batch_stats', {}))
+  return TrainState(
+    step=jnp.zeros((), jnp.int32),
+    apply_fn=model.apply,
+    params=variables['params'],
+    tx=tx,
+    opt_state=jax.jit(tx.init)(variables['params']),
+    batch_stats=variables.get('batch_stats', {}),
+  )
 
 
 @functools.lru_cache(maxsize=16)
@@ -40,10 +45,13 @@ def _compiled_init(model, images_shape):
   """
   init = jax.jit(model.init, static_argnames=('train',))
   return init.lower(jax.random.key(0), jnp.zeros(images_shape, jnp.float32), train=False).compile(
-      {'xla_backend_optimization_level': 0})
+    {'xla_backend_optimization_level': 0}
+  )
 
 
 def count_params(model, image_shape):
   """Trainable parameter count, without compiling anything."""
-  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1,) + tuple(image_shape))))
+  shapes = jax.eval_shape(
+    lambda: model.init(jax.random.key(0), jnp.zeros((1,) + tuple(image_shape)))
+  )
   return sum(x.size for x in jax.tree.leaves(shapes['params']))

@@ -4,6 +4,7 @@ CLU itself is not used: its `metric_writers` package imports TensorFlow. Every w
 epoch record (a flat dict of numbers with 'epoch'); `MultiWriter` fans one record out to several.
 `metrics.jsonl` (JsonlWriter) is the record the library itself reads back; the others are views.
 """
+
 import abc
 import pathlib
 
@@ -13,7 +14,6 @@ from ckd_jax.workdir.files import append_jsonl, jsonl_text, read_jsonl, write_js
 
 
 class MetricWriter(abc.ABC):
-
   @abc.abstractmethod
   def write(self, record):
     """Writes one epoch record."""
@@ -51,8 +51,9 @@ class TensorBoardWriter(MetricWriter):
     try:
       from tensorboardX import SummaryWriter
     except ImportError:
-      raise ImportError("config.tensorboard=True needs tensorboardX: pip install -e '.[tensorboard]'"
-                        ) from None
+      raise ImportError(
+        "config.tensorboard=True needs tensorboardX: pip install -e '.[tensorboard]'"
+      ) from None
     self._writer = SummaryWriter(str(log_dir))
 
   def write(self, record):

@@ -1,6 +1,7 @@
 """Reading, writing and removing the workdir's files. Writes are atomic: a kill mid-write never
 leaves half a file, since a reader sees either the old or the new content. With several processes
 only process 0 writes or removes (`distributed.primary_only`)."""
+
 import json
 import pathlib
 import shutil
@@ -31,8 +32,9 @@ def read_json(path, what_to_do='delete it and rerun the stage that writes it'):
   try:
     return json.loads(path.read_text())
   except json.JSONDecodeError as e:
-    raise DamagedFileError(f'{path} is damaged ({e.msg} at line {e.lineno}): {what_to_do}'
-                           ) from None
+    raise DamagedFileError(
+      f'{path} is damaged ({e.msg} at line {e.lineno}): {what_to_do}'
+    ) from None
 
 
 def read_jsonl(path, drop_torn_tail=False):
@@ -55,9 +57,11 @@ def read_jsonl(path, drop_torn_tail=False):
       if torn and drop_torn_tail:
         break
       cause = 'its last line was cut short' if torn else f'line {number}: {e.msg}'
-      raise DamagedFileError(f'{path} is damaged ({cause}): rerun the same command, which '
-                             'resumes the run and repairs it, or delete the run folder to train '
-                             'it again') from None
+      raise DamagedFileError(
+        f'{path} is damaged ({cause}): rerun the same command, which '
+        'resumes the run and repairs it, or delete the run folder to train '
+        'it again'
+      ) from None
   return records
 
 

@@ -3,7 +3,8 @@
     <workdir>/config.json                              the resolved config of the run
     <workdir>/manifest.json                            when each stage finished, durations, versions
     <workdir>/.lock                                    held by the process that uses the workdir
-    <workdir>/xla_cache/                               compiled XLA programs (the CLI's default cache)
+    <workdir>/xla_cache/                               compiled XLA programs (the CLI's default
+    cache)
     <workdir>/teachers/<arch>_seed<k>/                 one teacher run (see RunFiles)
     <workdir>/selection/mi.json, mi.png                the select stage
     <workdir>/students/<student>_from_<choice>_seed<k>/ one student run (see RunFiles)
@@ -11,6 +12,7 @@
 
 Pure path arithmetic: nothing here touches the disk, so it can be imported anywhere.
 """
+
 import pathlib
 
 STAGES = ('teacher', 'select', 'distill', 'report')  # in the order they run

@@ -1,5 +1,6 @@
 """One run per workdir: an advisory lock that the OS releases when the process dies. In a run of
 several processes, process 0 holds it for all of them (it is the one that writes)."""
+
 import contextlib
 import fcntl
 import os
@@ -25,8 +26,9 @@ def workdir_lock(workdir):
     except BlockingIOError:
       handle.seek(0)
       owner = handle.read().strip() or 'unknown'
-      raise WorkdirLockedError(f'{workdir} is in use by another process (pid {owner}); wait for '
-                               'it to finish or stop it') from None
+      raise WorkdirLockedError(
+        f'{workdir} is in use by another process (pid {owner}); wait for it to finish or stop it'
+      ) from None
     handle.seek(0)
     handle.truncate()
     handle.write(str(os.getpid()))

@@ -1,5 +1,6 @@
 """What a workdir records about how it was made: the config (a different one is refused) and the
 manifest (when each stage last finished, how long it took, and the software that ran it)."""
+
 import json
 import platform
 import sys
@@ -28,8 +29,11 @@ def _flatten(d, prefix=''):
 def config_differences(old, new):
   """Fields (dotted names) whose values differ, volatile fields excluded."""
   a, b = _flatten(old), _flatten(new)
-  return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b))
-          if k not in VOLATILE_FIELDS and a.get(k) != b.get(k)}
+  return {
+    k: (a.get(k), b.get(k))
+    for k in sorted(set(a) | set(b))
+    if k not in VOLATILE_FIELDS and a.get(k) != b.get(k)
+  }
 
 
 def check_workdir(config, workdir, allow_change=False):
@@ -39,10 +43,13 @@ def check_workdir(config, workdir, allow_change=False):
   if path.exists() and not allow_change:
     diff = config_differences(read_json(path), new)
     if diff:
-      lines = '\n'.join(f'  {k}: {old!r} in the workdir, {now!r} now' for k, (old, now) in
-                        diff.items())
-      raise ValueError(f'{workdir} was written by a different config:\n{lines}\nUse another '
-                       '--workdir, or pass --allow_config_change to continue with the new config.')
+      lines = '\n'.join(
+        f'  {k}: {old!r} in the workdir, {now!r} now' for k, (old, now) in diff.items()
+      )
+      raise ValueError(
+        f'{workdir} was written by a different config:\n{lines}\nUse another '
+        '--workdir, or pass --allow_config_change to continue with the new config.'
+      )
   path.parent.mkdir(parents=True, exist_ok=True)
   write_json(path, new)
 
@@ -53,8 +60,11 @@ def read_config(workdir):
 
 
 def software_versions():
-  versions = {'python': sys.version.split()[0], 'platform': platform.platform(),
-              'ckd_jax': ckd_jax.__version__}
+  versions = {
+    'python': sys.version.split()[0],
+    'platform': platform.platform(),
+    'ckd_jax': ckd_jax.__version__,
+  }
   for package in MANIFEST_PACKAGES:
     try:
       versions[package] = metadata.version(package)
@@ -74,8 +84,9 @@ def record_stage(workdir, stage, seconds, finished):
   manifest = read_json(path) if path.exists() else {'stages': {}}
   before = manifest['stages'].get(stage, {'duration_s': 0.0, 'legs': 0})
   manifest['stages'][stage] = {
-      'duration_s': round(before['duration_s'] + seconds, 3),
-      'legs': before.get('legs', 1) + 1,  # manifests before legs were counted: one leg
-      'finished_at': time.strftime('%Y-%m-%dT%H:%M:%S%z') if finished else None}
+    'duration_s': round(before['duration_s'] + seconds, 3),
+    'legs': before.get('legs', 1) + 1,  # manifests before legs were counted: one leg
+    'finished_at': time.strftime('%Y-%m-%dT%H:%M:%S%z') if finished else None,
+  }
   manifest['software'] = software_versions()
   write_json(path, manifest)

@@ -4,12 +4,10 @@
 
 A benchmark-only script (the library never imports torch). The models follow the authors' PyTorch
 definitions (CIFAR ResNet with option-A or option-B shortcuts, pre-activation WRN), written here
-from
-their papers' descriptions; their parameter counts equal ckd_jax's (tests/test_benchmarks.py). The
-step is the authors': a Python loop, fp32, SGD with Nesterov momentum and weight decay, CE or KD
-loss
-(teachers in eval mode under no_grad). Each row is timed in NCHW and in channels_last memory format,
-on the batch already in memory (as ckd_jax's rows). Prints one JSON line per row.
+from their papers' descriptions; their parameter counts equal ckd_jax's (tests/test_benchmarks.py).
+The step is the authors': a Python loop, fp32, SGD with Nesterov momentum and weight decay, CE or KD
+loss (teachers in eval mode under no_grad). Each row is timed in NCHW and in channels_last memory
+format, on the batch already in memory (as ckd_jax's rows). Prints one JSON line per row.
 """
 
 import argparse

@@ -1,17 +1,15 @@
 """Losses: pure, jit-compatible, batch means. The public API for programmatic use.
 
-    cross_entropy(logits, labels)                         = mean_b −log p(y_b)
-    kd_loss(s, t, y, α, τ)                                = α·CE(y, p_s) + (1−α)·τ²·KL(p_t^τ ‖
-    p_s^τ)
-    ensemble_kd_loss(s, t_stack, y, α, τ, mode, weights)  = the same with an ensemble teacher:
+    cross_entropy(logits, labels)           = mean_b −log p(y_b)
+    kd_loss(s, t, y, α, τ)                  = α·CE(y, p_s) + (1−α)·τ²·KL(p_t^τ ‖ p_s^τ)
+    ensemble_kd_loss(s, t_stack, y, α, τ, mode, weights)
+                                            = the same with an ensemble teacher:
         mode='probs'  (the paper's equation):  p_t^τ = Σ_i w_i softmax(t_i / τ)
         mode='logits' (the authors' code):     p_t^τ = softmax((Σ_i w_i t_i) / τ)
-    distillation_loss(s, log_p_t, y, α, τ)                = the same with the teacher given as log
-    p_t^τ
+    distillation_loss(s, log_p_t, y, α, τ)  = the same with the teacher given as log p_t^τ
 with p^τ = softmax(logits / τ), weights w_i ≥ 0 normalised to sum 1 (uniform by default). The KD
-term's
-gradient w.r.t. the student logits is (1−α)·τ·(p_s^τ − p_t^τ) / batch (Hinton et al.'s τ² scaling).
-Everything is computed in log space (log-softmax, logsumexp), so no log(0) appears.
+term's gradient w.r.t. the student logits is (1−α)·τ·(p_s^τ − p_t^τ) / batch (Hinton et al.'s τ²
+scaling). Everything is computed in log space (log-softmax, logsumexp), so no log(0) appears.
 """
 
 import functools

@@ -167,8 +167,7 @@ def int_config_args(args, keys):
 
 def select_config(**overrides):
   """MI estimation over snapshots and the choice of T* (Algorithm 1, steps 2-3):
-  configs/default.py's
-  select section with `overrides`."""
+  configs/default.py's select section with `overrides`."""
   config = default_config().select
   config.update(overrides)
   return config

@@ -89,8 +89,7 @@ def get_config(arg=None):
 
   config.select = select = ml_collections.ConfigDict()
   # 'kde', 'variational', 'binning', 'infopro'; a list ('kde,infopro') or 'all': the first decides
-  # T*.
-  # kde with 'max': the smallest regret in EXPERIMENTS.md's comparison of selection settings.
+  # T*. kde with 'max': the smallest regret in EXPERIMENTS.md's comparison of selection settings.
   select.method = 'kde'
   select.feature = 'penultimate'  # or 'logits', 'spatial' (infopro always reads 'spatial')
   # 'train': fit on the first fit_samples training images (at most half), evaluate on the next

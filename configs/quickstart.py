@@ -4,8 +4,7 @@
 
 Trains two ResNet-20 teachers (snapshots at epochs 2, 4, 6, 8, 10), estimates I(X;F) and I(Y;F) over
 the snapshots of the first and picks T*, then trains ResNet-8 students from T at epoch 4, T_full,
-T*,
-a snapshot ensemble, the full ensemble of both teachers, and without a teacher.
+T*, a snapshot ensemble, the full ensemble of both teachers, and without a teacher.
 """
 
 from ckd_jax import recipes

@@ -10,9 +10,8 @@ and pair (WRN-40-2 -> WRN-40-1, 200 epochs, snapshots every 20, KD α = 0.5, τ 
 with an 8-pixel pad-and-crop (the CIFAR crop scaled to the image) and flips; the networks' global
 pooling takes the larger images as they are. Arguments after ':' are those of configs/cifar100.py
 (pair=, teacher=, student=, recipe=, teacher_schedule=). The val split (10,000 labelled images)
-serves as the test split; the unlabelled test split is not read. Images are decoded once and kept
-as .npy in data.cache_dir (default: tiny-imagenet-200/decoded). Cost: ~4× a CIFAR run per epoch (4×
-the
+serves as the test split; the unlabelled test split is not read. Images are decoded once and kept as
+.npy in data.cache_dir (default: tiny-imagenet-200/decoded). Cost: ~4× a CIFAR run per epoch (4× the
 pixels, 2× the images); on one H100-class GPU roughly 10 hours per teacher.
 """
 

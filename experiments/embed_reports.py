@@ -1,8 +1,8 @@
 """Copies the studies' reports into EXPERIMENTS.md, so that its tables are the reports', never
 retyped.
 
-  python experiments/embed_reports.py fashion_mnist=runs/fashion_mnist
-  cifar10_jpeg=runs/cifar10_jpeg
+  python experiments/embed_reports.py fashion_mnist=runs/fashion_mnist \
+      cifar10_jpeg=runs/cifar10_jpeg
 
 For each `study=workdir`: rebuilds the workdir's report (files only, seconds), copies its figures,
 results.csv, config.json and selection/mi.json to experiments/<study>/ (refusing a PNG over

@@ -58,9 +58,9 @@ def test_grid_expands_into_one_job_per_point_with_its_overrides(tmp_path):
 
 def test_local_sweep_runs_every_job_and_gathers_one_table(tmp_path):
   """A 2×2 grid (seeds × KD α, docs/scaling_out.md's) of a tiny teacher-only config (the
-  quick-start's
-  would take minutes): α leaves a teacher unchanged, so the later jobs compile nothing, and the
-  table's two α rows must agree (a job depends on its seed alone: determinism across jobs)."""
+  quick-start's would take minutes): α leaves a teacher unchanged, so the later jobs compile
+  nothing, and the table's two α rows must agree (a job depends on its seed alone: determinism
+  across jobs)."""
   config = tmp_path / 'tiny.py'
   config.write_text(TINY_CONFIG)
   root = tmp_path / 'sweep'

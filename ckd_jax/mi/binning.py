@@ -3,8 +3,7 @@
     I(X;T) = H(T_bin)                 (T is a deterministic function of X)
     I(Y;T) = H(T_bin) − Σ_c p_c H(T_bin | Y = c)
 Patterns are hashed to two 32-bit words and counted by sorting, so the estimator has static shapes
-and
-runs under jit and vmap. Degenerate for wide ReLU features (almost every pattern is unique, so
+and runs under jit and vmap. Degenerate for wide ReLU features (almost every pattern is unique, so
 I(X;T) → log N); kept as a reference. Units: nats.
 """
 

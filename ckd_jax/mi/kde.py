@@ -6,9 +6,8 @@ since H(T|X) = H(noise):
     I(X;T) = −(1/N) Σ_i log[(1/N) Σ_j k_ij]                  (≤ log N)
     I(Y;T) = (1/N) Σ_i log[(1/N_{y_i}) Σ_{j: y_j = y_i} k_ij] + I(X;T)
 with k_ij = exp(−‖f_i−f_j‖²/(2σ²)). Rows are processed in chunks, so N = 10,000 needs chunk·N
-floats.
-The diagonal k_ii = 1 is set exactly (the ‖a‖² + ‖b‖² − 2a·b form leaves float error there), so the
-bound log N holds in float32 too. Units: nats.
+floats. The diagonal k_ii = 1 is set exactly (the ‖a‖² + ‖b‖² − 2a·b form leaves float error there),
+so the bound log N holds in float32 too. Units: nats.
 
 The noise variance decides everything. A fixed σ² fails on real features: pooled ResNet features
 have squared distances of ~200, so σ² = 0.1 leaves every kernel with only its own sample, and then

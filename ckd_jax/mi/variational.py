@@ -3,11 +3,11 @@
     I(Y;F) ≥ H(Y) − E[−log q(y|f)]     q: a linear softmax probe on F, early-stopped
     I(X;F) ≥ H(X) − E[−log q(x|f)]     q: N(g(f), σ²I) with g a one-hidden-layer MLP decoder
 H(X) of continuous images is not defined, so the X term is reported relative to a decoder that
-ignores
-F (it predicts the mean training image): I_XF = (E‖x − x̄‖² − E‖x − g(f)‖²) / (2σ²). The unknown
-constant cancels in the min-max normalisation across snapshots, which is all the selection uses.
-Probes and decoders are fitted on the training split and evaluated on held-out data; every snapshot
-gets the same initialisation, minibatches and budget, so snapshots are comparable. Units: nats.
+ignores F (it predicts the mean training image): I_XF = (E‖x − x̄‖² − E‖x − g(f)‖²) / (2σ²). The
+unknown constant cancels in the min-max normalisation across snapshots, which is all the selection
+uses. Probes and decoders are fitted on the training split and evaluated on held-out data; every
+snapshot gets the same initialisation, minibatches and budget, so snapshots are comparable. Units:
+nats.
 """
 
 import jax

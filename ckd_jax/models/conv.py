@@ -1,18 +1,17 @@
 """2-D convolution with its backward pass written out for XLA's CPU backend.
 
 Why: JAX differentiates a convolution into two convolutions whose dimension layouts XLA's CPU
-backend has to rearrange before its fast kernels take them. It does so in a program's top level,
-but not inside loops (a training step inside `lax.map` over stacked runs or `lax.scan` over K
-steps), where the kernel gradient then ran many times slower (benchmarks/RESULTS.md). Here both
-gradients are
-convolutions in the layout the kernels take (images NHWC, kernels HWIO), with the transposes
-explicit, so they are fast everywhere; the values are those of JAX's own rule (tested).
-Depthwise convolutions (MobileNetV2, ShuffleNetV2) are a sum of shifted, per-channel scaled
-images here: XLA's CPU backend ran them as dense convolutions over a block-diagonal kernel. A
-kernel larger than its image (the 2×2 maps of the quick-start's ResNets) is one matrix product of
-the image's windows, where XLA's CPU convolution was slow too. `benchmarks/conv_grads.py` times
-each against XLA's own (benchmarks/RESULTS.md); revisit with each jaxlib release. Only the CPU
-takes these paths: GPUs keep XLA's own, which cuDNN's kernels expect.
+backend has to rearrange before its fast kernels take them. It does so in a program's top level, but
+not inside loops (a training step inside `lax.map` over stacked runs or `lax.scan` over K steps),
+where the kernel gradient then ran many times slower (benchmarks/RESULTS.md). Here both gradients
+are convolutions in the layout the kernels take (images NHWC, kernels HWIO), with the transposes
+explicit, so they are fast everywhere; the values are those of JAX's own rule (tested). Depthwise
+convolutions (MobileNetV2, ShuffleNetV2) are a sum of shifted, per-channel scaled images here: XLA's
+CPU backend ran them as dense convolutions over a block-diagonal kernel. A kernel larger than its
+image (the 2×2 maps of the quick-start's ResNets) is one matrix product of the image's windows,
+where XLA's CPU convolution was slow too. `benchmarks/conv_grads.py` times each against XLA's own
+(benchmarks/RESULTS.md); revisit with each jaxlib release. Only the CPU takes these paths: GPUs keep
+XLA's own, which cuDNN's kernels expect.
 """
 
 import functools

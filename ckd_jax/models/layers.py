@@ -2,8 +2,7 @@
 
 Why these wrappers: the paper's models are PyTorch models. To reproduce them we need torch's padding
 (symmetric, where flax 'SAME' pads stride-2 convs asymmetrically), torch's BatchNorm (momentum 0.1
-==
-flax 0.9, eps 1e-5, the unbiased variance in the running average) and He-normal (fan_out,
+== flax 0.9, eps 1e-5, the unbiased variance in the running average) and He-normal (fan_out,
 untruncated) conv initialisation.
 """
 

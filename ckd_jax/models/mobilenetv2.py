@@ -1,8 +1,8 @@
 """MobileNetV2 for 32×32 inputs, as the authors (and RepDistiller) define it.
 
 Quirks kept on purpose so parameter counts match: channels are int(c·w) without rounding to a
-multiple
-of 8, the expansion 1×1 conv exists even when t = 1, and the last conv is 1280 wide for w ≤ 1.
+multiple of 8, the expansion 1×1 conv exists even when t = 1, and the last conv is 1280 wide for w ≤
+1.
 """
 
 from typing import Optional

@@ -2,8 +2,8 @@
 
 `shortcut='A'` is the authors' (checkpoint-KD) variant: a parameter-free downsampling shortcut
 (every second pixel, channels zero-padded). `shortcut='B'` is RepDistiller's: a 1×1 conv + BN
-projection.
-The two give different parameter counts (e.g. ResNet-32: 470,004 vs 472,756 for 100 classes).
+projection. The two give different parameter counts (e.g. ResNet-32: 470,004 vs 472,756 for 100
+classes).
 """
 
 from typing import Optional

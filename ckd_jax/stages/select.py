@@ -1,8 +1,7 @@
 """The select stage (Algorithm 1, steps 2-3): MI of every snapshot of teacher seed 0, then T*.
 
 Writes `selection/mi.json` (per snapshot: epoch, teacher test accuracy, raw and normalised I(X;F)
-and
-I(Y;F), score; the chosen epoch; the estimator and its settings) and `selection/mi.png`. With
+and I(Y;F), score; the chosen epoch; the estimator and its settings) and `selection/mi.png`. With
 several estimators (`select.method='kde,binning'` or 'all') the first decides T* and fills those
 fields; `estimators` holds every one's selection and `comparison` their T* and rank correlations.
 """

@@ -51,9 +51,8 @@ def make_teacher_forward(teacher_model, train_mode_batch_norm=False):
   The members run one after another in ONE compiled loop (`lax.map`): a `vmap` over stacked conv
   kernels becomes a batched-kernel convolution, which XLA's CPU backend runs far slower
   (benchmarks/RESULTS.md; revisit on GPUs), and the loop compiles once whatever M. Teachers are
-  frozen and use their running BN statistics.
-  `train_mode_batch_norm=True` reproduces the authors' code, which left the teacher in train mode
-  (batch statistics, updates discarded).
+  frozen and use their running BN statistics. `train_mode_batch_norm=True` reproduces the authors'
+  code, which left the teacher in train mode (batch statistics, updates discarded).
   """
 
   def one_teacher(variables, images):

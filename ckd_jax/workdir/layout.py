@@ -1,14 +1,14 @@
 """Every file and folder name of a workdir, written once: all other modules ask here.
 
-    <workdir>/config.json                              the resolved config of the run
-    <workdir>/manifest.json                            when each stage finished, durations, versions
-    <workdir>/.lock                                    held by the process that uses the workdir
-    <workdir>/xla_cache/                               compiled XLA programs (the CLI's default
-    cache)
-    <workdir>/teachers/<arch>_seed<k>/                 one teacher run (see RunFiles)
-    <workdir>/selection/mi.json, mi.png                the select stage
-    <workdir>/students/<student>_from_<choice>_seed<k>/ one student run (see RunFiles)
-    <workdir>/report.md, results.csv, *.png            the report stage
+    <workdir>/config.json                         the resolved config of the run
+    <workdir>/manifest.json                       when each stage finished, durations, versions
+    <workdir>/.lock                               held by the process that uses the workdir
+    <workdir>/xla_cache/                          compiled XLA programs (the CLI's default cache)
+    <workdir>/teachers/<arch>_seed<k>/            one teacher run (see RunFiles)
+    <workdir>/selection/mi.json, mi.png           the select stage
+    <workdir>/students/<student>_from_<choice>_seed<k>/
+                                                  one student run (see RunFiles)
+    <workdir>/report.md, results.csv, *.png       the report stage
 
 Pure path arithmetic: nothing here touches the disk, so it can be imported anywhere.
 """

@@ -30,18 +30,19 @@ def validate(config):
   if config.data.crop_padding < 0:
     raise ValueError('config.data.crop_padding must be >= 0')
   _validate_stream(config.data)
-  tc = config.teacher
-  get_model(tc.arch, 10)  # raises for an unknown name
-  _check_recipe(tc, 'teacher')
-  epochs = list(tc.snapshot_epochs)
-  if epochs != sorted(set(epochs)) or any(not 1 <= e <= tc.epochs for e in epochs):
+  teacher_config = config.teacher
+  get_model(teacher_config.arch, 10)  # raises for an unknown name
+  _check_recipe(teacher_config, 'teacher')
+  epochs = list(teacher_config.snapshot_epochs)
+  if epochs != sorted(set(epochs)) or any(not 1 <= e <= teacher_config.epochs for e in epochs):
     raise ValueError(
       f'teacher.snapshot_epochs {tuple(epochs)} must be strictly increasing epochs '
-      f'in [1, {tc.epochs}]'
+      f'in [1, {teacher_config.epochs}]'
     )
-  if tc.epochs not in epochs:
+  if teacher_config.epochs not in epochs:
     raise ValueError(
-      f'teacher.snapshot_epochs must include the last epoch ({tc.epochs}): it is the T_full teacher'
+      f'teacher.snapshot_epochs must include the last epoch ({teacher_config.epochs}): '
+      'it is the T_full teacher'
     )
   if 'select' in stages:
     _validate_select(config)
@@ -117,24 +118,28 @@ def _validate_batch_split(config, stages):
 
 
 def _validate_select(config):
-  sc = config.select
-  mi.parse_methods(sc.method)
-  if sc.feature not in mi.FEATURES:
+  select_config = config.select
+  mi.parse_methods(select_config.method)
+  if select_config.feature not in mi.FEATURES:
     raise ValueError(f'select.feature must be one of {mi.FEATURES}')
-  if sc.normalization not in mi.NORMALIZATIONS:
+  if select_config.normalization not in mi.NORMALIZATIONS:
     raise ValueError(f'select.normalization must be one of {mi.NORMALIZATIONS}')
-  if len(sc.weights) != 2 or min(sc.weights) < 0 or max(sc.weights) == 0:
+  if (
+    len(select_config.weights) != 2
+    or min(select_config.weights) < 0
+    or max(select_config.weights) == 0
+  ):
     raise ValueError('select.weights must be two non-negative numbers, not both 0')
-  if sc.repeats < 1 or not 0 < sc.subsample <= 1:
+  if select_config.repeats < 1 or not 0 < select_config.subsample <= 1:
     raise ValueError(
       'select.repeats must be >= 1 (1: one estimate on all samples) and select.subsample in (0, 1]'
     )
-  if sc.num_samples < 0 or sc.fit_samples < 1 or sc.batch_size < 1:
+  if select_config.num_samples < 0 or select_config.fit_samples < 1 or select_config.batch_size < 1:
     raise ValueError(
       'select.num_samples >= 0 (0: every image of the split left after the fit), '
       'fit_samples and batch_size >= 1'
     )
-  if sc.split not in mi.SPLITS:
+  if select_config.split not in mi.SPLITS:
     raise ValueError(
       f'select.split must be one of {mi.SPLITS} (train: held-out training images, '
       'no test image read; test: the test split, labels included)'
@@ -142,11 +147,13 @@ def _validate_select(config):
 
 
 def _validate_distill(config):
-  dc = config.distill
-  get_model(dc.student, 10)
-  _check_recipe(dc, 'distill')
-  losses.check_kd_hyperparameters(float(dc.alpha), float(dc.temperature))
-  losses.check_ensemble_mode(dc.ensemble_mode, 'distill.ensemble_mode')
-  if not 0 <= dc.kd_until_epoch <= dc.epochs:
-    raise ValueError(f'distill.kd_until_epoch must be in [0, {dc.epochs}] (0: KD throughout)')
-  teacher_choices.parse_all(dc.teachers, config.teacher)
+  distill_config = config.distill
+  get_model(distill_config.student, 10)
+  _check_recipe(distill_config, 'distill')
+  losses.check_kd_hyperparameters(float(distill_config.alpha), float(distill_config.temperature))
+  losses.check_ensemble_mode(distill_config.ensemble_mode, 'distill.ensemble_mode')
+  if not 0 <= distill_config.kd_until_epoch <= distill_config.epochs:
+    raise ValueError(
+      f'distill.kd_until_epoch must be in [0, {distill_config.epochs}] (0: KD throughout)'
+    )
+  teacher_choices.parse_all(distill_config.teachers, config.teacher)

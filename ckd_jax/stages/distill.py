@@ -87,27 +87,30 @@ class StudentSteps:
   (which compile once per member count)."""
 
   def __init__(self, config, dataset):
-    dc = config.distill
+    distill_config = config.distill
     kd_until_step = (
-      dc.kd_until_epoch * steps_per_epoch(len(dataset.train), dc.batch_size)
-      if dc.kd_until_epoch
+      distill_config.kd_until_epoch * steps_per_epoch(len(dataset.train), distill_config.batch_size)
+      if distill_config.kd_until_epoch
       else None
     )
     self.cross_entropy = functools.partial(
-      make_loss_and_grads, label_smoothing=dc.label_smoothing, compute_dtype=config.dtype
+      make_loss_and_grads,
+      label_smoothing=distill_config.label_smoothing,
+      compute_dtype=config.dtype,
     )
     self.distillation = functools.partial(
       make_distillation_loss_and_grads,
-      alpha=dc.alpha,
-      temperature=dc.temperature,
+      alpha=distill_config.alpha,
+      temperature=distill_config.temperature,
       kd_until_step=kd_until_step,
       compute_dtype=config.dtype,
     )
     teacher_forward = make_teacher_forward(
-      get_model(config.teacher.arch, dataset.num_classes), dc.teacher_train_mode_batch_norm
+      get_model(config.teacher.arch, dataset.num_classes),
+      distill_config.teacher_train_mode_batch_norm,
     )
     self.teacher_targets = make_teacher_targets(
-      teacher_forward, dc.temperature, dc.ensemble_mode, config.dtype
+      teacher_forward, distill_config.temperature, distill_config.ensemble_mode, config.dtype
     )
 
 
@@ -124,18 +127,18 @@ class StudentRun:
 def train_students(config, dataset, runs, parallel, steps):
   """Trains the `StudentRun`s `runs` of `config.distill` with `steps` (a `StudentSteps`), in order:
   a student without a teacher with cross-entropy, the others by KD from their own teachers."""
-  dc = config.distill
-  spec = RunSpec.from_config(config, dc, dc.student)
+  distill_config = config.distill
+  spec = RunSpec.from_config(config, distill_config, distill_config.student)
   for has_teacher, block in itertools.groupby(runs, lambda run: run.teacher is not None):
     block = [
       Run(
         run.seed,
         run.run_dir,
-        f'{dc.student} from {run.choice.spec} seed {run.seed}',
+        f'{distill_config.student} from {run.choice.spec} seed {run.seed}',
         constants=(run.teacher.variables,) if has_teacher else (),
         final_info={
           **(run.teacher.info(run.choice) if has_teacher else {'teacher_choice': run.choice.spec}),
-          'student': dc.student,
+          'student': distill_config.student,
           'seed': run.seed,
         },
       )
@@ -169,12 +172,12 @@ def run(config, workdir):
   Every choice's snapshots are checked before the first student trains.
   """
   parallel = DataParallel(config.parallel)
-  dc = config.distill
-  seeds = [config.seed + k for k in range(dc.num_seeds)]
+  distill_config = config.distill
+  seeds = [config.seed + k for k in range(distill_config.num_seeds)]
   dataset = None
   plan, copies = [], []
   first_with = {}  # member digests -> the first choice that learns from exactly those snapshots
-  choices = teacher_choices.parse_all(dc.teachers, config.teacher)
+  choices = teacher_choices.parse_all(distill_config.teachers, config.teacher)
   if any(choice.kind == 'selected' for choice in choices):
     select.check_current(config, workdir)
   for choice in choices:
@@ -182,7 +185,7 @@ def run(config, workdir):
     digests = list(snapshot_digests(members).values())
     pending = []
     for seed in seeds:
-      files = RunFiles(student_run_dir(workdir, dc.student, choice.slug, seed))
+      files = RunFiles(student_run_dir(workdir, distill_config.student, choice.slug, seed))
       # (a missing snapshot makes no finished student stale: the teacher stage recreates it)
       finished = files.is_finished()
       if finished and None not in digests and _learnt_from(files) != digests:
@@ -206,7 +209,9 @@ def run(config, workdir):
   for choice, members, pending in plan:
     teacher = FrozenTeacher(config, dataset, members, parallel) if members and pending else None
     runs += [
-      StudentRun(choice, teacher, seed, student_run_dir(workdir, dc.student, choice.slug, seed))
+      StudentRun(
+        choice, teacher, seed, student_run_dir(workdir, distill_config.student, choice.slug, seed)
+      )
       for seed in pending
     ]
   if runs:
@@ -214,8 +219,8 @@ def run(config, workdir):
   if is_primary():
     for source, target, seed in copies:
       copy_student(
-        student_run_dir(workdir, dc.student, source.slug, seed),
-        student_run_dir(workdir, dc.student, target.slug, seed),
+        student_run_dir(workdir, distill_config.student, source.slug, seed),
+        student_run_dir(workdir, distill_config.student, target.slug, seed),
         target.spec,
       )
   if is_primary():  # (it reads the students' final.json, which process 0 writes)

@@ -110,26 +110,26 @@ def _row(kind, arch, seed, run, choice=''):
 
 def collect(workdir, config):
   """Every finished run as a row of results.csv (teachers first, then students by choice)."""
-  tc, dc = config['teacher'], config['distill']
+  teacher_config, distill_config = config['teacher'], config['distill']
   rows = [
     _row(
       'teacher',
-      tc['arch'],
+      teacher_config['arch'],
       config['seed'] + k,
-      teacher_run_dir(workdir, tc['arch'], config['seed'] + k),
+      teacher_run_dir(workdir, teacher_config['arch'], config['seed'] + k),
     )
-    for k in range(tc['num_seeds'])
+    for k in range(teacher_config['num_seeds'])
   ]
-  for spec in dc['teachers']:  # not validated: the report shows whatever runs exist
+  for spec in distill_config['teachers']:  # not validated: the report shows whatever runs exist
     rows += [
       _row(
         'student',
-        dc['student'],
+        distill_config['student'],
         config['seed'] + k,
-        student_run_dir(workdir, dc['student'], slug(spec), config['seed'] + k),
+        student_run_dir(workdir, distill_config['student'], slug(spec), config['seed'] + k),
         spec,
       )
-      for k in range(dc['num_seeds'])
+      for k in range(distill_config['num_seeds'])
     ]
   return [row for row in rows if row is not None]
 
@@ -278,11 +278,12 @@ def student_summary(rows):
 
 def _students_section(rows, config):
   summary = student_summary(rows)
-  dc = config['distill']
+  distill_config = config['distill']
   lines = [
     '## Students per teacher choice (Table 3 style)',
     '',
-    f'{dc["student"]} students, test accuracy (%), mean ± std over {dc["num_seeds"]} '
+    f'{distill_config["student"]} students, test accuracy (%), mean ± std over '
+    f'{distill_config["num_seeds"]} '
     'seed(s); *last* = after the final epoch, *best* = best epoch. Bold: the best mean of '
     'each column.',
     '',

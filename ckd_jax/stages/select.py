@@ -56,29 +56,29 @@ def run_selection(config, dataset, teacher_run_dir, inputs):
   """Estimates MI over the configured snapshots with every estimator of `select.method` (on the
   same features) and picks T* by the first; returns the mi.json dict, which records `inputs`
   (from `selection_inputs`)."""
-  sc = config.select
+  select_config = config.select
   store = SnapshotStore(teacher_run_dir)
   epochs = list(config.teacher.snapshot_epochs)
   for epoch in epochs:
     store.check_fits(epoch, config.teacher.arch, dataset.num_classes, 'the select stage')
   stacked, metadata = restore_snapshots(teacher_run_dir, epochs)
   model = get_model(config.teacher.arch, dataset.num_classes)
-  methods = {m: sc[m].to_dict() for m in mi.parse_methods(sc.method)}
-  repeats = None if sc.repeats == 1 else sc.repeats
+  methods = {m: select_config[m].to_dict() for m in mi.parse_methods(select_config.method)}
+  repeats = None if select_config.repeats == 1 else select_config.repeats
   curves = mi.compare_over_snapshots(
     stacked,
     model,
     dataset,
     methods,
-    feature=sc.feature,
-    num_samples=sc.num_samples,
-    fit_samples=sc.fit_samples,
-    batch_size=sc.batch_size,
+    feature=select_config.feature,
+    num_samples=select_config.num_samples,
+    fit_samples=select_config.fit_samples,
+    batch_size=select_config.batch_size,
     repeats=repeats,
-    subsample=sc.subsample,
-    split=sc.split,
+    subsample=select_config.subsample,
+    split=select_config.split,
   )
-  eval_labels = _evaluation_labels(dataset, sc)
+  eval_labels = _evaluation_labels(dataset, select_config)
   results = {
     m: _one_estimator(config, m, curves[m], epochs, metadata, eval_labels) for m in methods
   }
@@ -87,8 +87,8 @@ def run_selection(config, dataset, teacher_run_dir, inputs):
     teacher_run=str(teacher_run_dir),
     inputs=inputs,
     units='nats',
-    normalization=sc.normalization,
-    weights=list(sc.weights),
+    normalization=select_config.normalization,
+    weights=list(select_config.weights),
     label_entropy=mi.label_entropy(eval_labels),
   )
   if len(methods) > 1:
@@ -143,13 +143,17 @@ def weak_teacher_warning(result):
   )
 
 
-def _evaluation_labels(dataset, sc):
-  return mi.selection_labels(dataset, sc.split, sc.num_samples, sc.fit_samples)
+def _evaluation_labels(dataset, select_config):
+  return mi.selection_labels(
+    dataset, select_config.split, select_config.num_samples, select_config.fit_samples
+  )
 
 
-def describe_samples(sc, count):
+def describe_samples(select_config, count):
   """'359 held-out training images' / '359 test images': what the estimate was evaluated on."""
-  return f'{count} ' + ('held-out training images' if sc.split == 'train' else 'test images')
+  return f'{count} ' + (
+    'held-out training images' if select_config.split == 'train' else 'test images'
+  )
 
 
 def _clamped_below_zero(curves, method):
@@ -175,7 +179,7 @@ def _clamped_below_zero(curves, method):
 def _one_estimator(config, method, curves, epochs, metadata, eval_labels):
   """One estimator's selection: per-snapshot mean ± std over the repeats, T*, its stability and
   the warnings (saturation, ties, instability)."""
-  sc = config.select
+  select_config = config.select
   curves = {k: np.atleast_2d(v) for k, v in curves.items()}  # (repeats, snapshots)
   if not all(np.all(np.isfinite(curves[k])) for k in ('I_XF', 'I_YF')):
     raise FloatingPointError(f'the {method} estimator returned non-finite MI: {curves}')
@@ -183,7 +187,7 @@ def _one_estimator(config, method, curves, epochs, metadata, eval_labels):
   raw = {k: curves[k].mean(0) for k in ('I_XF', 'I_YF')}
   curves = {k: np.maximum(v, 0.0) if k in clamped else v for k, v in curves.items()}
   i_xf, i_yf = curves['I_XF'].mean(0), curves['I_YF'].mean(0)
-  rule = (sc.normalization, tuple(sc.weights))
+  rule = (select_config.normalization, tuple(select_config.weights))
   chosen = mi.select_teacher(epochs, i_xf, i_yf, *rule)
   agreement = mi.stability(epochs, curves['I_XF'], curves['I_YF'], *rule)
   snapshots = []
@@ -195,7 +199,7 @@ def _one_estimator(config, method, curves, epochs, metadata, eval_labels):
       'chosen_in_repeats': agreement['counts'].get(epoch, 0),
     }
     for key, mean in (('I_XF', i_xf), ('I_YF', i_yf)):
-      _, scale = mi.normalization_of(mean, sc.normalization)
+      _, scale = mi.normalization_of(mean, select_config.normalization)
       std = float(curves[key][:, i].std())
       snapshot.update(
         {
@@ -210,31 +214,33 @@ def _one_estimator(config, method, curves, epochs, metadata, eval_labels):
     if 'noise_variance' in curves:  # kde: the σ² the estimate used (mean over repeats)
       snapshot['noise_variance'] = float(curves['noise_variance'][:, i].mean())
     snapshots.append(snapshot)
-  repeats = None if sc.repeats == 1 else sc.repeats
-  per_estimate = mi.repeat_plan(len(eval_labels), repeats, subsample=sc.subsample)[0].shape[1]
+  repeats = None if select_config.repeats == 1 else select_config.repeats
+  per_estimate = mi.repeat_plan(len(eval_labels), repeats, subsample=select_config.subsample)[
+    0
+  ].shape[1]
   warnings = clamp_warnings + mi.diagnose(
     epochs, i_xf, i_yf, chosen['score'], method, per_estimate, mi.label_entropy(eval_labels)
   )
   stability = mi.stability_sentence(chosen['chosen_epoch'], agreement['chosen_epochs'])
-  if sc.repeats > 1 and set(agreement['chosen_epochs']) != {chosen['chosen_epoch']}:
+  if select_config.repeats > 1 and set(agreement['chosen_epochs']) != {chosen['chosen_epoch']}:
     warnings.append(f'T* is not stable: {stability}')
   return {
     'chosen_epoch': chosen['chosen_epoch'],
     'snapshots': snapshots,
     'warnings': warnings,
     'repeats': {
-      'count': sc.repeats,
-      'subsample': sc.subsample if repeats else 1.0,
+      'count': select_config.repeats,
+      'subsample': select_config.subsample if repeats else 1.0,
       'chosen_epochs': agreement['chosen_epochs'],
       'stability': stability,
     },
     'estimator': {
       'method': method,
-      'feature': mi.feature_of(method, sc.feature),
-      'settings': sc[method].to_dict(),
-      'split': sc.split,
+      'feature': mi.feature_of(method, select_config.feature),
+      'settings': select_config[method].to_dict(),
+      'split': select_config.split,
       'num_samples': len(eval_labels),
-      'fit_samples': sc.fit_samples if method in mi.FITTED else 0,
+      'fit_samples': select_config.fit_samples if method in mi.FITTED else 0,
     },
   }
 
@@ -351,12 +357,13 @@ def run(config, workdir):
   else:
     if recorded is not None:
       print(f'selection {path} is stale (its snapshots or settings changed): recomputing it')
-    dataset, sc = load_dataset(config.data), config.select
+    dataset, select_config = load_dataset(config.data), config.select
     # One compiled program per estimator, with no progress to show: say what it does before.
+    methods = ', '.join(mi.parse_methods(select_config.method))
+    samples = describe_samples(select_config, len(_evaluation_labels(dataset, select_config)))
     print(
-      f'select: {", ".join(mi.parse_methods(sc.method))} MI over the snapshots of epochs '
-      f'{list(config.teacher.snapshot_epochs)} of {teacher} on '
-      f'{describe_samples(sc, len(_evaluation_labels(dataset, sc)))}, {sc.repeats} repeat(s)'
+      f'select: {methods} MI over the snapshots of epochs {list(config.teacher.snapshot_epochs)} '
+      f'of {teacher} on {samples}, {select_config.repeats} repeat(s)'
     )
     result = run_selection(config, dataset, teacher, current)
     write_selection(result, workdir)  # (process 0 only: the others go on with `result`)

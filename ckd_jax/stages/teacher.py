@@ -47,15 +47,15 @@ def run(config, workdir):
   if not pending:
     return
   dataset = load_dataset(config.data)
-  tc = config.teacher
+  teacher_config = config.teacher
   test_split = dataset.test.fingerprint()  # the split that the snapshots' accuracy is on
   runs = [
     Run(
       seed,
       run_dir,
-      f'teacher {tc.arch} seed {seed}',
+      f'teacher {teacher_config.arch} seed {seed}',
       snapshot_metadata={
-        'arch': tc.arch,
+        'arch': teacher_config.arch,
         'num_classes': dataset.num_classes,
         'seed': seed,
         'dataset': dataset.name,
@@ -65,9 +65,11 @@ def run(config, workdir):
     )
     for seed, run_dir in pending
   ]
-  spec = RunSpec.from_config(config, tc, tc.arch, snapshot_epochs=tc.snapshot_epochs)
+  spec = RunSpec.from_config(
+    config, teacher_config, teacher_config.arch, snapshot_epochs=teacher_config.snapshot_epochs
+  )
   loss_and_grads = functools.partial(
-    make_loss_and_grads, label_smoothing=tc.label_smoothing, compute_dtype=config.dtype
+    make_loss_and_grads, label_smoothing=teacher_config.label_smoothing, compute_dtype=config.dtype
   )
   for run, (_, final) in zip(runs, supervised.train(spec, dataset, runs, parallel, loss_and_grads)):
     print(

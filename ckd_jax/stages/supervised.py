@@ -128,7 +128,7 @@ def train(spec, dataset, runs, parallel, loss_and_grads_factory, prepare=None):
       tensorboard=spec.tensorboard,
       description=group[0].description
       if len(group) == 1
-      else f'{len(group)} runs of {spec.arch} (vectorised)',
+      else f'{len(group)} stacked runs of {spec.arch}',
     )
     loop_runs = [
       LoopRun(

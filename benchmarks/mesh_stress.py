@@ -11,7 +11,7 @@ second study does), each for --minutes; a worker that dies is counted (by its si
 collective abort is SIGABRT with "Termination timeout" on stderr) and started again.
 
 Settings (--settings, comma-separated), each in its own processes, on the library's default count
-of host devices (`parallel.host_device_count(0)`) unless they say otherwise:
+of host devices (`data_parallel.host_device_count(0)`) unless they say otherwise:
   default                   the library as it is (the host paced: parallel.CPU_MAX_IN_FLIGHT).
   unbounded                 pacing off (the library before it): XLA's 40 s collective timeouts.
   unbounded_no_eigen        the same with --xla_cpu_multi_thread_eigen=false.
@@ -50,8 +50,8 @@ def worker(args):
   import numpy as np
 
   from ckd_jax import recipes
+  from ckd_jax.data_parallel import DataParallel
   from ckd_jax.models import get_model
-  from ckd_jax.parallel import DataParallel
   from ckd_jax.training import (
     create_train_state,
     make_distillation_loss_and_grads,
@@ -112,9 +112,9 @@ def _host_devices(count):
 
 def setting_env(setting, base_env):
   """The environment of a worker of `setting`: XLA_FLAGS as the command line would set them."""
-  from ckd_jax import parallel
+  from ckd_jax import data_parallel
 
-  count = parallel.host_device_count(0)
+  count = data_parallel.host_device_count(0)
   flags = {
     'default': _host_devices(count),
     'unbounded': _host_devices(count),

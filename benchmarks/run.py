@@ -42,8 +42,8 @@ def measure_jax(arch, mode, args, teacher_arch=None):
   import numpy as np
 
   from ckd_jax import recipes
+  from ckd_jax.data_parallel import DataParallel
   from ckd_jax.models import get_model
-  from ckd_jax.parallel import DataParallel
   from ckd_jax.training import (
     create_train_state,
     make_distillation_loss_and_grads,
@@ -155,7 +155,7 @@ def measure_jax(arch, mode, args, teacher_arch=None):
 def worker(args):
   """One process, one --parallel setting: every requested row as a JSON line on stdout."""
   if args.parallel != 'none':
-    from ckd_jax.parallel import host_device_count, use_host_devices
+    from ckd_jax.data_parallel import host_device_count, use_host_devices
 
     use_host_devices(host_device_count(args.host_devices))
   for arch, teacher_arch, mode in plan(args):

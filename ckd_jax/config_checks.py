@@ -3,8 +3,8 @@ fix."""
 
 from ckd_jax import losses, mi
 from ckd_jax.data.sources import check_available
+from ckd_jax.data_parallel import DataParallel
 from ckd_jax.models import get_model
-from ckd_jax.parallel import DataParallel
 from ckd_jax.stages import teacher_choices
 from ckd_jax.training.optim import validate_optimizer_config
 from ckd_jax.training.precision import check_dtype

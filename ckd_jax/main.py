@@ -124,10 +124,10 @@ def main(argv):
     command = [sys.executable, '-m', 'ckd_jax.main', *sys.argv[1:]]
     sys.exit(supervise.supervise(command, _RESUME_AFTER_ABORT.value))
   # JAX is imported only by the process that computes (a supervisor's start stays quick)
-  from ckd_jax import parallel, pipeline
+  from ckd_jax import data_parallel, pipeline
 
   if _CONFIG.value.parallel != 'none':  # a split CPU is slower for one device's work
-    parallel.use_host_devices(parallel.host_device_count(_CONFIG.value.host_devices))
+    data_parallel.use_host_devices(data_parallel.host_device_count(_CONFIG.value.host_devices))
   try:
     processes = distributed.initialize(
       _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, _DISTRIBUTED_TIMEOUT.value

@@ -24,7 +24,7 @@ from pipeline_configs import smooth_two_stage_config
 
 from ckd_jax import distributed, pipeline
 from ckd_jax.checkpoints import SnapshotStore
-from ckd_jax.parallel import DataParallel
+from ckd_jax.data_parallel import DataParallel
 from ckd_jax.workdir.layout import student_run_dir, teacher_run_dir
 
 TESTS = pathlib.Path(__file__).parent

@@ -9,8 +9,8 @@ import optax
 import pytest
 
 from ckd_jax import losses
+from ckd_jax.data_parallel import AXIS_NAME, DataParallel
 from ckd_jax.models import get_model
-from ckd_jax.parallel import AXIS_NAME, DataParallel
 from ckd_jax.training import (
   create_train_state,
   make_distillation_loss_and_grads,

@@ -11,8 +11,8 @@ import pytest
 from ckd_jax.checkpoints import ResumeStore
 from ckd_jax.data import make_train_batches
 from ckd_jax.data.dataset import Split
+from ckd_jax.data_parallel import DataParallel
 from ckd_jax.models import get_model
-from ckd_jax.parallel import DataParallel
 from ckd_jax.training import (
   LoopOptions,
   LoopRun,

@@ -12,10 +12,9 @@ import numpy as np
 import optax
 import pytest
 
-from ckd_jax import losses
-from ckd_jax import parallel as parallel_module
+from ckd_jax import data_parallel, losses
+from ckd_jax.data_parallel import AXIS_NAME, DataParallel
 from ckd_jax.models import get_model
-from ckd_jax.parallel import AXIS_NAME, DataParallel
 from ckd_jax.training import (
   create_train_state,
   make_eval_step,
@@ -174,9 +173,9 @@ def test_the_cpu_is_split_into_host_devices_before_jax_starts():
   """In a fresh process (the test process already has its 8 devices): the split takes effect,
   an explicit XLA_FLAGS count wins, and once JAX has run it is left alone."""
   script = (
-    'import jax, jax.numpy as jnp; from ckd_jax import parallel; '
-    'first = parallel.use_host_devices(3); jnp.ones(1).block_until_ready(); '
-    'print(first, jax.device_count(), parallel.use_host_devices(5), jax.device_count())'
+    'import jax, jax.numpy as jnp; from ckd_jax import data_parallel; '
+    'first = data_parallel.use_host_devices(3); jnp.ones(1).block_until_ready(); '
+    'print(first, jax.device_count(), data_parallel.use_host_devices(5), jax.device_count())'
   )
   env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
   run = lambda env: subprocess.run(
@@ -189,10 +188,10 @@ def test_the_cpu_is_split_into_host_devices_before_jax_starts():
     'None',
     '2',
   ]
-  assert parallel_module.host_device_count(0) == min(8, 2 * os.cpu_count())
-  assert parallel_module.host_device_count(5) == 5
+  assert data_parallel.host_device_count(0) == min(8, 2 * os.cpu_count())
+  assert data_parallel.host_device_count(5) == 5
   with pytest.raises(ValueError, match='host_devices must be >= 0'):
-    parallel_module.host_device_count(-1)
+    data_parallel.host_device_count(-1)
 
 
 def test_a_scanned_block_equals_its_single_steps(toy):

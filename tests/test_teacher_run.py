@@ -15,8 +15,8 @@ import pytest
 from ckd_jax import pipeline
 from ckd_jax.checkpoints import SnapshotStore
 from ckd_jax.data import batching, load_dataset
+from ckd_jax.data_parallel import DataParallel
 from ckd_jax.models import get_model
-from ckd_jax.parallel import DataParallel
 from ckd_jax.stages import supervised
 from ckd_jax.training import make_eval_step, make_evaluator, make_loss_and_grads, model_predict
 from ckd_jax.training.loop import DivergenceError

@@ -14,9 +14,9 @@ from typing import Optional
 
 from ckd_jax.checkpoints import SnapshotStore, restore_stacked, snapshot_digests
 from ckd_jax.data import load_dataset, steps_per_epoch
+from ckd_jax.data_parallel import DataParallel
 from ckd_jax.distributed import is_primary
 from ckd_jax.models import get_model
-from ckd_jax.parallel import DataParallel
 from ckd_jax.stages import console, select, supervised, teacher_choices
 from ckd_jax.stages.supervised import Run, RunSpec
 from ckd_jax.training import (

@@ -9,7 +9,7 @@ import functools
 from absl import logging
 
 from ckd_jax.data import load_dataset
-from ckd_jax.parallel import DataParallel
+from ckd_jax.data_parallel import DataParallel
 from ckd_jax.stages import supervised
 from ckd_jax.stages.supervised import Run, RunSpec
 from ckd_jax.training import make_loss_and_grads

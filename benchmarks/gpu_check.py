@@ -71,27 +71,16 @@ def planned_rows(size):
   ]
 
 
+def _size_args(size):
+  """The step table's sizes as the arguments that both benchmark scripts take."""
+  return [f'--{key}={size[key]}' for key in ('batch', 'image', 'classes', 'steps', 'warmup')]
+
+
 def step_rows(size):
   """Every planned row, measured in this process (one device, no mesh)."""
   rows = []
   for label, mode, extra in planned_rows(size):
-    args = step_benchmark.parse_args(
-      [
-        '--parallel',
-        'none',
-        '--batch',
-        str(size['batch']),
-        '--image',
-        str(size['image']),
-        '--classes',
-        str(size['classes']),
-        '--steps',
-        str(size['steps']),
-        '--warmup',
-        str(size['warmup']),
-      ]
-      + extra
-    )
+    args = step_benchmark.parse_args(['--parallel', 'none', *_size_args(size), *extra])
     arch = size['teacher'] if mode == 'teacher' else size['student']
     teacher = None if mode == 'teacher' else size['teacher']
     print(f'step table: {label}', flush=True)
@@ -116,16 +105,7 @@ def torch_rows(size):
       f'{size["teacher"]}-{size["student"]}',
       '--modes',
       'teacher,kd1,kd3',
-      '--batch',
-      str(size['batch']),
-      '--image',
-      str(size['image']),
-      '--classes',
-      str(size['classes']),
-      '--steps',
-      str(size['steps']),
-      '--warmup',
-      str(size['warmup']),
+      *_size_args(size),
     ]
   )
 

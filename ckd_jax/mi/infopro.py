@@ -16,7 +16,7 @@ and every snapshot gets the same initialisation, minibatches and budget. Units: 
 import jax
 import jax.numpy as jnp
 
-from ckd_jax.mi.variational import fit_adam, probe_bound
+from ckd_jax.mi.variational import decode, fit_adam, init_decoder, probe_bound
 
 _CLIP = 1e-3  # the mean image's pixel probabilities are kept off 0 and 1 (finite logits)
 
@@ -48,18 +48,11 @@ def spatial_decoder_bound(
   train_m, test_m = (train_m - mean) / std, (test_m - mean) / std
   prior = jnp.clip(train_p.mean(0), _CLIP, 1 - _CLIP)
   prior_logits = jnp.log(prior) - jnp.log1p(-prior)  # (h, w, P): the mean image's logits
-  channels, patch = train_m.shape[-1], train_p.shape[-1]
-  k1, k2 = jax.random.split(key)
-  params = {
-    'w1': jax.random.normal(k1, (channels, hidden)) * jnp.sqrt(2.0 / channels),
-    'b1': jnp.zeros(hidden),
-    'w2': jax.random.normal(k2, (hidden, patch)) * jnp.sqrt(1.0 / hidden),
-    'b2': prior_logits,
-  }
+  channels = train_m.shape[-1]
+  params = init_decoder(key, channels, hidden, prior_logits)
 
   def loss(params, m, p):
-    logits = jax.nn.relu(m @ params['w1'] + params['b1']) @ params['w2'] + params['b2']
-    return _bce(p, logits)
+    return _bce(p, decode(params, m))
 
   params = fit_adam(
     lambda q, idx: loss(q, train_m[idx], train_p[idx]),

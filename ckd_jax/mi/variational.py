@@ -20,6 +20,22 @@ def _standardize(train, test):
   return (train - mean) / std, (test - mean) / std
 
 
+def init_decoder(key, inputs, hidden, output_bias):
+  """A one-hidden-layer ReLU MLP decoder (He-initialised), its output bias `output_bias` (the
+  prediction of a decoder that ignores its input: the mean image, or its logits)."""
+  k1, k2 = jax.random.split(key)
+  return {
+    'w1': jax.random.normal(k1, (inputs, hidden)) * jnp.sqrt(2.0 / inputs),
+    'b1': jnp.zeros(hidden),
+    'w2': jax.random.normal(k2, (hidden, output_bias.shape[-1])) * jnp.sqrt(1.0 / hidden),
+    'b2': output_bias,
+  }
+
+
+def decode(params, features):
+  return jax.nn.relu(features @ params['w1'] + params['b1']) @ params['w2'] + params['b2']
+
+
 def fit_adam(loss_fn, params, key, num_examples, steps, batch_size, learning_rate, keep_best=None):
   """Adam on minibatches drawn from `key`: identical draws for every snapshot. `keep_best`:
   (held-out loss of the parameters, every): the parameters checked every `every` steps (and the
@@ -109,17 +125,11 @@ def decoder_bound(
 ):
   """(E‖x − x̄‖² − E‖x − g(f)‖²) / (2σ²) on held-out data; x flattened, in [0, 1]."""
   train_f, test_f = _standardize(train_f, test_f)
-  d, pixels = train_f.shape[1], train_x.shape[1]
-  k1, k2 = jax.random.split(key)
-  params = {
-    'w1': jax.random.normal(k1, (d, hidden)) * jnp.sqrt(2.0 / d),
-    'b1': jnp.zeros(hidden),
-    'w2': jax.random.normal(k2, (hidden, pixels)) * jnp.sqrt(1.0 / hidden),
-    'b2': train_x.mean(0),
-  }
+  d = train_f.shape[1]
+  params = init_decoder(key, d, hidden, train_x.mean(0))
 
   def squared_error(params, f, x):
-    recon = jax.nn.relu(f @ params['w1'] + params['b1']) @ params['w2'] + params['b2']
+    recon = decode(params, f)
     return jnp.mean(jnp.sum((x - recon) ** 2, axis=1))
 
   params = fit_adam(

@@ -12,7 +12,7 @@ import pathlib
 import signal
 import threading
 import time
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -27,6 +27,9 @@ from ckd_jax.training.steps import make_multi_step, over_runs
 from ckd_jax.training.writers import JsonlWriter, LoggingWriter, MultiWriter, TensorBoardWriter
 from ckd_jax.workdir.files import write_json
 from ckd_jax.workdir.layout import RunFiles
+
+if TYPE_CHECKING:
+  from ckd_jax.data_parallel import DataParallel
 
 
 class DivergenceError(FloatingPointError):
@@ -177,15 +180,32 @@ class LoopRun:
   final_info: dict = dataclasses.field(default_factory=dict)
 
 
-def train(runs, step, evaluate, parallel, options, learning_rate_fn=None):
-  """Trains the `LoopRun`s `runs` to `options.num_epochs` with `step` (a `Step`), resuming each
-  from `run_dir/resume` after a kill; returns [(final unreplicated state, final record)] in order.
+def train(
+  runs: Sequence[LoopRun],
+  step: Step,
+  evaluate: Callable[..., dict],
+  parallel: 'DataParallel',
+  options: LoopOptions,
+  learning_rate_fn: Optional[Callable[[int], float]] = None,
+) -> list[tuple[Any, dict]]:
+  """Trains `runs` to `options.num_epochs`, resuming each from `run_dir/resume` after a kill.
 
   One run, or several of one architecture in lockstep as ONE program: their states stacked and
   the step mapped over them (`over_runs`), each with its own batches, constants and files. Runs
   trained together must stand at the same resume step. Every run writes metrics.jsonl (one record
   per epoch), snapshots at `options.snapshot_epochs` (with its `snapshot_metadata`) and final.json
   (with its `final_info`).
+
+  Args:
+    runs: the runs, each with its initial state, batches (`make_train_batches`) and files.
+    step: `Step(update, prepare)`; `prepare` gets each run's `constants`.
+    evaluate: `make_evaluator(...)`: variables -> {'test_loss', 'test_accuracy'}.
+    parallel: the `DataParallel` that places states and batches on the devices.
+    options: length, snapshots, checkpoints and display (`LoopOptions`).
+    learning_rate_fn: step -> learning rate, recorded with each epoch (None: not recorded).
+
+  Returns:
+    [(final unreplicated state, final record)], in the order of `runs`.
   """
   if step.prepare is None and any(run.constants for run in runs):
     raise ValueError('run constants go to a Step.prepare, and this step has none')

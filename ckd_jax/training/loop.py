@@ -232,16 +232,17 @@ def train(
         if stop.requested:
           raise KeyboardInterrupt(stop.requested)
         end = lockstep.block_end(step_done)
-        if end - step_done == 1:
-          batch = lockstep.shard(lockstep.data(lambda b: b.batch(step_done)), 0)
-          if step.prepare is not None:
-            batch = prepare_one(batch, *constants)
-          lockstep.replicated, metrics = update_one(lockstep.replicated, batch)
-        else:
-          block = lockstep.shard(lockstep.data(lambda b: b.block(step_done, end - step_done)), 1)
-          if step.prepare is not None:
-            block = prepare_block(block, *constants)
-          lockstep.replicated, metrics = update_block(lockstep.replicated, block)
+        one = end - step_done == 1  # one batch, else a block of K stacked on a steps axis
+        data = lockstep.shard(
+          lockstep.data(
+            lambda b: b.batch(step_done) if one else b.block(step_done, end - step_done)
+          ),
+          batch_axis=0 if one else 1,
+        )
+        if step.prepare is not None:
+          data = (prepare_one if one else prepare_block)(data, *constants)
+        update = update_one if one else update_block
+        lockstep.replicated, metrics = update(lockstep.replicated, data)
         meter.add(metrics)
         bar.update(end - step_done)
         step_done = end

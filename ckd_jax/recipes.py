@@ -251,7 +251,7 @@ def cpu_study_config(data, args, test_examples=2000):
       'none',
     )
   # The studies' selection as they ran it (EXPERIMENTS.md), variational first, min-max normalised
-  # (the library's default is now kde with 'max', chosen by their regret table).
+  # (the library's default is kde with 'minmax', chosen by their regret table).
   select = dict(
     method='variational,kde',
     normalization='minmax',

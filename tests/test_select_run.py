@@ -18,6 +18,7 @@ from ckd_jax.workdir.layout import teacher_run_dir
 def tiny_config(stages='teacher,select', **select):
   select_settings = dict(
     method='variational',
+    feature='penultimate',  # what these tests were written for (the default reads the logits)
     num_samples=0,
     fit_samples=256,
     batch_size=64,

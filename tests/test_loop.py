@@ -118,3 +118,18 @@ def test_checkpoint_writes_are_not_counted_in_epoch_times(tmp_path, monkeypatch,
   records = [json.loads(line) for line in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
   assert clock.now >= 20.0  # the checkpoints were written
   assert [r['epoch_time_s'] for r in records] == [0.0, 0.0, 0.0]
+
+
+def test_run_constants_without_a_prepare_are_refused_before_any_file(tmp_path):
+  """Constants feed `Step.prepare`; a step without one would silently drop them (a KD student
+  trained without its teachers)."""
+  _, state, batches = _tiny_run()
+  with pytest.raises(ValueError, match='Step.prepare'):
+    train(
+      [LoopRun(tmp_path / 'run', state, batches, constants=({'w': np.zeros(2)},))],
+      Step(update=lambda state, batch: (state, {})),
+      _no_evaluation,
+      DataParallel('none'),
+      LoopOptions(num_epochs=1, progress=False),
+    )
+  assert not (tmp_path / 'run').exists()

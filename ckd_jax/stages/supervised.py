@@ -1,7 +1,8 @@
-"""One supervised run, shared by teachers and students: model, batches, optimizer, step, loop.
+"""The training of a stage's runs, shared by teachers and students: grouped once, then looped.
 
-A run is: a model from the zoo, the optimizer and schedule of its recipe, on-device batches, a step
-built from a `loss_and_grads` factory (cross-entropy or KD), and an evaluator on the test split.
+The runs of one call share a `RunSpec` (a model from the zoo, the optimizer and schedule of its
+recipe, the data handling), one step built from a `loss_and_grads` factory (cross-entropy or KD)
+and one evaluator on the test split; each `Run` has its own seed, files and step constants.
 """
 
 import dataclasses

@@ -1,6 +1,8 @@
 """The student KD step: ensemble forward, jit/no-jit/pmap agreement, ESKD cut-off, BN quirk, and the
 pipeline's form of it: the teachers' targets in a program of their own, then the student step."""
 
+import functools
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -25,13 +27,18 @@ from ckd_jax.training.loop import _compiled_prepare, _compiled_update
 MEMBERS = 3
 
 
+def _init_teacher(teacher, seed):
+  """One compiled init for every seed: run eagerly, each parameter shape compiles its own
+  random-number program."""
+  return jax.jit(teacher.init)(jax.random.key(seed), jnp.zeros((1, 8, 8, 3)))
+
+
 @pytest.fixture(scope='module')
 def setup():
   teacher = get_model('resnet8_b', 5)
-  x = jnp.zeros((1, 8, 8, 3))
   members = []
   for seed in range(MEMBERS):
-    variables = teacher.init(jax.random.key(seed), x)
+    variables = _init_teacher(teacher, seed)
     # Other running statistics than the batch's, so eval-mode and train-mode BN differ (scaled:
     # a shift of the means by 0.3 left every ReLU off and the logits exactly 0).
     variables = {
@@ -52,19 +59,22 @@ def test_ensemble_forward_equals_separate_forwards(setup):
   teacher, members, stacked, batch = setup
   got = jax.jit(make_teacher_forward(teacher))(stacked, batch['image'])
   chex.assert_shape(got, (MEMBERS, 16, 5))
+  apply = jax.jit(teacher.apply)  # one program for the members, not one per operation
   for i, variables in enumerate(members):
     # Tolerance 1e-5: the compiled loop may fuse convolutions differently.
-    np.testing.assert_allclose(
-      got[i], teacher.apply(variables, batch['image']), rtol=1e-5, atol=1e-5
-    )
+    np.testing.assert_allclose(got[i], apply(variables, batch['image']), rtol=1e-5, atol=1e-5)
 
 
 def test_train_mode_batch_norm_quirk_uses_batch_statistics(setup):
   teacher, members, stacked, batch = setup
-  quirk = make_teacher_forward(teacher, train_mode_batch_norm=True)(stacked, batch['image'])
-  expected = teacher.apply(members[1], batch['image'], train=True, mutable=['batch_stats'])[0]
+  quirk = jax.jit(make_teacher_forward(teacher, train_mode_batch_norm=True))(
+    stacked, batch['image']
+  )
+  expected = jax.jit(
+    lambda variables, images: teacher.apply(variables, images, train=True, mutable=['batch_stats'])
+  )(members[1], batch['image'])[0]
   np.testing.assert_allclose(quirk[1], expected, rtol=1e-5, atol=1e-5)
-  eval_mode = make_teacher_forward(teacher)(stacked, batch['image'])
+  eval_mode = jax.jit(make_teacher_forward(teacher))(stacked, batch['image'])
   assert np.abs(np.asarray(quirk - eval_mode)).max() > 1e-2
 
 
@@ -104,7 +114,11 @@ def test_kd_until_step_switches_to_cross_entropy(setup):
   np.testing.assert_allclose(
     before[0],
     losses.ensemble_kd_loss(
-      logits, make_teacher_forward(teacher)(stacked, batch['image']), batch['label'], 0.5, 4.0
+      logits,
+      jax.jit(make_teacher_forward(teacher))(stacked, batch['image']),
+      batch['label'],
+      0.5,
+      4.0,
     ),
     rtol=1e-6,
   )
@@ -121,7 +135,8 @@ def test_bad_kd_hyperparameters_are_refused_when_building_the_step(setup):
 
 def _reference_kd_step(model, teacher, members, state, batch):
   """An independent KD step: the teachers one by one (no vmap), jax.grad of the public loss, and
-  optax.sgd(0.1, 0.9)'s first update written out (momentum buffer = gradient: p − 0.1·g)."""
+  optax.sgd(0.1, 0.9)'s first update written out (momentum buffer = gradient: p − 0.1·g).
+  Called jitted (op by op it compiles every primitive on its own)."""
   teacher_logits = jnp.stack([teacher.apply(v, batch['image']) for v in members])
 
   def loss_fn(params):
@@ -147,6 +162,22 @@ def _two_programs(model, teacher, parallel, stacked=False):
   )
 
 
+@functools.lru_cache(maxsize=1)
+def _variant_case():
+  """The variants' shared inputs and the reference step's result, computed once."""
+  teacher = get_model('resnet8_b', 5)
+  members = [_init_teacher(teacher, seed) for seed in range(2)]
+  rng = np.random.default_rng(1)
+  batch = {
+    'image': jnp.asarray(rng.normal(size=(16, 8, 8, 3)), jnp.float32),
+    'label': jnp.asarray(rng.integers(0, 5, 16), jnp.int32),
+  }
+  model, state = _student()
+  reference = jax.jit(functools.partial(_reference_kd_step, model, teacher))
+  stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *members)
+  return teacher, stacked, batch, model, state, reference(members, state, batch)
+
+
 class StudentStepVariantsTest(chex.TestCase):
   """The KD step with and without jit; the pipeline's two programs (teachers' targets, student
   step) pmapped over 8 fake CPU devices (synchronised BN) and on a mesh of them; against an
@@ -154,17 +185,9 @@ class StudentStepVariantsTest(chex.TestCase):
 
   @chex.variants(with_jit=True, without_jit=True, with_pmap=True)
   def test_student_step_agrees(self):
-    teacher = get_model('resnet8_b', 5)
-    members = [teacher.init(jax.random.key(s), jnp.zeros((1, 8, 8, 3))) for s in range(2)]
-    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *members)
-    rng = np.random.default_rng(1)
-    batch = {
-      'image': jnp.asarray(rng.normal(size=(16, 8, 8, 3)), jnp.float32),
-      'label': jnp.asarray(rng.integers(0, 5, 16), jnp.int32),
-    }
+    teacher, stacked, batch, model, state, want = _variant_case()
+    want_params, want_stats, want_loss = want
     forward = make_teacher_forward(teacher)
-    model, state = _student()
-    want_params, want_stats, want_loss = _reference_kd_step(model, teacher, members, state, batch)
 
     if self.variant.type == chex.ChexVariantType.WITH_PMAP:
       pmodel, _ = _student(AXIS_NAME)

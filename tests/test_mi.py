@@ -1,5 +1,6 @@
 """MI estimators against closed forms, the vectorised path against a loop, and T* selection."""
 
+import functools
 import math
 
 import chex
@@ -139,7 +140,8 @@ def test_decoder_bound_sees_information_only_when_there_is_some():
 def snapshots():
   """Four differently initialised small nets as 'snapshots', and digits."""
   model = get_model('resnet8_b', 10)
-  trees = [model.init(jax.random.key(s), jnp.zeros((1, 8, 8, 1))) for s in range(4)]
+  init = jax.jit(model.init)  # one program (eagerly: one per parameter shape)
+  trees = [init(jax.random.key(s), jnp.zeros((1, 8, 8, 1))) for s in range(4)]
   return model, trees, load_digits()
 
 
@@ -188,8 +190,9 @@ def test_features_of_the_stack_equal_each_models_features(snapshots):
   images = dataset.test.images[:50]
   got = mi.extract_features(model, _stack(trees), images, dataset.mean, dataset.std, batch_size=32)
   x = (images / 255.0 - np.array(dataset.mean)) / np.array(dataset.std)
+  apply = jax.jit(functools.partial(model.apply, return_features=True))
   for i, tree in enumerate(trees):
-    _, expected = model.apply(tree, jnp.asarray(x, jnp.float32), return_features=True)
+    _, expected = apply(tree, jnp.asarray(x, jnp.float32))
     np.testing.assert_allclose(got[i], expected, rtol=1e-4, atol=1e-5)
   logits = mi.extract_features(
     model, _stack(trees[:1]), images, dataset.mean, dataset.std, feature='logits'

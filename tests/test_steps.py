@@ -78,7 +78,7 @@ class EvalStepTest(chex.TestCase):
       'label': jnp.asarray(rng.integers(0, 5, 8), jnp.int32),
       'mask': jnp.asarray([True] * 6 + [False] * 2),
     }
-    logits = np.asarray(model.apply(state.variables, batch['image']))
+    logits = np.asarray(jax.jit(model.apply)(state.variables, batch['image']))
     log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
     real = slice(0, 6)
     expected_correct = (logits.argmax(-1) == np.asarray(batch['label']))[real].sum()
@@ -86,13 +86,16 @@ class EvalStepTest(chex.TestCase):
     copies = 1
     if self.variant.type == chex.ChexVariantType.WITH_PMAP:
       # chex broadcasts the batch to all 8 devices: the psum must count every copy.
+      # Copied on the host: chex's own broadcast compiles one program per leaf shape.
       copies = DEVICES
       fn = self.variant(
-        make_eval_step(model_predict(model), AXIS_NAME), axis_name=AXIS_NAME, n_devices=DEVICES
+        make_eval_step(model_predict(model), AXIS_NAME),
+        axis_name=AXIS_NAME,
+        broadcast_args_to_devices=False,
       )
+      sums = fn(*DataParallel('pmap').replicate((state.variables, batch)))
     else:
-      fn = self.variant(make_eval_step(model_predict(model)))
-    sums = fn(state.variables, batch)
+      sums = self.variant(make_eval_step(model_predict(model)))(state.variables, batch)
     assert float(sums['count']) == 6 * copies
     assert float(sums['correct']) == expected_correct * copies
     np.testing.assert_allclose(float(sums['loss']), expected_loss * copies, rtol=1e-5)

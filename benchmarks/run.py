@@ -23,6 +23,7 @@ one run on one machine. Prints a table and writes JSON (default benchmarks/resul
 """
 
 import argparse
+import functools
 import json
 import os
 import pathlib
@@ -67,10 +68,8 @@ def measure_jax(arch, mode, args, teacher_arch=None):
     loss_and_grads = make_loss_and_grads(model, compute_dtype=args.dtype)
   else:
     teacher = get_model(teacher_arch, args.classes)
-    members = [
-      teacher.init(jax.random.key(k), jnp.zeros((1,) + shape), train=False)
-      for k in range(int(mode[2:]))
-    ]
+    init = jax.jit(functools.partial(teacher.init, train=False))  # eagerly: a program per shape
+    members = [init(jax.random.key(k), jnp.zeros((1,) + shape)) for k in range(int(mode[2:]))]
     inputs = (jax.tree.map(lambda *x: np.stack(x), *members),)
     add_targets = make_teacher_targets(make_teacher_forward(teacher), 4.0, compute_dtype=args.dtype)
     loss_and_grads = make_distillation_loss_and_grads(model, 0.9, 4.0, compute_dtype=args.dtype)

@@ -179,11 +179,13 @@ def _variant_case():
 
 
 class StudentStepVariantsTest(chex.TestCase):
-  """The KD step with and without jit; the pipeline's two programs (teachers' targets, student
-  step) pmapped over 8 fake CPU devices (synchronised BN) and on a mesh of them; against an
-  independently written step."""
+  """The KD step jitted; the pipeline's two programs (teachers' targets, student step) pmapped
+  over 8 fake CPU devices (synchronised BN) and on a mesh of them; against an independently
+  written step. Not without jit: the library only runs this step compiled, and op by op each of
+  its ~300 primitives compiles alone (the eager paths of the KD loss and the steps are tested in
+  test_losses and test_steps)."""
 
-  @chex.variants(with_jit=True, without_jit=True, with_pmap=True)
+  @chex.variants(with_jit=True, with_pmap=True)
   def test_student_step_agrees(self):
     teacher, stacked, batch, model, state, want = _variant_case()
     want_params, want_stats, want_loss = want
@@ -207,13 +209,12 @@ class StudentStepVariantsTest(chex.TestCase):
     else:
       step = self.variant(make_train_step(make_kd_loss_and_grads(model, forward, 0.5, 4.0)))
       new_state, metrics = step(state, batch, stacked)
-      if self.variant.type == chex.ChexVariantType.WITH_JIT:  # the two programs on a device mesh
-        mesh = DataParallel('mesh')
-        (targets, _), (step, _) = _two_programs(model, teacher, mesh)
-        on_mesh = mesh.unreplicate(
-          step(mesh.replicate(state), targets(mesh.shard(batch), mesh.replicate(stacked)))
-        )
-        chex.assert_trees_all_close(on_mesh, (new_state, metrics), rtol=1e-5, atol=1e-5)
+      mesh = DataParallel('mesh')  # and the two programs on a device mesh
+      (targets, _), (step, _) = _two_programs(model, teacher, mesh)
+      on_mesh = mesh.unreplicate(
+        step(mesh.replicate(state), targets(mesh.shard(batch), mesh.replicate(stacked)))
+      )
+      chex.assert_trees_all_close(on_mesh, (new_state, metrics), rtol=1e-5, atol=1e-5)
     # 1e-5: the vmapped teacher forward and the device split sum in another order.
     tol = dict(rtol=1e-5, atol=1e-5)
     chex.assert_trees_all_close(new_state.params, want_params, **tol)

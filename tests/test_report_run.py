@@ -15,7 +15,7 @@ import pytest
 from ckd_jax import pipeline
 from ckd_jax.data import batching
 from ckd_jax.stages import report
-from ckd_jax.workdir import WorkdirLockedError, workdir_lock
+from ckd_jax.workdir import WorkdirLockedError, record, workdir_lock
 
 CHOICES = ('epoch:1', 'selected', 'full_ensemble:2', 'none')
 
@@ -143,6 +143,19 @@ def test_manifest_records_every_stage(reference):
   assert set(manifest['stages']) == {'teacher', 'select', 'distill', 'report'}
   assert all(s['duration_s'] >= 0 for s in manifest['stages'].values())
   assert manifest['software']['jax'] and manifest['software']['python']
+  assert manifest['software']['cpu']
+
+
+def test_the_manifest_names_the_cpu_and_its_vector_extension(tmp_path):
+  cpuinfo = tmp_path / 'cpuinfo'
+  cpuinfo.write_text(
+    'processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\n'
+    'model name\t: AMD EPYC\nflags\t\t: fpu sse2 avx avx2 avx512f\n\n'
+    'processor\t: 1\nmodel name\t: other\n'
+  )
+  assert record.cpu_description(cpuinfo) == 'AMD EPYC (family 25, model 17, avx512f)'
+  cpuinfo.write_text('model name\t: Some CPU\nflags\t: fpu sse2\n')
+  assert record.cpu_description(cpuinfo) == 'Some CPU (family ?, model ?, no avx)'
 
 
 def test_report_stage_alone_rebuilds_the_report(reference):

@@ -2,6 +2,7 @@
 manifest (when each stage last finished, how long it took, and the software that ran it)."""
 
 import json
+import pathlib
 import platform
 import sys
 import time
@@ -59,10 +60,32 @@ def read_config(workdir):
   return read_json(layout.config_path(workdir))
 
 
+def cpu_description(cpuinfo='/proc/cpuinfo'):
+  """The CPU's model and widest vector extension, as Linux names them: XLA compiles for the
+  host's instruction set, so CPUs with other extensions may round differently (a run reproduces
+  to the last bit only on the same kind of CPU)."""
+  try:
+    lines = pathlib.Path(cpuinfo).read_text().splitlines()
+  except OSError:
+    return platform.processor() or platform.machine()
+  fields = {}
+  for line in lines:  # the first processor's fields
+    key, _, value = line.partition(':')
+    fields.setdefault(key.strip(), value.strip())
+  flags = set(fields.get('flags', '').split())
+  widest = next((f for f in ('avx512f', 'avx2', 'avx', 'asimd') if f in flags), 'no avx')
+  return (
+    f'{fields.get("model name", platform.machine())} (family {fields.get("cpu family", "?")}, '
+    f'model {fields.get("model", "?")}, {widest})'
+  )
+
+
 def software_versions():
+  """Python's and the packages' versions, and the platform and CPU that ran them."""
   versions = {
     'python': sys.version.split()[0],
     'platform': platform.platform(),
+    'cpu': cpu_description(),
     'ckd_jax': ckd_jax.__version__,
   }
   for package in MANIFEST_PACKAGES:

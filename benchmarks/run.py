@@ -23,7 +23,6 @@ one run on one machine. Prints a table and writes JSON (default benchmarks/resul
 """
 
 import argparse
-import functools
 import json
 import os
 import pathlib
@@ -39,7 +38,6 @@ MODES = ('teacher', 'kd1', 'kd3')
 def measure_jax(arch, mode, args, teacher_arch=None):
   """One row: the compiled step of `mode` for `arch` (the student for KD), timed."""
   import jax
-  import jax.numpy as jnp
   import numpy as np
 
   from ckd_jax import recipes
@@ -47,6 +45,7 @@ def measure_jax(arch, mode, args, teacher_arch=None):
   from ckd_jax.models import get_model
   from ckd_jax.training import (
     create_train_state,
+    init_variables,
     make_distillation_loss_and_grads,
     make_loss_and_grads,
     make_multi_step,
@@ -68,8 +67,7 @@ def measure_jax(arch, mode, args, teacher_arch=None):
     loss_and_grads = make_loss_and_grads(model, compute_dtype=args.dtype)
   else:
     teacher = get_model(teacher_arch, args.classes)
-    init = jax.jit(functools.partial(teacher.init, train=False))  # eagerly: a program per shape
-    members = [init(jax.random.key(k), jnp.zeros((1,) + shape)) for k in range(int(mode[2:]))]
+    members = [init_variables(teacher, shape, seed=k) for k in range(int(mode[2:]))]
     inputs = (jax.tree.map(lambda *x: np.stack(x), *members),)
     add_targets = make_teacher_targets(make_teacher_forward(teacher), 4.0, compute_dtype=args.dtype)
     loss_and_grads = make_distillation_loss_and_grads(model, 0.9, 4.0, compute_dtype=args.dtype)

@@ -15,6 +15,7 @@ from ckd_jax.data_parallel import AXIS_NAME, DataParallel
 from ckd_jax.models import get_model
 from ckd_jax.training import (
   create_train_state,
+  init_variables,
   make_distillation_loss_and_grads,
   make_kd_loss_and_grads,
   make_multi_step,
@@ -27,18 +28,12 @@ from ckd_jax.training.loop import _compiled_prepare, _compiled_update
 MEMBERS = 3
 
 
-def _init_teacher(teacher, seed):
-  """One compiled init for every seed: run eagerly, each parameter shape compiles its own
-  random-number program."""
-  return jax.jit(teacher.init)(jax.random.key(seed), jnp.zeros((1, 8, 8, 3)))
-
-
 @pytest.fixture(scope='module')
 def setup():
   teacher = get_model('resnet8_b', 5)
   members = []
   for seed in range(MEMBERS):
-    variables = _init_teacher(teacher, seed)
+    variables = init_variables(teacher, (8, 8, 3), seed)
     # Other running statistics than the batch's, so eval-mode and train-mode BN differ (scaled:
     # a shift of the means by 0.3 left every ReLU off and the logits exactly 0).
     variables = {
@@ -166,7 +161,7 @@ def _two_programs(model, teacher, parallel, stacked=False):
 def _variant_case():
   """The variants' shared inputs and the reference step's result, computed once."""
   teacher = get_model('resnet8_b', 5)
-  members = [_init_teacher(teacher, seed) for seed in range(2)]
+  members = [init_variables(teacher, (8, 8, 3), seed) for seed in range(2)]
   rng = np.random.default_rng(1)
   batch = {
     'image': jnp.asarray(rng.normal(size=(16, 8, 8, 3)), jnp.float32),

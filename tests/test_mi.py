@@ -15,6 +15,7 @@ from ckd_jax.mi import estimation, infopro
 from ckd_jax.mi import features as features_module
 from ckd_jax.mi.kde import kde_mi as kde_mi_unpatched
 from ckd_jax.models import get_model
+from ckd_jax.training import init_variables
 
 
 def np_entropy(values):
@@ -140,8 +141,7 @@ def test_decoder_bound_sees_information_only_when_there_is_some():
 def snapshots():
   """Four differently initialised small nets as 'snapshots', and digits."""
   model = get_model('resnet8_b', 10)
-  init = jax.jit(model.init)  # one program (eagerly: one per parameter shape)
-  trees = [init(jax.random.key(s), jnp.zeros((1, 8, 8, 1))) for s in range(4)]
+  trees = [init_variables(model, (8, 8, 1), seed) for seed in range(4)]
   return model, trees, load_digits()
 
 

@@ -156,6 +156,8 @@ def test_the_manifest_names_the_cpu_and_its_vector_extension(tmp_path):
   assert record.cpu_description(cpuinfo) == 'AMD EPYC (family 25, model 17, avx512f)'
   cpuinfo.write_text('model name\t: Some CPU\nflags\t: fpu sse2\n')
   assert record.cpu_description(cpuinfo) == 'Some CPU (family ?, model ?, no avx)'
+  cpuinfo.write_text('model name\t: ARMv8 Processor\nFeatures\t: fp asimd evtstrm\n')  # Arm
+  assert record.cpu_description(cpuinfo) == 'ARMv8 Processor (family ?, model ?, asimd)'
 
 
 def test_report_stage_alone_rebuilds_the_report(reference):

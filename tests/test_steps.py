@@ -85,8 +85,8 @@ class EvalStepTest(chex.TestCase):
     expected_loss = -log_p[np.arange(8), np.asarray(batch['label'])][real].sum()
     copies = 1
     if self.variant.type == chex.ChexVariantType.WITH_PMAP:
-      # chex broadcasts the batch to all 8 devices: the psum must count every copy.
-      # Copied on the host: chex's own broadcast compiles one program per leaf shape.
+      # The inputs copied to all 8 devices (on the host: chex's own broadcast compiles a program
+      # per leaf shape): the psum must count every copy.
       copies = DEVICES
       fn = self.variant(
         make_eval_step(model_predict(model), AXIS_NAME),

@@ -17,10 +17,17 @@ class TrainState(train_state.TrainState):
     return {'params': self.params, 'batch_stats': self.batch_stats}
 
 
+def init_variables(model, image_shape, seed):
+  """The model's variables (params, batch_stats) on a zero batch, by one compiled program per
+  model and shape (run eagerly, `model.init` compiles a program per parameter shape);
+  deterministic in `seed`."""
+  images = jnp.zeros((1,) + tuple(image_shape), jnp.float32)
+  return _compiled_init(model, images.shape)(jax.random.key(seed), images)
+
+
 def create_train_state(model, tx, image_shape, seed):
   """Initialises parameters on a zero batch; deterministic in `seed`."""
-  images = jnp.zeros((1,) + tuple(image_shape), jnp.float32)
-  variables = _compiled_init(model, images.shape)(jax.random.key(seed), images)
+  variables = init_variables(model, image_shape, seed)
   # As TrainState.create, with the optimizer state made by one compiled call: eagerly, every
   # parameter shape would compile its own zeros (one program per distinct shape). An array
   # step (not a Python int) keeps its dtype through checkpoints and pmap.

@@ -72,7 +72,7 @@ def cpu_description(cpuinfo='/proc/cpuinfo'):
   for line in lines:  # the first processor's fields
     key, _, value = line.partition(':')
     fields.setdefault(key.strip(), value.strip())
-  flags = set(fields.get('flags', '').split())
+  flags = set((fields.get('flags') or fields.get('Features', '')).split())  # x86, Arm
   widest = next((f for f in ('avx512f', 'avx2', 'avx', 'asimd') if f in flags), 'no avx')
   return (
     f'{fields.get("model name", platform.machine())} (family {fields.get("cpu family", "?")}, '

@@ -9,7 +9,10 @@ HOST_DEVICES = '--xla_force_host_platform_device_count=8'  # for the pmap and me
 # Compiling, not running, is most of the tests' time: LLVM's optimisations of the tiny test
 # programs took longer than all their steps (a cold `pytest tests/test_kd_step.py`: 83 s with them,
 # 48 s without). XLA's own graph passes still run, so the programs compute the same functions.
-FAST_COMPILE = '--xla_backend_optimization_level=0'
+# The CPU's MLIR fusion emitters compile the tests' small fusions about twice as slowly as the
+# classic ones (benchmarks/RESULTS.md, 2026-12-04); XLA aborts on a flag it does not know, so drop
+# it here when a jaxlib retires it.
+FAST_COMPILE = '--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false'
 # Shared by the test processes and the command lines they start: a rerun of the suite compiles
 # little (cache keys include the flags, so the children's entries never collide with the tests').
 XLA_CACHE = pathlib.Path(tempfile.gettempdir()) / 'ckd_jax_test_xla_cache'

@@ -5,9 +5,9 @@ The reference is the same config in this process, on its 8 host devices (conftes
 global mesh program, so the runs may differ only by the order of the cross-process sums. After
 2 teacher epochs and 2 KD epochs (8 steps each) they agree to ~1e-7 relative; the tolerance
 (rtol 1e-5) leaves room for that and still fails on any difference in data, sharding or updates.
-The config is test_teacher_run's smooth one (no crop padding, learning rate 0.02), where a rounding
-difference cannot switch a ReLU or BatchNorm kink; the rows each process cuts of an augmented
-batch are checked exactly in test_streaming.py.
+The config is pipeline_configs' smooth two-stage one (no crop padding, learning rate 0.02), where
+a rounding difference does not switch a ReLU or BatchNorm kink; the rows each process cuts of an
+augmented batch are checked exactly in test_streaming.py.
 """
 
 import json

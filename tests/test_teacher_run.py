@@ -11,6 +11,8 @@ import jax
 import numpy as np
 import pipeline_configs
 import pytest
+from pipeline_configs import split_smooth_teacher_config
+from pipeline_configs import teacher_stage_config as tiny_config
 
 from ckd_jax import pipeline
 from ckd_jax.checkpoints import SnapshotStore
@@ -22,20 +24,6 @@ from ckd_jax.training import make_eval_step, make_evaluator, make_loss_and_grads
 from ckd_jax.training.loop import DivergenceError
 from ckd_jax.workdir.files import read_jsonl
 from ckd_jax.workdir.layout import teacher_run_dir
-
-
-def tiny_config(**teacher):
-  config = pipeline_configs.tiny_config(
-    train=192,
-    test=96,
-    eval_batch=48,
-    epochs=3,
-    milestones=(2,),
-    checkpoint_every=4,
-    stages='teacher',
-  )
-  config.teacher.update(teacher)
-  return config
 
 
 def run_dir(workdir):
@@ -190,32 +178,21 @@ def test_rerunning_a_finished_run_does_nothing(reference):
 
 @pytest.fixture(scope='module')
 def unpadded_reference(tmp_path_factory):
-  """A single-device run without crop padding. Padding puts exact zeros in the images, which put
-  some ReLU and BatchNorm inputs exactly where they are not smooth: there a rounding difference of
-  1e-7 (as any device split causes) switches a gradient entry (3e-4 after 4 steps, 5e-2 after 18
-  were seen under 'mesh'), so a split run is compared where the trajectory is smooth."""
+  """The single-device run that the split, blocked and stacked runs are compared with, on the
+  smooth trajectory of split_smooth_teacher_config (pipeline_configs.py says why)."""
   workdir = tmp_path_factory.mktemp('unpadded')
-  pipeline.run(_unpadded_config('none'), workdir)
+  pipeline.run(split_smooth_teacher_config('none'), workdir)
   return workdir
-
-
-def _unpadded_config(mode):
-  """No crop padding, and learning rate 0.02 rather than 0.05: at 0.05 a seed-1 run still met a
-  kink once (6e-3 apart after 18 steps, 1e-7 after 6), at 0.02 every split stays within 6e-6."""
-  config = tiny_config()
-  config.data.crop_padding, config.parallel = 0, mode
-  config.teacher.optimizer.learning_rate = 0.02
-  return config
 
 
 @pytest.mark.parametrize('mode', ['pmap', 'mesh'])
 def test_data_parallel_run_matches_single_device_run(tmp_path, unpadded_reference, mode):
-  pipeline.run(_unpadded_config(mode), tmp_path)
+  pipeline.run(split_smooth_teacher_config(mode), tmp_path)
   for epoch in (1, 3):
     got, meta = _snapshot(tmp_path, epoch)
     want, ref_meta = _snapshot(unpadded_reference, epoch)
     # One split step equals the single-device step to 1e-5 (test_steps.py); over these 18 smooth
-    # steps the difference stays at float rounding (≤ 6e-6 seen); a wrong sync differs by > 1e-2.
+    # steps the difference stays at float rounding (≤ 1e-6 seen); a wrong sync differs by > 1e-2.
     chex.assert_trees_all_close(got, want, rtol=0, atol=1e-4)
     assert meta['test_accuracy'] == ref_meta['test_accuracy']
 
@@ -225,7 +202,7 @@ def blocks_of_4(tmp_path_factory):
   """The unpadded run with 4 steps per call, cut at the rolling checkpoints every 5 steps and at the
   epoch ends every 6: blocks of 4 at steps 0 and 6, single steps where a cut leaves fewer."""
   workdir = tmp_path_factory.mktemp('blocks')
-  config = _unpadded_config('none')
+  config = split_smooth_teacher_config('none')
   config.steps_per_call, config.teacher.checkpoint_every_steps = 4, 5
   pipeline.run(config, workdir)
   return workdir, config
@@ -288,7 +265,7 @@ def test_seeds_trained_one_after_another_trace_one_step(tmp_path, monkeypatch):
 
 
 def _vectorised_config():
-  config = _unpadded_config('none')
+  config = split_smooth_teacher_config('none')
   config.teacher.num_seeds, config.teacher.vectorize = 2, True
   return config
 
@@ -302,7 +279,7 @@ def vectorised(tmp_path_factory):
 
 
 def test_vectorised_seeds_train_as_when_alone(vectorised, unpadded_reference, tmp_path):
-  alone = _unpadded_config('none')
+  alone = split_smooth_teacher_config('none')
   alone.seed = 1
   pipeline.run(alone, tmp_path)
   for seed, reference in ((0, unpadded_reference), (1, tmp_path)):

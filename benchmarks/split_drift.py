@@ -1,0 +1,97 @@
+"""How far a device split drifts from one device over the tests' smooth teacher run.
+
+  python benchmarks/split_drift.py                          # the tests' rate, the tests' XLA flags
+  python benchmarks/split_drift.py --learning_rates 0.01,0.02,0.03
+
+Why: tests/test_teacher_run.py compares 'pmap' and 'mesh' runs of
+`pipeline_configs.split_smooth_teacher_config` with a one-device run to 1e-4. One split step equals
+the one-device step to rounding, but where a ReLU or BatchNorm input sits within rounding of its
+kink the runs part (1e-3 to 1e-2 in a few steps), and which learning rates meet a kink changes
+with the rounding of the compiled programs. Run this after changing the tests' XLA flags
+(tests/child_env.py) or jaxlib, and pick a rate whose every cell stays near 1e-6. Prints, per rate,
+split and epoch, the largest absolute difference over the snapshot's parameters and batch
+statistics; writes JSON (default benchmarks/results/split_drift.json).
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import platform
+import sys
+import tempfile
+import time
+
+HERE = pathlib.Path(__file__).resolve().parent
+TESTS = HERE.parent / 'tests'
+sys.path.insert(0, str(TESTS))
+import child_env  # noqa: E402  (tests/ is not a package)
+
+
+def drift_rows(learning_rates, workdir):
+  """One row per (rate, split, epoch): the split run's largest distance from the one-device run."""
+  import jax
+  import numpy as np
+  from pipeline_configs import split_smooth_teacher_config
+
+  from ckd_jax import pipeline
+  from ckd_jax.checkpoints import SnapshotStore
+  from ckd_jax.workdir.layout import teacher_run_dir
+
+  rows = []
+  for rate in learning_rates:
+    runs = {}
+    for mode in ('none', 'pmap', 'mesh'):
+      config = split_smooth_teacher_config(mode, learning_rate=rate)
+      pipeline.run(config, os.path.join(workdir, f'{rate}_{mode}'))
+      runs[mode] = SnapshotStore(
+        teacher_run_dir(os.path.join(workdir, f'{rate}_{mode}'), 'resnet8_b', 0)
+      )
+    for mode in ('pmap', 'mesh'):
+      for epoch in config.teacher.snapshot_epochs:
+        split, one = (runs[m].restore(epoch)[0] for m in (mode, 'none'))
+        distance = max(
+          float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+          for a, b in zip(jax.tree.leaves(split), jax.tree.leaves(one), strict=True)
+        )
+        rows.append(dict(learning_rate=rate, split=mode, epoch=epoch, max_abs_difference=distance))
+  return rows
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--learning_rates', default=None, help='comma-separated; default: the tests')
+  parser.add_argument('--out', default=str(HERE / 'results' / 'split_drift.json'))
+  args = parser.parse_args(argv)
+  # The tests' flags and their 8 host devices, set before jax starts.
+  os.environ['XLA_FLAGS'] = f'{child_env.FAST_COMPILE} {child_env.HOST_DEVICES}'
+  os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+  from pipeline_configs import SPLIT_SMOOTH_LEARNING_RATE
+
+  rates = (
+    [float(v) for v in args.learning_rates.split(',')]
+    if args.learning_rates
+    else [SPLIT_SMOOTH_LEARNING_RATE]
+  )
+  with tempfile.TemporaryDirectory() as workdir:
+    rows = drift_rows(rates, workdir)
+  print('| learning rate | split | epoch | max abs difference from one device |')
+  print('|---:|---|---:|---:|')
+  for r in rows:
+    print(f'| {r["learning_rate"]} | {r["split"]} | {r["epoch"]} | {r["max_abs_difference"]:.1e} |')
+  out = pathlib.Path(args.out)
+  out.parent.mkdir(parents=True, exist_ok=True)
+  record = dict(
+    command=' '.join(sys.argv),
+    xla_flags=os.environ['XLA_FLAGS'],
+    machine=platform.platform(),
+    date=time.strftime('%Y-%m-%d'),
+    rows=rows,
+  )
+  out.write_text(json.dumps(record, indent=1))
+  print(f'wrote {out}')
+  return rows
+
+
+if __name__ == '__main__':
+  main()

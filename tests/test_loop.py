@@ -2,6 +2,8 @@
 saved."""
 
 import json
+import os
+import signal
 import time
 
 import numpy as np
@@ -23,6 +25,7 @@ from ckd_jax.training import (
   make_train_step,
   train,
 )
+from ckd_jax.training.loop import _StopAtStepBoundary
 
 WAIT_S = 0.5
 
@@ -133,3 +136,23 @@ def test_run_constants_without_a_prepare_are_refused_before_any_file(tmp_path):
       LoopOptions(num_epochs=1, progress=False),
     )
   assert not (tmp_path / 'run').exists()
+
+
+@pytest.mark.parametrize('signum', [signal.SIGINT, signal.SIGTERM, signal.SIGUSR2], ids=str)
+def test_each_stop_signal_asks_for_a_stop_at_the_next_step_and_a_second_one_stops_at_once(signum):
+  """The loop checks `requested` between two steps (test_teacher_run.py's interrupt test runs the
+  whole path once); every stop signal goes through the same handler, and the process's own
+  handler is back afterwards."""
+  received = []
+  previous = signal.signal(signum, lambda *_: received.append(signum))
+  try:
+    with _StopAtStepBoundary() as stop:
+      assert stop.requested is None
+      os.kill(os.getpid(), signum)
+      assert stop.requested == signal.Signals(signum).name
+      with pytest.raises(KeyboardInterrupt):
+        os.kill(os.getpid(), signum)
+    os.kill(os.getpid(), signum)
+    assert received == [signum]
+  finally:
+    signal.signal(signum, previous)

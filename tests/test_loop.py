@@ -138,7 +138,9 @@ def test_run_constants_without_a_prepare_are_refused_before_any_file(tmp_path):
   assert not (tmp_path / 'run').exists()
 
 
-@pytest.mark.parametrize('signum', [signal.SIGINT, signal.SIGTERM, signal.SIGUSR2], ids=str)
+@pytest.mark.parametrize(
+  'signum', [signal.SIGINT, signal.SIGTERM, signal.SIGUSR2], ids=lambda s: s.name
+)
 def test_each_stop_signal_asks_for_a_stop_at_the_next_step_and_a_second_one_stops_at_once(signum):
   """The loop checks `requested` between two steps (test_teacher_run.py's interrupt test runs the
   whole path once); every stop signal goes through the same handler, and the process's own

@@ -179,8 +179,8 @@ def test_the_report_alone_ignores_distill_choices_it_cannot_parse(workdir, tmp_p
 
 def test_vectorised_students_train_as_when_alone(workdir, tmp_path):
   """Students in 2 vmapped programs (teachers of 1 and of 2 members), against the same students
-  one at a time. Without crop padding the trajectories are smooth (see test_teacher_run.py), so the
-  records agree to float rounding."""
+  one at a time. Without crop padding the trajectories are smooth (pipeline_configs.py's
+  split_smooth_teacher_config says why), so the records agree to float rounding."""
   choices = ('epoch:1', 'final', 'snapshot_ensemble:1,2', 'full_ensemble:2')
   records = {}
   for vectorize in (False, True):

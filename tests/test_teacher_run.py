@@ -11,8 +11,7 @@ import jax
 import numpy as np
 import pipeline_configs
 import pytest
-from pipeline_configs import split_smooth_teacher_config
-from pipeline_configs import teacher_stage_config as tiny_config
+from pipeline_configs import split_smooth_teacher_config, teacher_stage_config
 
 from ckd_jax import pipeline
 from ckd_jax.checkpoints import SnapshotStore
@@ -33,7 +32,7 @@ def run_dir(workdir):
 @pytest.fixture(scope='module')
 def reference(tmp_path_factory):
   workdir = tmp_path_factory.mktemp('reference')
-  config = tiny_config()
+  config = teacher_stage_config()
   config.tensorboard = True
   pipeline.run(config, workdir)
   return workdir
@@ -86,7 +85,7 @@ def test_tensorboard_scalars_equal_the_metrics_log(reference):
 
 
 def test_restored_snapshot_evaluates_to_its_recorded_accuracy(reference):
-  config = tiny_config()
+  config = teacher_stage_config()
   dataset = load_dataset(config.data)
   evaluate = make_evaluator(
     make_eval_step(model_predict(get_model('resnet8_b', 10))),
@@ -112,8 +111,8 @@ def _assert_ends_like_the_reference(workdir, reference):
 
 
 def _killed_at_step_11(workdir, monkeypatch):
-  """Runs tiny_config() until a simulated kill at step 11 (epoch 2, step 5; the last rolling
-  checkpoint is at step 8)."""
+  """Runs teacher_stage_config() until a simulated kill at step 11 (epoch 2, step 5; the last
+  rolling checkpoint is at step 8)."""
   real_batch = batching.TrainBatches.batch
 
   def killed_at_step_11(self, step):
@@ -123,7 +122,7 @@ def _killed_at_step_11(workdir, monkeypatch):
 
   monkeypatch.setattr(batching.TrainBatches, 'batch', killed_at_step_11)
   with pytest.raises(RuntimeError, match='simulated kill'):
-    pipeline.run(tiny_config(), workdir)
+    pipeline.run(teacher_stage_config(), workdir)
   monkeypatch.setattr(batching.TrainBatches, 'batch', real_batch)
 
 
@@ -134,7 +133,7 @@ def test_kill_mid_epoch_then_rerun_ends_exactly_like_an_uninterrupted_run(
   assert (run_dir(tmp_path) / 'resume' / '8').exists()
   assert not (run_dir(tmp_path) / 'final.json').exists()
 
-  pipeline.run(tiny_config(), tmp_path)
+  pipeline.run(teacher_stage_config(), tmp_path)
   _assert_ends_like_the_reference(tmp_path, reference)
 
 
@@ -151,7 +150,7 @@ def test_a_record_torn_by_the_kill_is_repaired_on_resume(tmp_path, monkeypatch, 
     match='metrics.jsonl is damaged .its last line was cut short.: rerun the same command',
   ):
     read_jsonl(metrics)
-  pipeline.run(tiny_config(), tmp_path)
+  pipeline.run(teacher_stage_config(), tmp_path)
   _assert_ends_like_the_reference(tmp_path, reference)
 
 
@@ -163,7 +162,7 @@ def test_a_damaged_record_of_a_finished_run_is_named_not_a_parse_error(reference
   metrics = run_dir(copy) / 'metrics.jsonl'
   lines = metrics.read_text().splitlines(keepends=True)
   metrics.write_text(lines[0] + '{"epoch": 2, oops}\n' + ''.join(lines[2:]))
-  config = tiny_config()
+  config = teacher_stage_config()
   config.stages = 'report'
   with pytest.raises(ValueError, match=r'metrics.jsonl is damaged \(line 2: '):
     pipeline.run(config, copy)
@@ -172,7 +171,7 @@ def test_a_damaged_record_of_a_finished_run_is_named_not_a_parse_error(reference
 def test_rerunning_a_finished_run_does_nothing(reference):
   final = run_dir(reference) / 'final.json'
   before = final.stat().st_mtime_ns
-  pipeline.run(tiny_config(), reference)
+  pipeline.run(teacher_stage_config(), reference)
   assert final.stat().st_mtime_ns == before
 
 
@@ -361,7 +360,7 @@ def test_stacked_seeds_that_do_not_fit_in_memory_train_one_by_one(
 def _train_with_fake_loop(monkeypatch, tmp_path, fake_train, vectorize, run_count=4, max_runs=3):
   """supervised.train on `run_count` runs of the tiny config with `fake_train` as the loop (no state
   is built, nothing compiles); returns what it returns."""
-  config = tiny_config()
+  config = teacher_stage_config()
   config.teacher.vectorize, config.vectorize_max_runs = vectorize, max_runs
   monkeypatch.setattr(supervised, 'create_train_state', lambda *args: None)
   monkeypatch.setattr(supervised, 'make_train_batches', lambda *args, **kwargs: None)
@@ -416,7 +415,7 @@ def test_only_a_stacked_group_that_does_not_fit_is_split(tmp_path, monkeypatch):
 
 def test_evaluation_pads_a_batch_that_the_devices_do_not_divide(reference):
   """48 test images in batches of 20 over 8 devices: rounded up to 24, padding masked."""
-  config = tiny_config()
+  config = teacher_stage_config()
   dataset = load_dataset(config.data)
   variables, meta = _snapshot(reference, 3)
   predict = make_eval_step(model_predict(get_model('resnet8_b', 10)))
@@ -429,8 +428,8 @@ def test_evaluation_pads_a_batch_that_the_devices_do_not_divide(reference):
 
 def test_workdir_of_another_config_is_refused_naming_the_fields(reference):
   with pytest.raises(ValueError, match=r'teacher\.label_smoothing: 0\.0 in the workdir, 0\.1 now'):
-    pipeline.run(tiny_config(label_smoothing=0.1), reference)
-  changed = tiny_config()
+    pipeline.run(teacher_stage_config(label_smoothing=0.1), reference)
+  changed = teacher_stage_config()
   changed.stages = 'teacher'
   changed.progress = True  # volatile fields may change
   changed.tensorboard = False
@@ -438,7 +437,7 @@ def test_workdir_of_another_config_is_refused_naming_the_fields(reference):
 
 
 def _bad(**changes):
-  config = tiny_config()
+  config = teacher_stage_config()
   for dotted, value in changes.items():
     section, _, key = dotted.rpartition('.')
     (config[section] if section else config)[key] = value
@@ -469,7 +468,7 @@ def test_bad_input_is_refused_before_any_compute(tmp_path, config, message):
 
 
 def test_missing_data_directory_is_refused_before_training(tmp_path):
-  config = tiny_config()
+  config = teacher_stage_config()
   config.data.source = 'image_folder'
   config.data.root = str(tmp_path / 'no_such_folder')
   with pytest.raises(FileNotFoundError, match='no_such_folder'):
@@ -478,7 +477,7 @@ def test_missing_data_directory_is_refused_before_training(tmp_path):
 
 
 def test_divergence_stops_the_run_and_saves_nothing_non_finite(tmp_path):
-  config = tiny_config()
+  config = teacher_stage_config()
   config.teacher.optimizer.learning_rate = 1e4
   with pytest.raises(
     DivergenceError, match='teacher resnet8_b seed 0 diverged: non-finite .* by step'
@@ -521,10 +520,10 @@ def test_an_interrupt_stops_between_two_steps_with_an_exact_checkpoint(
 
   monkeypatch.setattr(DataParallel, 'compile', compile_and_signal)
   with pytest.raises(KeyboardInterrupt):
-    pipeline.run(tiny_config(), tmp_path)
+    pipeline.run(teacher_stage_config(), tmp_path)
   assert sorted(p.name for p in (run_dir(tmp_path) / 'resume').iterdir()) == ['10']
   monkeypatch.undo()
-  pipeline.run(tiny_config(), tmp_path)
+  pipeline.run(teacher_stage_config(), tmp_path)
   _assert_ends_like_the_reference(tmp_path, reference)
 
 
@@ -537,7 +536,7 @@ def test_an_interrupt_stops_between_two_steps_with_an_exact_checkpoint(
   ],
 )
 def test_a_refused_config_writes_nothing_so_the_corrected_command_runs(tmp_path, change, message):
-  config = tiny_config()
+  config = teacher_stage_config()
   if 'arch' in change:
     config.teacher.arch = change['arch']
   else:
@@ -545,6 +544,6 @@ def test_a_refused_config_writes_nothing_so_the_corrected_command_runs(tmp_path,
   with pytest.raises(ValueError if 'arch' in change else FileNotFoundError, match=message):
     pipeline.run(config, tmp_path)
   assert not (tmp_path / 'config.json').exists() and not (tmp_path / 'teachers').exists()
-  corrected = tiny_config()
+  corrected = teacher_stage_config()
   corrected.stages = 'report'  # the corrected command is accepted (the report needs no data)
   pipeline.run(corrected, tmp_path)

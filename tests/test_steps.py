@@ -16,6 +16,7 @@ from ckd_jax import data_parallel, losses
 from ckd_jax.data_parallel import AXIS_NAME, DataParallel
 from ckd_jax.models import get_model
 from ckd_jax.training import (
+  built_once,
   create_train_state,
   make_eval_step,
   make_loss_and_grads,
@@ -251,3 +252,17 @@ def test_bfloat16_computes_in_bf16_and_keeps_float32_state(toy):
   assert not np.array_equal(seen, runs['f32'][1])  # it did compute in bf16
   with pytest.raises(ValueError, match='compute_dtype must be one of'):
     make_loss_and_grads(model, compute_dtype='float16')
+
+
+def test_built_once_shares_equal_builds_and_keeps_types_and_values_apart():
+  """One object per distinct arguments, compared by value and type: a loss built for one label
+  smoothing is never handed out for another, nor for another model."""
+  same = built_once(make_loss_and_grads, get_model('resnet8', 10), label_smoothing=0.1)
+  assert same is built_once(make_loss_and_grads, get_model('resnet8', 10), label_smoothing=0.1)
+  assert same is not built_once(make_loss_and_grads, get_model('resnet8', 10), label_smoothing=0)
+  assert same is not built_once(make_loss_and_grads, get_model('resnet8', 10), label_smoothing=0.2)
+  assert same is not built_once(make_loss_and_grads, get_model('resnet8', 100), label_smoothing=0.1)
+  model = get_model('resnet8', 10)
+  assert built_once(make_loss_and_grads, model, label_smoothing=0) is not built_once(
+    make_loss_and_grads, model, label_smoothing=0.0
+  )

@@ -240,8 +240,10 @@ def test_a_killed_run_with_blocks_resumes_exactly(tmp_path, monkeypatch, blocks_
   _assert_ends_like_the_reference(tmp_path, reference)
 
 
-def test_seeds_trained_one_after_another_trace_one_step(tmp_path, monkeypatch):
-  """Without vectorize, the seeds share one compiled step: traced once, not once per run."""
+def test_seeds_and_a_rerun_in_the_same_process_share_one_traced_step(tmp_path, monkeypatch):
+  """Without vectorize, the seeds share one compiled step: traced once, not once per run. The same
+  config run again in this process traces nothing at all (`built_once`: step, evaluator, data cuts,
+  init), and a changed setting gets a step of its own, never the shared one."""
   from ckd_jax.stages import teacher
 
   traces, real = [], teacher.make_loss_and_grads
@@ -250,17 +252,41 @@ def test_seeds_trained_one_after_another_trace_one_step(tmp_path, monkeypatch):
     loss_and_grads = real(*args, **kwargs)
 
     def counted(*a, **k):
-      traces.append(1)  # runs only while JAX traces the step
+      traces.append(kwargs['label_smoothing'])  # runs only while JAX traces the step
       return loss_and_grads(*a, **k)
 
     return counted
 
   monkeypatch.setattr(teacher, 'make_loss_and_grads', counted_loss_and_grads)
-  pipeline.run(pipeline_configs.tiny_config(teacher_seeds=2, stages='teacher'), tmp_path)
+  config = pipeline_configs.tiny_config(teacher_seeds=2, stages='teacher')
+  pipeline.run(config, tmp_path / 'first')
   assert all(
-    (teacher_run_dir(tmp_path, 'resnet8_b', seed) / 'final.json').exists() for seed in (0, 1)
+    (teacher_run_dir(tmp_path / 'first', 'resnet8_b', seed) / 'final.json').exists()
+    for seed in (0, 1)
   )
-  assert len(traces) == 1
+  assert traces == [0.0]
+
+  jax_traces = []
+  count = lambda event, duration, **_: jax_traces.append(event.endswith('jaxpr_trace_duration'))
+  jax.monitoring.register_event_duration_secs_listener(count)
+  try:
+    pipeline.run(config, tmp_path / 'again')
+  finally:
+    jax.monitoring.unregister_event_duration_listener(count)
+  assert not any(jax_traces) and traces == [0.0]
+  assert _seed0_records(tmp_path / 'again') == _seed0_records(tmp_path / 'first')
+
+  config.teacher.label_smoothing = 0.1
+  pipeline.run(config, tmp_path / 'changed')
+  assert traces == [0.0, 0.1]
+  changed, first = _seed0_records(tmp_path / 'changed'), _seed0_records(tmp_path / 'first')
+  assert [r['train_loss'] for r in changed] != [r['train_loss'] for r in first]
+
+
+def _seed0_records(workdir):
+  timing = ('epoch_time_s', 'img_per_sec')
+  records = read_jsonl(run_dir(workdir) / 'metrics.jsonl')
+  return [{k: v for k, v in r.items() if k not in timing} for r in records]
 
 
 def _vectorised_config():

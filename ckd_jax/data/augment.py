@@ -3,6 +3,7 @@
 Randomness is drawn in `sample_crop_flip` and applied in `crop_and_flip`, so that the draw can be
 checked against a numpy reference pixel by pixel.
 """
+
 import jax
 import jax.numpy as jnp
 

@@ -5,6 +5,7 @@ key per step, so a run resumed mid-epoch sees exactly the batches an uninterrupt
 augmentation is drawn for the whole global batch, so the data depends neither on the device count
 nor on the process count: a process that feeds only some rows (`rows`) cuts just those.
 """
+
 import functools
 
 import jax
@@ -57,14 +58,9 @@ class TrainBatches:
     self.stream = TrainStream(len(split), batch_size, seed, rows)
     self.batch_size, self.steps_per_epoch = batch_size, self.stream.steps_per_epoch
     self._epoch, self._perm = None, None
-    cut = functools.partial(_cut_batch, batch_size=batch_size, rows=self.stream.rows,
-                            mean=tuple(mean), std=tuple(std), padding=padding, flip=flip)
-    # The step's key is drawn inside the compiled cut: one dispatch per batch (an eager fold_in
-    # would be a second dispatch, as costly as the cut itself on small batches).
-    cut_at = lambda images, labels, perm, step, aug_key, global_step: cut(
-        images, labels, perm, step, jax.random.fold_in(aug_key, global_step))
-    self._cut = jax.jit(cut_at)
-    self._cut_block = jax.jit(jax.vmap(cut_at, in_axes=(None, None, None, 0, None, 0)))
+    self._cut, self._cut_block = _compiled_cuts(
+      batch_size, self.stream.rows, tuple(mean), tuple(std), padding, flip
+    )
 
   def batch(self, global_step):
     """The batch of `global_step` (0-based over the whole run)."""
@@ -76,8 +72,14 @@ class TrainBatches:
     `batch` of each step. The block stays within one epoch."""
     self.stream.check_block(global_step, length)
     step = self._step_in_epoch(global_step)
-    return self._cut_block(self.images, self.labels, self._perm, np.arange(length) + step,
-                           self.stream.aug_key, np.arange(length) + global_step)
+    return self._cut_block(
+      self.images,
+      self.labels,
+      self._perm,
+      np.arange(length) + step,
+      self.stream.aug_key,
+      np.arange(length) + global_step,
+    )
 
   def _step_in_epoch(self, global_step):
     """The step within its epoch; draws the epoch's permutation when the epoch changes."""
@@ -88,10 +90,27 @@ class TrainBatches:
     return step
 
 
+@functools.lru_cache(maxsize=16)
+def _compiled_cuts(batch_size, rows, mean, std, padding, flip):
+  """The compiled cuts of one batch and of a block of steps, one pair per distinct settings in a
+  process: JAX reuses a trace only for the same function object, so runs with the same data
+  handling (seeds, students, a pipeline run again) share them."""
+  cut = functools.partial(
+    _cut_batch, batch_size=batch_size, rows=rows, mean=mean, std=std, padding=padding, flip=flip
+  )
+  # The step's key is drawn inside the compiled cut: one dispatch per batch (an eager fold_in
+  # would be a second dispatch, as costly as the cut itself on small batches).
+  cut_at = lambda images, labels, perm, step, aug_key, global_step: cut(
+    images, labels, perm, step, jax.random.fold_in(aug_key, global_step)
+  )
+  return jax.jit(cut_at), jax.jit(jax.vmap(cut_at, in_axes=(None, None, None, 0, None, 0)))
+
+
 def _cut_batch(images, labels, perm, step, key, *, batch_size, rows, **augmentation):
-  idx = jax.lax.dynamic_slice(perm, (step * batch_size,), (batch_size,))[rows[0]:rows[1]]
-  return augment_rows(images[idx], labels[idx], key, batch_size=batch_size, rows=rows,
-                      **augmentation)
+  idx = jax.lax.dynamic_slice(perm, (step * batch_size,), (batch_size,))[rows[0] : rows[1]]
+  return augment_rows(
+    images[idx], labels[idx], key, batch_size=batch_size, rows=rows, **augmentation
+  )
 
 
 def augment_rows(images, labels, key, *, batch_size, rows, mean, std, padding, flip):
@@ -99,8 +118,9 @@ def augment_rows(images, labels, key, *, batch_size, rows, mean, std, padding, f
   (so the result does not depend on which process holds which rows), normalised."""
   if padding or flip:
     dy, dx, flips = sample_crop_flip(key, batch_size, padding, flip)
-    images = crop_and_flip(images, dy[rows[0]:rows[1]], dx[rows[0]:rows[1]],
-                           flips[rows[0]:rows[1]], padding)
+    images = crop_and_flip(
+      images, dy[rows[0] : rows[1]], dx[rows[0] : rows[1]], flips[rows[0] : rows[1]], padding
+    )
   return {'image': normalize(images, mean, std), 'label': labels}
 
 
@@ -110,14 +130,17 @@ def eval_batches(split, batch_size, mean, std, rows=None):
   n = len(split)
   rows = rows or slice(0, batch_size)
   for start in range(0, n, batch_size):
-    images = split.images[start:start + batch_size]
-    labels = split.labels[start:start + batch_size]
+    images = split.images[start : start + batch_size]
+    labels = split.labels[start : start + batch_size]
     real = len(labels)
     if real < batch_size:
       images = np.concatenate([images, np.zeros((batch_size - real,) + images.shape[1:], np.uint8)])
       labels = np.concatenate([labels, np.zeros(batch_size - real, np.int32)])
-    yield {'image': _normalize_jit(images[rows], tuple(mean), tuple(std)),
-           'label': jnp.asarray(labels[rows]), 'mask': (np.arange(batch_size) < real)[rows]}
+    yield {
+      'image': _normalize_jit(images[rows], tuple(mean), tuple(std)),
+      'label': jnp.asarray(labels[rows]),
+      'mask': (np.arange(batch_size) < real)[rows],
+    }
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2))

@@ -10,6 +10,7 @@ The python version is pickled; it is read with an unpickler that admits only the
 hold (numpy arrays, dtypes and byte strings), so a pickle that names anything else (which could
 run code) is refused, not executed.
 """
+
 import hashlib
 import os
 import pathlib
@@ -40,22 +41,46 @@ class CifarFormat:
 
 
 FORMATS = {
-    'cifar10': (
-        CifarFormat('cifar-10-batches-py', 'cifar-10-python.tar.gz',
-                    'c58f30108f718f92721af3b95e74349a',
-                    [f'data_batch_{i}' for i in range(1, 6)], ['test_batch'], 'batches.meta',
-                    binary=False),
-        CifarFormat('cifar-10-batches-bin', 'cifar-10-binary.tar.gz',
-                    'c32a1d4ab5d03f1284b67883e8d87530',
-                    [f'data_batch_{i}.bin' for i in range(1, 6)], ['test_batch.bin'],
-                    'batches.meta.txt', binary=True)),
-    'cifar100': (
-        CifarFormat('cifar-100-python', 'cifar-100-python.tar.gz',
-                    'eb9058c3a382ffc7106e4002c42a8d85', ['train'], ['test'], 'meta',
-                    binary=False),
-        CifarFormat('cifar-100-binary', 'cifar-100-binary.tar.gz',
-                    '03b5dce01913d631647c71ecec9e9cb8', ['train.bin'], ['test.bin'],
-                    'fine_label_names.txt', binary=True)),
+  'cifar10': (
+    CifarFormat(
+      'cifar-10-batches-py',
+      'cifar-10-python.tar.gz',
+      'c58f30108f718f92721af3b95e74349a',
+      [f'data_batch_{i}' for i in range(1, 6)],
+      ['test_batch'],
+      'batches.meta',
+      binary=False,
+    ),
+    CifarFormat(
+      'cifar-10-batches-bin',
+      'cifar-10-binary.tar.gz',
+      'c32a1d4ab5d03f1284b67883e8d87530',
+      [f'data_batch_{i}.bin' for i in range(1, 6)],
+      ['test_batch.bin'],
+      'batches.meta.txt',
+      binary=True,
+    ),
+  ),
+  'cifar100': (
+    CifarFormat(
+      'cifar-100-python',
+      'cifar-100-python.tar.gz',
+      'eb9058c3a382ffc7106e4002c42a8d85',
+      ['train'],
+      ['test'],
+      'meta',
+      binary=False,
+    ),
+    CifarFormat(
+      'cifar-100-binary',
+      'cifar-100-binary.tar.gz',
+      '03b5dce01913d631647c71ecec9e9cb8',
+      ['train.bin'],
+      ['test.bin'],
+      'fine_label_names.txt',
+      binary=True,
+    ),
+  ),
 }
 NUM_CLASSES = {('cifar10', 'fine'): 10, ('cifar100', 'fine'): 100, ('cifar100', 'coarse'): 20}
 IMAGE_BYTES = 32 * 32 * 3
@@ -69,8 +94,10 @@ def check_name(name, label='fine'):
   if name not in FORMATS:
     raise ValueError(f"data.source='cifar' reads cifar10 or cifar100, not data.name={name!r}")
   if label not in LABELS or (name, label) not in NUM_CLASSES:
-    raise ValueError(f"data.label={label!r} is not a label set of {name} (cifar10: 'fine'; "
-                     "cifar100: 'fine', the 100 classes, or 'coarse', the 20 superclasses)")
+    raise ValueError(
+      f"data.label={label!r} is not a label set of {name} (cifar10: 'fine'; "
+      "cifar100: 'fine', the 100 classes, or 'coarse', the 20 superclasses)"
+    )
 
 
 def find(name, root):
@@ -92,9 +119,10 @@ def ensure_available(name, root, download=False, progress=True):
     fmt = FORMATS[name][0]
     if not download:
       raise CifarError(
-          f'{name}: neither {fmt.folder}/ nor {fmt.archive} is in {root}. Set '
-          '--config.data.download=True to fetch it, put the official archive (or the folder '
-          "torchvision's datasets leave in ./data) there, or point --config.data.root at it")
+        f'{name}: neither {fmt.folder}/ nor {fmt.archive} is in {root}. Set '
+        '--config.data.download=True to fetch it, put the official archive (or the folder '
+        "torchvision's datasets leave in ./data) there, or point --config.data.root at it"
+      )
     fetch(fmt, root, progress)
   if not (root / fmt.folder).is_dir():
     unpack(root / fmt.archive, root, fmt.folder)
@@ -117,8 +145,14 @@ def fetch(fmt, root, progress=True):
     with urllib.request.urlopen(url, timeout=60) as response, open(part, 'wb') as out:
       total = int(response.headers.get('Content-Length') or 0) or None
       from tqdm import tqdm
-      with tqdm(total=total, unit='B', unit_scale=True, desc=f'downloading {fmt.archive}',
-                disable=not progress) as bar:
+
+      with tqdm(
+        total=total,
+        unit='B',
+        unit_scale=True,
+        desc=f'downloading {fmt.archive}',
+        disable=not progress,
+      ) as bar:
         while chunk := response.read(1 << 20):
           out.write(chunk)
           digest.update(chunk)
@@ -128,13 +162,16 @@ def fetch(fmt, root, progress=True):
   except (urllib.error.URLError, OSError, ValueError) as e:
     part.unlink(missing_ok=True)
     reason = getattr(e, 'reason', None) or e
-    raise CifarError(f'cannot download {url} ({reason}): retry, or put {fmt.archive} into '
-                     f'{root} by hand') from None
+    raise CifarError(
+      f'cannot download {url} ({reason}): retry, or put {fmt.archive} into {root} by hand'
+    ) from None
   expected = (os.environ.get(MIRROR_MD5_ENV) if os.environ.get(MIRROR_ENV) else None) or fmt.md5
   if digest.hexdigest() != expected:
     part.unlink()
-    raise CifarError(f'{url} has MD5 {digest.hexdigest()}, not the published {expected}; the '
-                     f'partial file was removed: retry, or put {fmt.archive} into {root} by hand')
+    raise CifarError(
+      f'{url} has MD5 {digest.hexdigest()}, not the published {expected}; the '
+      f'partial file was removed: retry, or put {fmt.archive} into {root} by hand'
+    )
   os.replace(part, target)
 
 
@@ -152,11 +189,14 @@ def unpack(archive, root, folder):
             raise tarfile.TarError(f'unsafe member name {member.name!r}')
         tar.extractall(scratch, members=members)
     except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
-      raise CifarError(f'{archive} is damaged ({type(e).__name__}: {e}): delete it and rerun '
-                       '(with --config.data.download=True to fetch it again)') from None
+      raise CifarError(
+        f'{archive} is damaged ({type(e).__name__}: {e}): delete it and rerun '
+        '(with --config.data.download=True to fetch it again)'
+      ) from None
     if not (scratch / folder).is_dir():
-      raise CifarError(f'{archive} holds no {folder}/: it is not the official archive; delete '
-                       'it and rerun')
+      raise CifarError(
+        f'{archive} holds no {folder}/: it is not the official archive; delete it and rerun'
+      )
     os.replace(scratch / folder, root / folder)
   finally:
     shutil.rmtree(scratch, ignore_errors=True)
@@ -165,16 +205,23 @@ def unpack(archive, root, folder):
 def _check_files(fmt, folder):
   missing = [f for f in fmt.train + fmt.test + [fmt.meta] if not (folder / f).is_file()]
   if missing:
-    raise CifarError(f'{folder} is incomplete (no {", ".join(missing)}): delete it and rerun to '
-                     'unpack or download it again')
+    raise CifarError(
+      f'{folder} is incomplete (no {", ".join(missing)}): delete it and rerun to '
+      'unpack or download it again'
+    )
 
 
 # ------------------------------------------------------------------------------------- reading
 class _RestrictedUnpickler(pickle.Unpickler):
   """Admits the globals that a pickled numpy array needs and nothing else."""
 
-  ALLOWED = {('numpy', 'ndarray'), ('numpy', 'dtype'), ('numpy.core.multiarray', '_reconstruct'),
-             ('numpy._core.multiarray', '_reconstruct'), ('_codecs', 'encode')}
+  ALLOWED = {
+    ('numpy', 'ndarray'),
+    ('numpy', 'dtype'),
+    ('numpy.core.multiarray', '_reconstruct'),
+    ('numpy._core.multiarray', '_reconstruct'),
+    ('_codecs', 'encode'),
+  }
 
   def find_class(self, module, name):
     if (module, name) not in self.ALLOWED:
@@ -212,10 +259,14 @@ def _read_binary(path, label_offset, label_bytes):
   raw = np.fromfile(path, dtype=np.uint8)
   record = label_bytes + IMAGE_BYTES
   if raw.size == 0 or raw.size % record:
-    raise CifarError(f'{path} is truncated ({raw.size} bytes, not a multiple of the {record}-byte '
-                     'record): delete its folder and rerun')
+    raise CifarError(
+      f'{path} is truncated ({raw.size} bytes, not a multiple of the {record}-byte '
+      'record): delete its folder and rerun'
+    )
   records = raw.reshape(-1, record)
-  return _images_from_rows(records[:, label_bytes:], path), records[:, label_offset].astype(np.int64)
+  return _images_from_rows(records[:, label_bytes:], path), records[:, label_offset].astype(
+    np.int64
+  )
 
 
 def class_names(name, fmt, folder, label='fine'):
@@ -223,7 +274,9 @@ def class_names(name, fmt, folder, label='fine'):
     meta = folder / ('batches.meta.txt' if name == 'cifar10' else f'{label}_label_names.txt')
     return [line.strip() for line in meta.read_text().splitlines() if line.strip()]
   key = 'label_names' if name == 'cifar10' else f'{label}_label_names'
-  return [n.decode() if isinstance(n, bytes) else str(n) for n in load_pickle(folder / fmt.meta)[key]]
+  return [
+    n.decode() if isinstance(n, bytes) else str(n) for n in load_pickle(folder / fmt.meta)[key]
+  ]
 
 
 def read(name, root, label='fine', download=False, progress=True):
@@ -238,14 +291,20 @@ def read(name, root, label='fine', download=False, progress=True):
   label_bytes = 1 if name == 'cifar10' else 2
 
   def split(files):
-    parts = [_read_binary(folder / f, label_offset, label_bytes) if fmt.binary
-             else _read_python(folder / f, label_key) for f in files]
+    parts = [
+      _read_binary(folder / f, label_offset, label_bytes)
+      if fmt.binary
+      else _read_python(folder / f, label_key)
+      for f in files
+    ]
     images = np.concatenate([p[0] for p in parts])
     labels = np.concatenate([p[1] for p in parts])
     bad = (labels < 0) | (labels >= num_classes)
     if bad.any():
-      raise CifarError(f'{folder}: label {int(labels[bad][0])} is outside 0..{num_classes - 1} '
-                       f'for {name} ({label} labels): the files are damaged or not {name}')
+      raise CifarError(
+        f'{folder}: label {int(labels[bad][0])} is outside 0..{num_classes - 1} '
+        f'for {name} ({label} labels): the files are damaged or not {name}'
+      )
     return Split(images, labels.astype(np.int32))
 
   names = class_names(name, fmt, folder, label)

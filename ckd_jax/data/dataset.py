@@ -1,5 +1,6 @@
 """The dataset every source produces: uint8 NHWC images and int32 labels per split, in memory
 (`Split`) or, for a streamed training split, as files read on demand (`FileSplit`)."""
+
 import dataclasses
 import hashlib
 
@@ -33,13 +34,14 @@ class Split:
     records it, to be reused only on the same split."""
     digest = hashlib.sha256(str(self.images.shape).encode())
     digest.update(self.labels.astype(np.int32).tobytes())
-    digest.update(np.ascontiguousarray(self.images[::max(1, len(self) // 1000)]).tobytes())
+    digest.update(np.ascontiguousarray(self.images[:: max(1, len(self) // 1000)]).tobytes())
     return digest.hexdigest()[:16]
 
 
 def decode_image(path, image_size):
   """One image file → uint8 (H, W, 3), resized to image_size² when image_size is set."""
   from PIL import Image
+
   try:
     with Image.open(path) as im:
       im = im.convert('RGB')
@@ -47,7 +49,9 @@ def decode_image(path, image_size):
         im = im.resize((image_size, image_size), Image.BILINEAR)
       return np.asarray(im, dtype=np.uint8)
   except OSError as e:  # PIL's UnidentifiedImageError and truncated files are OSErrors
-    raise ValueError(f'image_folder: {path} cannot be decoded ({e}); remove or replace it') from None
+    raise ValueError(
+      f'image_folder: {path} cannot be decoded ({e}); remove or replace it'
+    ) from None
 
 
 class FileSplit:
@@ -55,8 +59,9 @@ class FileSplit:
 
   def __init__(self, files, labels, image_size, threads=16):
     if not image_size:
-      raise ValueError('a streamed split needs config.data.image_size (every image is resized '
-                       'to it as it is read)')
+      raise ValueError(
+        'a streamed split needs config.data.image_size (every image is resized to it as it is read)'
+      )
     self.files, self.labels = list(files), np.asarray(labels, np.int32)
     self.image_size, self.threads = image_size, threads
 
@@ -93,5 +98,7 @@ class Dataset:
 def channel_stats(images):
   """Per-channel mean and std in [0, 1], for datasets without published constants."""
   x = images.astype(np.float64) / 255.0
-  return (tuple(float(v) for v in x.mean(axis=(0, 1, 2))),
-          tuple(float(v) for v in x.std(axis=(0, 1, 2))))
+  return (
+    tuple(float(v) for v in x.mean(axis=(0, 1, 2))),
+    tuple(float(v) for v in x.std(axis=(0, 1, 2))),
+  )

@@ -5,6 +5,7 @@ matter of indexing on the accelerator. Sources: `cifar` (the official archives, 
 `tiny_imagenet` (the official folder), `tfds`, `image_folder`, `digits` (sklearn),
 `fashion_mnist` (official IDX files), `arrays` (in-memory, for programmatic use).
 """
+
 import gzip
 import hashlib
 import os
@@ -19,9 +20,9 @@ from ckd_jax.distributed import is_primary
 # Published normalisation constants; other datasets use statistics of their training split (of
 # its first STATS_SAMPLE images when it is streamed).
 NORMALIZATION = {
-    'cifar100': ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)),
-    'cifar10': ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    'imagenet2012': ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),  # torchvision's
+  'cifar100': ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)),
+  'cifar10': ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+  'imagenet2012': ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),  # torchvision's
 }
 STATS_SAMPLE = 1000
 
@@ -42,10 +43,12 @@ def _make_dataset(name, train, test, num_classes):
 # ----------------------------------------------------------------------------------------- arrays
 def from_arrays(name, train_images, train_labels, test_images, test_labels, num_classes=None):
   """Wraps in-memory arrays; greyscale (N, H, W) images get a channel axis."""
+
   def split(images, labels):
     images = np.asarray(images)
     images = images[..., None] if images.ndim == 3 else images
     return Split(images.astype(np.uint8), np.asarray(labels, dtype=np.int32))
+
   train, test = split(train_images, train_labels), split(test_images, test_labels)
   num_classes = num_classes or int(max(train.labels.max(), test.labels.max())) + 1
   return _make_dataset(name, train, test, num_classes)
@@ -59,18 +62,22 @@ def load_digits(test_fraction=0.2, seed=0):
   order = np.random.default_rng(seed).permutation(len(images))
   n_test = int(round(len(images) * test_fraction))
   test, train = order[:n_test], order[n_test:]
-  return from_arrays('digits', images[train], target[train], images[test], target[test],
-                     num_classes=10)
+  return from_arrays(
+    'digits', images[train], target[train], images[test], target[test], num_classes=10
+  )
 
 
 def _sklearn_digits():
   """(pixels 0-16 (N, 64), labels) from the CSV that sklearn ships, read as its `load_digits`
-  reads it but without importing sklearn (which imports scipy); through sklearn if the file moved."""
+  reads it but without importing sklearn (which imports scipy); through sklearn if the file
+  moved."""
   import importlib.util
+
   spec = importlib.util.find_spec('sklearn')
   path = pathlib.Path(spec.origin).parent / 'datasets' / 'data' / 'digits.csv.gz' if spec else None
   if path is None or not path.is_file():
     from sklearn.datasets import load_digits as sk_load_digits
+
     bunch = sk_load_digits()
     return bunch.data, bunch.target
   data = np.loadtxt(path, delimiter=',')
@@ -86,7 +93,7 @@ def read_idx(path):
   if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
     raise ValueError(f'{path} is not an unsigned-byte IDX file')
   ndim = data[3]
-  shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], 'big') for i in range(ndim))
+  shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], 'big') for i in range(ndim))
   array = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
   if array.size != int(np.prod(shape)):
     raise ValueError(f'{path}: header says {shape} but holds {array.size} bytes')
@@ -98,15 +105,23 @@ def _find_idx(root, stem):
     if candidate.exists():
       return candidate
   raise DataUnavailableError(
-      f'Fashion-MNIST file {stem}[.gz] not found in {root}. Install it with '
-      "`apt-get install dataset-fashion-mnist` (Debian) or set config.data.root to a folder "
-      'with the official IDX files.')
+    f'Fashion-MNIST file {stem}[.gz] not found in {root}. Install it with '
+    '`apt-get install dataset-fashion-mnist` (Debian) or set config.data.root to a folder '
+    'with the official IDX files.'
+  )
 
 
 def _fashion_mnist_files(root):
   root = pathlib.Path(root or FASHION_MNIST_DIR)
-  return [_find_idx(root, stem) for stem in ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte',
-                                             't10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte')]
+  return [
+    _find_idx(root, stem)
+    for stem in (
+      'train-images-idx3-ubyte',
+      'train-labels-idx1-ubyte',
+      't10k-images-idx3-ubyte',
+      't10k-labels-idx1-ubyte',
+    )
+  ]
 
 
 def load_fashion_mnist(root=None):
@@ -132,8 +147,10 @@ def _decode(files, image_size):
   for path in files:
     array = decode_image(path, image_size)
     if images and array.shape != images[0].shape:
-      raise ValueError(f'{path} is {array.shape[:2]} but {files[0]} is {images[0].shape[:2]}: '
-                       'set config.data.image_size to resize all images')
+      raise ValueError(
+        f'{path} is {array.shape[:2]} but {files[0]} is {images[0].shape[:2]}: '
+        'set config.data.image_size to resize all images'
+      )
     images.append(array)
   return np.stack(images)
 
@@ -149,7 +166,9 @@ def _cache_key(files, image_size):
 def _load_folder_split(split_dir, classes, image_size, cache_dir):
   files, labels = _list_images(split_dir, classes)
   if not files:
-    raise DataUnavailableError(f'No images ({", ".join(IMAGE_SUFFIXES)}) under {split_dir}/<class>/')
+    raise DataUnavailableError(
+      f'No images ({", ".join(IMAGE_SUFFIXES)}) under {split_dir}/<class>/'
+    )
   return Split(_decode_cached(files, image_size, cache_dir, split_dir.name), labels)
 
 
@@ -169,8 +188,16 @@ def _decode_cached(files, image_size, cache_dir, tag):
   return images
 
 
-def load_image_folder(root, train_split='train', test_split='test', image_size=None,
-                      cache_dir=None, name='image_folder', stream=False, stream_threads=16):
+def load_image_folder(
+  root,
+  train_split='train',
+  test_split='test',
+  image_size=None,
+  cache_dir=None,
+  name='image_folder',
+  stream=False,
+  stream_threads=16,
+):
   """Reads `<root>/<split>/<class>/*.{jpg,png}`; classes are the sorted train sub-folders.
 
   Decoding is slow, so the decoded arrays are cached as .npy in `cache_dir` (keyed on the file
@@ -194,15 +221,18 @@ def _image_folder_classes(root, train_split, test_split):
   """The sorted class folders of the train split, once the layout is checked (no image is read)."""
   if root is None or not (root / train_split).is_dir():
     raise DataUnavailableError(
-        f'image_folder: no directory {root}/{train_split}. Set config.data.root to a folder laid out '
-        'as <root>/<split>/<class>/*.jpg')
+      f'image_folder: no directory {root}/{train_split}. Set config.data.root to a folder laid out '
+      'as <root>/<split>/<class>/*.jpg'
+    )
   class_dirs = sorted(p for p in (root / train_split).iterdir() if p.is_dir())
   if len(class_dirs) < 2:
     raise ValueError(f'image_folder: need at least 2 class folders in {root / train_split}')
   for class_dir in class_dirs:
     if not any(p.suffix.lower() in IMAGE_SUFFIXES for p in class_dir.iterdir()):
-      raise ValueError(f'image_folder: class folder {class_dir} holds no images '
-                       f'({", ".join(IMAGE_SUFFIXES)}); remove it or fill it')
+      raise ValueError(
+        f'image_folder: class folder {class_dir} holds no images '
+        f'({", ".join(IMAGE_SUFFIXES)}); remove it or fill it'
+      )
   if not (root / test_split).is_dir():
     raise DataUnavailableError(f'image_folder: no directory {root / test_split}')
   return [p.name for p in class_dirs]
@@ -226,8 +256,10 @@ def _check_cifar(data_config):
   root = data_config.get('root') or DEFAULT_CIFAR_ROOT
   download = data_config.get('download', False)
   if download and not is_primary() and cifar.find(name, pathlib.Path(root).expanduser()) is None:
-    raise DataUnavailableError(f'{name} is not in {root}: with several processes, fetch it first '
-                               'with a single-process run (--config.stages=teacher stops after it)')
+    raise DataUnavailableError(
+      f'{name} is not in {root}: with several processes, fetch it first '
+      'with a single-process run (--config.stages=teacher stops after it)'
+    )
   try:
     cifar.ensure_available(name, root, download and is_primary(), progress=True)
   except cifar.CifarError as e:
@@ -247,11 +279,14 @@ def _tiny_imagenet_root(root):
     root = root / 'tiny-imagenet-200'
   if not (root / 'wnids.txt').is_file() or not (root / 'train').is_dir():
     raise DataUnavailableError(
-        f'tiny_imagenet: no wnids.txt and train/ in {root}: set --config.data.root to the folder '
-        'that tiny-imagenet-200.zip unpacks to (or the one that holds it)')
+      f'tiny_imagenet: no wnids.txt and train/ in {root}: set --config.data.root to the folder '
+      'that tiny-imagenet-200.zip unpacks to (or the one that holds it)'
+    )
   if not (root / 'val' / 'val_annotations.txt').is_file():
-    raise DataUnavailableError(f'tiny_imagenet: {root}/val/val_annotations.txt is missing: the '
-                               "val split's labels are in it; unzip the archive again")
+    raise DataUnavailableError(
+      f'tiny_imagenet: {root}/val/val_annotations.txt is missing: the '
+      "val split's labels are in it; unzip the archive again"
+    )
   return root
 
 
@@ -260,14 +295,18 @@ def read_tiny_imagenet(root, image_size=None, cache_dir=None):
   images labelled by val/val_annotations.txt; classes are the sorted wnids of wnids.txt (the
   order of torchvision's ImageFolder). The unlabelled test split is not read."""
   root = _tiny_imagenet_root(root)
-  wnids = sorted({line.split()[0] for line in (root / 'wnids.txt').read_text().splitlines()
-                  if line.strip()})
+  wnids = sorted(
+    {line.split()[0] for line in (root / 'wnids.txt').read_text().splitlines() if line.strip()}
+  )
   index = {wnid: i for i, wnid in enumerate(wnids)}
   train_files, train_labels = [], []
   for wnid in wnids:
     images = root / 'train' / wnid / 'images'
-    found = sorted(p for p in images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if (
-        images.is_dir()) else []
+    found = (
+      sorted(p for p in images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+      if (images.is_dir())
+      else []
+    )
     if not found:
       raise DataUnavailableError(f'tiny_imagenet: no images in {images}')
     train_files += found
@@ -285,10 +324,17 @@ def read_tiny_imagenet(root, image_size=None, cache_dir=None):
       raise DataUnavailableError(f'tiny_imagenet: {path} (listed in {annotations}) is missing')
     val_files.append(path)
     val_labels.append(index[fields[1]])
+
   def split(files, labels, tag):
-    return Split(_decode_cached(files, image_size, cache_dir, tag),
-                 np.asarray(labels, dtype=np.int32))
-  return split(train_files, train_labels, 'tiny-train'), split(val_files, val_labels, 'tiny-val'), wnids
+    return Split(
+      _decode_cached(files, image_size, cache_dir, tag), np.asarray(labels, dtype=np.int32)
+    )
+
+  return (
+    split(train_files, train_labels, 'tiny-train'),
+    split(val_files, val_labels, 'tiny-val'),
+    wnids,
+  )
 
 
 def load_tiny_imagenet(root, image_size=None, cache_dir=None):
@@ -303,22 +349,29 @@ def load_tiny_imagenet(root, image_size=None, cache_dir=None):
 def _check_prepared(builder, name, data_dir):
   if not builder.is_prepared():
     raise DataUnavailableError(
-        f"TFDS dataset {name!r} is not prepared in {data_dir or '~/tensorflow_datasets'}. "
-        'Either run once with network and --config.data.download=True, point '
-        '--config.data.data_dir at a folder that holds it (array_record format, or TFRecord '
-        'with tensorflow installed), or convert it to <root>/<split>/<class>/*.png and use '
-        "--config.data.source=image_folder.")
+      f'TFDS dataset {name!r} is not prepared in {data_dir or "~/tensorflow_datasets"}. '
+      'Either run once with network and --config.data.download=True, point '
+      '--config.data.data_dir at a folder that holds it (array_record format, or TFRecord '
+      'with tensorflow installed), or convert it to <root>/<split>/<class>/*.png and use '
+      '--config.data.source=image_folder.'
+    )
 
 
 def _tfds_split(tfds, builder, name, split, data_dir, download):
   try:
     source = tfds.data_source(name, split=split, data_dir=data_dir, download=download)
-  except (NotImplementedError, KeyError, FileNotFoundError):  # absent, or TFRecord (no random access)
+  except (
+    NotImplementedError,
+    KeyError,
+    FileNotFoundError,
+  ):  # absent, or TFRecord (no random access)
     _check_prepared(builder, name, data_dir)
     return _tfds_split_via_tensorflow(tfds, builder, split)
   examples = [source[i] for i in range(len(source))]
-  return Split(np.stack([np.asarray(e['image']) for e in examples]).astype(np.uint8),
-               np.asarray([e['label'] for e in examples], dtype=np.int32))
+  return Split(
+    np.stack([np.asarray(e['image']) for e in examples]).astype(np.uint8),
+    np.asarray([e['label'] for e in examples], dtype=np.int32),
+  )
 
 
 def _tfds_split_via_tensorflow(tfds, builder, split):
@@ -326,8 +379,9 @@ def _tfds_split_via_tensorflow(tfds, builder, split):
     import tensorflow  # noqa: F401  (TFRecord datasets can only be read through TensorFlow)
   except ImportError:
     raise DataUnavailableError(
-        f'{builder.name} is prepared as TFRecord, which needs tensorflow to read: '
-        "`pip install -e .[tfds]`, or prepare it with file_format='array_record'.") from None
+      f'{builder.name} is prepared as TFRecord, which needs tensorflow to read: '
+      "`pip install -e .[tfds]`, or prepare it with file_format='array_record'."
+    ) from None
   data = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
   return Split(data['image'].astype(np.uint8), data['label'].astype(np.int32))
 
@@ -339,16 +393,19 @@ TFDS_DOWNLOAD_NEEDS = ('tensorflow', 'importlib_resources')
 
 def _check_tfds_download_needs():
   import importlib.util
+
   missing = [m for m in TFDS_DOWNLOAD_NEEDS if importlib.util.find_spec(m) is None]
   if missing:
     raise DataUnavailableError(
-        f"TFDS's download needs {' and '.join(missing)}, which are not installed: "
-        "pip install -e '.[tfds]', or read the official CIFAR archives without TFDS with "
-        '--config.data.source=cifar')
+      f"TFDS's download needs {' and '.join(missing)}, which are not installed: "
+      "pip install -e '.[tfds]', or read the official CIFAR archives without TFDS with "
+      '--config.data.source=cifar'
+    )
 
 
 def _tfds_builder(name, data_dir):
   import tensorflow_datasets as tfds  # lazy: heavy import, only this source needs it
+
   try:
     builder = tfds.builder(name, data_dir=data_dir)
   except tfds.core.registered.DatasetNotFoundError:
@@ -363,10 +420,12 @@ def load_tfds(name, data_dir=None, download=False, train_split='train', test_spl
   """Any TFDS image-classification dataset with `image` and `label` features."""
   tfds, builder = _tfds_builder(name, data_dir)
   features = builder.info.features
-  splits = [_tfds_split(tfds, builder, name, s, data_dir, download)
-            for s in (train_split, test_split)]
-  return _make_dataset(name, _shuffle_once(splits[0]), _shuffle_once(splits[1]),
-                       features['label'].num_classes)
+  splits = [
+    _tfds_split(tfds, builder, name, s, data_dir, download) for s in (train_split, test_split)
+  ]
+  return _make_dataset(
+    name, _shuffle_once(splits[0]), _shuffle_once(splits[1]), features['label'].num_classes
+  )
 
 
 def _shuffle_once(split, seed=0):
@@ -408,34 +467,52 @@ def check_available(data_config):
 
 
 def _unknown_source(source):
-  return ValueError(f'Unknown data source {source!r}; choose one of {SOURCES} '
-                    '(or build a Dataset with ckd_jax.data.from_arrays)')
+  return ValueError(
+    f'Unknown data source {source!r}; choose one of {SOURCES} '
+    '(or build a Dataset with ckd_jax.data.from_arrays)'
+  )
 
 
 def load_dataset(data_config):
   """Loads `config.data` → Dataset, optionally cut to `train_examples` / `test_examples`."""
   source = data_config.source
   if source == 'cifar':
-    dataset = load_cifar(data_config.name, data_config.get('root') or DEFAULT_CIFAR_ROOT,
-                         data_config.get('label', 'fine'), data_config.get('download', False))
+    dataset = load_cifar(
+      data_config.name,
+      data_config.get('root') or DEFAULT_CIFAR_ROOT,
+      data_config.get('label', 'fine'),
+      data_config.get('download', False),
+    )
   elif source == 'tiny_imagenet':
-    dataset = load_tiny_imagenet(data_config.get('root'), data_config.get('image_size') or None,
-                                 data_config.get('cache_dir') or None)
+    dataset = load_tiny_imagenet(
+      data_config.get('root'),
+      data_config.get('image_size') or None,
+      data_config.get('cache_dir') or None,
+    )
   elif source == 'tfds':
-    dataset = load_tfds(data_config.name, data_config.get('data_dir') or None,
-                        data_config.get('download', False))
+    dataset = load_tfds(
+      data_config.name, data_config.get('data_dir') or None, data_config.get('download', False)
+    )
   elif source == 'image_folder':
-    dataset = load_image_folder(data_config.get('root'), image_size=data_config.get('image_size'),
-                                cache_dir=data_config.get('cache_dir') or None,
-                                name=data_config.get('name') or 'image_folder',
-                                stream=data_config.get('stream', False),
-                                stream_threads=data_config.get('stream_threads', 16))
+    dataset = load_image_folder(
+      data_config.get('root'),
+      image_size=data_config.get('image_size'),
+      cache_dir=data_config.get('cache_dir') or None,
+      name=data_config.get('name') or 'image_folder',
+      stream=data_config.get('stream', False),
+      stream_threads=data_config.get('stream_threads', 16),
+    )
   elif source == 'digits':
     dataset = load_digits()
   elif source == 'fashion_mnist':
     dataset = load_fashion_mnist(data_config.get('root') or None)
   else:
     raise _unknown_source(source)
-  return Dataset(dataset.name, dataset.train.take(data_config.get('train_examples', 0)),
-                 dataset.test.take(data_config.get('test_examples', 0)), dataset.num_classes,
-                 dataset.mean, dataset.std)
+  return Dataset(
+    dataset.name,
+    dataset.train.take(data_config.get('train_examples', 0)),
+    dataset.test.take(data_config.get('test_examples', 0)),
+    dataset.num_classes,
+    dataset.mean,
+    dataset.std,
+  )

@@ -6,6 +6,7 @@ pixels come from differs. grain decodes the files of the next steps in worker th
 device trains; each process reads only its rows of every global batch; the batch goes to the device
 as uint8 and is augmented and normalised there.
 """
+
 import functools
 import threading
 
@@ -23,13 +24,21 @@ class StreamingTrainBatches:
 
   def __init__(self, split, batch_size, mean, std, padding, flip, seed, rows=None, threads=None):
     import grain  # only streaming needs it
+
     self._grain, self._split = grain, split
     self._threads = threads or split.threads
     self.stream = TrainStream(len(split), batch_size, seed, rows)
     self.batch_size, self.steps_per_epoch = batch_size, self.stream.steps_per_epoch
     self._perm_lock, self._perms = threading.Lock(), {}
-    augment = functools.partial(augment_rows, batch_size=batch_size, rows=self.stream.rows,
-                                mean=tuple(mean), std=tuple(std), padding=padding, flip=flip)
+    augment = functools.partial(
+      augment_rows,
+      batch_size=batch_size,
+      rows=self.stream.rows,
+      mean=tuple(mean),
+      std=tuple(std),
+      padding=padding,
+      flip=flip,
+    )
     self._augment = jax.jit(augment)
     self._augment_block = jax.jit(jax.vmap(augment))
     self._reader, self._next_step = None, None
@@ -43,7 +52,7 @@ class StreamingTrainBatches:
         self._perms[epoch] = np.asarray(self.stream.permutation(epoch))
       perm = self._perms[epoch]
     start = step * self.batch_size
-    return perm[start + self.stream.rows[0]:start + self.stream.rows[1]]
+    return perm[start + self.stream.rows[0] : start + self.stream.rows[1]]
 
   def _read(self, global_step):
     indices = self._indices(global_step)
@@ -53,9 +62,12 @@ class StreamingTrainBatches:
     if self._next_step != global_step:
       if self._reader is not None:  # its threads would go on reading ahead of the old position
         self._reader.close()
-      steps = self._grain.MapDataset.range(global_step, 2 ** 62).map(self._read)
-      self._reader = iter(steps.to_iter_dataset(self._grain.ReadOptions(
-          num_threads=self._threads, prefetch_buffer_size=2 * self._threads)))
+      steps = self._grain.MapDataset.range(global_step, 2**62).map(self._read)
+      self._reader = iter(
+        steps.to_iter_dataset(
+          self._grain.ReadOptions(num_threads=self._threads, prefetch_buffer_size=2 * self._threads)
+        )
+      )
     self._next_step = global_step + 1
     return next(self._reader)
 

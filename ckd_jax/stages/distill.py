@@ -20,6 +20,7 @@ from ckd_jax.models import get_model
 from ckd_jax.stages import console, select, supervised, teacher_choices
 from ckd_jax.stages.supervised import Run, RunSpec
 from ckd_jax.training import (
+  built_once,
   ensemble_predict,
   make_distillation_loss_and_grads,
   make_eval_step,
@@ -51,11 +52,12 @@ class FrozenTeacher:
       self.test_accuracy = self.metadata[0]['test_accuracy']
       return
     # An ensemble, or a snapshot measured on another split (the data config changed since).
-    eval_forward = make_teacher_forward(get_model(config.teacher.arch, dataset.num_classes))
+    eval_forward = built_once(
+      make_teacher_forward, get_model(config.teacher.arch, dataset.num_classes)
+    )
+    predict = built_once(ensemble_predict, eval_forward, config.distill.ensemble_mode)
     evaluate = make_evaluator(
-      make_eval_step(
-        ensemble_predict(eval_forward, config.distill.ensemble_mode), parallel.axis_name
-      ),
+      built_once(make_eval_step, predict, parallel.axis_name),
       dataset.test,
       config.data.eval_batch_size,
       dataset.mean,
@@ -82,9 +84,9 @@ class FrozenTeacher:
 
 
 class StudentSteps:
-  """What the students of one distill stage train with, built once, so that all of them share the
-  compiled programs: the cross-entropy step (no teacher), the KD step and the teachers' targets
-  (which compile once per member count)."""
+  """What the students of one distill stage train with: the cross-entropy step (no teacher), the
+  KD step and the teachers' targets (which compile once per member count). Built with
+  `built_once`, so that every student with the same settings shares the compiled programs."""
 
   def __init__(self, config, dataset):
     distill_config = config.distill
@@ -93,24 +95,31 @@ class StudentSteps:
       if distill_config.kd_until_epoch
       else None
     )
-    self.cross_entropy = functools.partial(
+    self.cross_entropy = built_once(
+      functools.partial,
       make_loss_and_grads,
       label_smoothing=distill_config.label_smoothing,
       compute_dtype=config.dtype,
     )
-    self.distillation = functools.partial(
+    self.distillation = built_once(
+      functools.partial,
       make_distillation_loss_and_grads,
       alpha=distill_config.alpha,
       temperature=distill_config.temperature,
       kd_until_step=kd_until_step,
       compute_dtype=config.dtype,
     )
-    teacher_forward = make_teacher_forward(
+    teacher_forward = built_once(
+      make_teacher_forward,
       get_model(config.teacher.arch, dataset.num_classes),
       distill_config.teacher_train_mode_batch_norm,
     )
-    self.teacher_targets = make_teacher_targets(
-      teacher_forward, distill_config.temperature, distill_config.ensemble_mode, config.dtype
+    self.teacher_targets = built_once(
+      make_teacher_targets,
+      teacher_forward,
+      distill_config.temperature,
+      distill_config.ensemble_mode,
+      config.dtype,
     )
 
 

@@ -23,6 +23,7 @@ from ckd_jax.training import (
   LoopOptions,
   LoopRun,
   Step,
+  built_once,
   create_train_state,
   make_eval_step,
   make_evaluator,
@@ -96,7 +97,8 @@ def train(spec, dataset, runs, parallel, loss_and_grads_factory, prepare=None):
 
   With `spec.vectorize` the runs train in groups as ONE program each (`_groups`), else one after
   another; either way they share one compiled step and evaluator, as do all the calls of a process
-  with the same factory (the distill stage's groups of students).
+  with equal settings and an equal factory (`built_once`: the distill stage's groups of students,
+  a stage run again in the same process).
 
   A stacked program's memory grows with its runs, and how much a device has is known only when the
   program is compiled and run there: a group that does not fit (XLA's RESOURCE_EXHAUSTED) is split
@@ -104,15 +106,17 @@ def train(spec, dataset, runs, parallel, loss_and_grads_factory, prepare=None):
   if the first step failed). A single run that does not fit fails as it would alone.
   """
   bn_axis = parallel.axis_name if spec.sync_batch_norm else None
-  model = get_model(spec.arch, dataset.num_classes, axis_name=bn_axis)
+  # one module object per architecture: the TrainState holds its `apply` (a static field), and a
+  # bound method of another, equal module would make the shared step trace again
+  model = built_once(get_model, spec.arch, dataset.num_classes, axis_name=bn_axis)
   per_epoch = steps_per_epoch(len(dataset.train), spec.batch_size)
   tx = _optimizer(spec.optimizer.to_json(), per_epoch, spec.epochs)
+  loss_and_grads = built_once(loss_and_grads_factory, model)
   step = Step(
-    update=_train_step(loss_and_grads_factory, model, parallel.axis_name), prepare=prepare
+    update=built_once(make_train_step, loss_and_grads, parallel.axis_name), prepare=prepare
   )
-  eval_step = make_eval_step(
-    model_predict(get_model(spec.arch, dataset.num_classes)), parallel.axis_name
-  )
+  eval_model = built_once(get_model, spec.arch, dataset.num_classes)
+  eval_step = built_once(make_eval_step, built_once(model_predict, eval_model), parallel.axis_name)
   evaluate = make_evaluator(
     eval_step, dataset.test, spec.eval_batch_size, dataset.mean, dataset.std, parallel
   )
@@ -194,8 +198,3 @@ def _optimizer(optimizer_json, steps_per_epoch, epochs):
   return make_optimizer(
     ml_collections.ConfigDict(json.loads(optimizer_json)), steps_per_epoch, epochs
   )
-
-
-@functools.lru_cache(maxsize=8)
-def _train_step(loss_and_grads_factory, model, axis_name):
-  return make_train_step(loss_and_grads_factory(model), axis_name)

@@ -12,7 +12,7 @@ from ckd_jax.data import load_dataset
 from ckd_jax.data_parallel import DataParallel
 from ckd_jax.stages import supervised
 from ckd_jax.stages.supervised import Run, RunSpec
-from ckd_jax.training import make_loss_and_grads
+from ckd_jax.training import built_once, make_loss_and_grads
 from ckd_jax.workdir.files import remove_file
 from ckd_jax.workdir.layout import RunFiles, teacher_run_dir
 
@@ -68,8 +68,11 @@ def run(config, workdir):
   spec = RunSpec.from_config(
     config, teacher_config, teacher_config.arch, snapshot_epochs=teacher_config.snapshot_epochs
   )
-  loss_and_grads = functools.partial(
-    make_loss_and_grads, label_smoothing=teacher_config.label_smoothing, compute_dtype=config.dtype
+  loss_and_grads = built_once(
+    functools.partial,
+    make_loss_and_grads,
+    label_smoothing=teacher_config.label_smoothing,
+    compute_dtype=config.dtype,
   )
   for run, (_, final) in zip(runs, supervised.train(spec, dataset, runs, parallel, loss_and_grads)):
     print(

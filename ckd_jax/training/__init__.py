@@ -4,6 +4,7 @@ from ckd_jax.training.loop import LoopOptions, LoopRun, Step, make_evaluator, tr
 from ckd_jax.training.optim import make_optimizer, make_schedule
 from ckd_jax.training.state import TrainState, count_params, create_train_state, init_variables
 from ckd_jax.training.steps import (
+  built_once,
   ensemble_predict,
   make_distillation_loss_and_grads,
   make_eval_step,

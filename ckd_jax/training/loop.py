@@ -7,7 +7,6 @@ checkpoint and, since the data stream is a function of the step, ends with the s
 
 import contextlib
 import dataclasses
-import functools
 import pathlib
 import signal
 import threading
@@ -23,7 +22,7 @@ from tqdm.auto import tqdm
 from ckd_jax.checkpoints import ResumeStore, SnapshotStore
 from ckd_jax.data.batching import eval_batches
 from ckd_jax.distributed import is_primary, sync
-from ckd_jax.training.steps import make_multi_step, over_runs
+from ckd_jax.training.steps import built_once, make_multi_step, over_runs
 from ckd_jax.training.writers import JsonlWriter, LoggingWriter, MultiWriter, TensorBoardWriter
 from ckd_jax.workdir.files import write_json
 from ckd_jax.workdir.layout import RunFiles
@@ -493,32 +492,40 @@ class _Lockstep:
         output.checkpoint(state, run_sums, meter.seconds())
 
 
-@functools.lru_cache(maxsize=8)
 def _compiled_update(train_step, parallel, stacked):
-  """The one-step and K-step programs of `train_step` (mapped over the runs when `stacked`), made
-  once for every loop that trains with this step (the seeds of a teacher, the students of one kind
-  of teacher, trained one after another): JAX reuses a trace only for the same function object, and
-  `make_multi_step` / `over_runs` make new ones at every call."""
-  one_step, multi_step = train_step, make_multi_step(train_step)
-  if stacked:
-    one_step, multi_step = over_runs(one_step), over_runs(multi_step)
+  """The one-step and K-step programs of `train_step`, mapped over the runs when `stacked`."""
+  one_step, multi_step = built_once(_update_functions, train_step, stacked)
   return (
     parallel.compile(one_step, donate_state=True),
     parallel.compile(multi_step, donate_state=True),
   )
 
 
-@functools.lru_cache(maxsize=8)
+def _update_functions(train_step, stacked):
+  """Built once per step (`built_once`): `make_multi_step` and `over_runs` make new functions at
+  every call, and JAX reuses a trace only for the same function object."""
+  one_step, multi_step = train_step, make_multi_step(train_step)
+  if stacked:
+    one_step, multi_step = over_runs(one_step), over_runs(multi_step)
+  return one_step, multi_step
+
+
 def _compiled_prepare(prepare, parallel, stacked):
   """The programs of `prepare` for one batch and for a block of K (`lax.map` over the steps),
-  mapped over the runs when `stacked`; kept like `_compiled_update`."""
+  mapped over the runs when `stacked`."""
+  one, block = built_once(_prepare_functions, prepare, stacked)
+  return parallel.compile_batch_fn(one), parallel.compile_batch_fn(block)
+
+
+def _prepare_functions(prepare, stacked):
+  """Built once per `prepare`, like `_update_functions`."""
   one, block = (
     prepare,
     lambda batches, *constants: jax.lax.map(lambda batch: prepare(batch, *constants), batches),
   )
   if stacked:
     one, block = over_runs(one), over_runs(block)
-  return parallel.compile_batch_fn(one), parallel.compile_batch_fn(block)
+  return one, block
 
 
 def _final_record(records, num_epochs):

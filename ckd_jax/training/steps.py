@@ -5,11 +5,27 @@ averaged over devices. Models built with the same `axis_name` also synchronise B
 statistics, which makes a pmapped step equal to the single-device step on the same global batch.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
 from ckd_jax import losses
 from ckd_jax.training import precision
+
+
+@functools.lru_cache(maxsize=64, typed=True)
+def built_once(builder, *args, **kwargs):
+  """`builder(*args, **kwargs)`, one object per distinct arguments in a process.
+
+  JAX reuses a trace and its compiled program only for the same Python function object, and the
+  builders here return a new closure at every call. Built through this, runs with equal settings
+  (the seeds of a stage, a pipeline run again in the same process, a sweep in a notebook) share
+  their programs instead of tracing and loading them again. The arguments must be everything the
+  closure computes with, compared by value: numbers and strings (`typed`: 1 and 1.0 differ), flax
+  modules (dataclasses), and functions that are themselves `built_once` or module-level.
+  """
+  return builder(*args, **kwargs)
 
 
 def _mean_over_devices(tree, axis_name):

@@ -6,6 +6,7 @@ import pathlib
 import subprocess
 import sys
 
+import child_env
 import pytest
 
 from ckd_jax import config_checks
@@ -58,7 +59,7 @@ def teacher_run(tmp_path_factory):
 
 
 def _records(workdir):
-  lines = (workdir / 'teachers' / 'resnet20_seed0' / 'metrics.jsonl').read_text().splitlines()
+  lines = (workdir / 'teachers' / 'resnet8_b_seed0' / 'metrics.jsonl').read_text().splitlines()
   timing = ('epoch_time_s', 'img_per_sec')
   return [{k: v for k, v in json.loads(line).items() if k not in timing} for line in lines]
 
@@ -76,46 +77,53 @@ def test_quickstart_teacher_run_from_the_command_line(teacher_run):
   assert 'warning' not in result.stderr  # nothing was restarted
 
 
-def test_a_run_whose_process_aborts_ends_where_an_undisturbed_run_ends(teacher_run, tmp_path):
-  """SIGABRT to the computing process (the command line's child) after the first snapshot: the
-  command line says so in one line, resumes from the last checkpoint and ends with the
-  undisturbed run's records."""
-  import signal
-  import time
+# A short teacher run of ResNet-8 on 256 digits, compiled with the tests' XLA options.
+SHORT_RUN = (
+  '--config=configs/quickstart.py',
+  '--config.stages=teacher',
+  '--config.teacher.arch=resnet8_b',
+  '--config.teacher.num_seeds=1',
+  '--config.data.train_examples=256',
+  '--config.data.test_examples=120',
+  '--config.teacher.epochs=3',
+  '--config.teacher.snapshot_epochs=(1,2,3)',
+  '--config.teacher.optimizer.milestones=(2,)',
+  '--config.teacher.checkpoint_every_steps=3',
+  '--config.progress=False',
+  f'--compilation_cache_dir={child_env.XLA_CACHE}',
+)
 
-  reference, result = teacher_run
-  assert result.returncode == 0, result.stderr[-3000:]
-  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
-  env['PYTHONPATH'] = str(ROOT)
-  disturbed = subprocess.Popen(
-    [
-      sys.executable,
-      '-m',
-      'ckd_jax.main',
-      f'--workdir={tmp_path}',
-      *TEACHER_RUN,
-      f'--compilation_cache_dir={reference / "xla_cache"}',
-    ],
+
+def _short_run(workdir, abort_marker=None):
+  """SHORT_RUN from the command line; with `abort_marker`, its computing process aborts once,
+  right after the snapshot of epoch 1 (tests/abort_once/sitecustomize.py)."""
+  env = child_env.without_host_devices()
+  env['PYTHONPATH'] = os.pathsep.join([str(ROOT / 'tests' / 'abort_once'), str(ROOT)])
+  if abort_marker:
+    env['CKD_JAX_TEST_ABORT_MARKER'] = str(abort_marker)
+  return subprocess.run(
+    [sys.executable, '-m', 'ckd_jax.main', f'--workdir={workdir}', *SHORT_RUN],
     cwd=ROOT,
     env=env,
-    stdout=subprocess.PIPE,
-    stderr=subprocess.PIPE,
+    capture_output=True,
     text=True,
+    timeout=600,
   )
-  snapshot = tmp_path / 'teachers' / 'resnet20_seed0' / 'snapshots' / '1'
-  deadline = time.time() + 300
-  while not snapshot.exists() and time.time() < deadline and disturbed.poll() is None:
-    time.sleep(0.05)
-  children = subprocess.run(
-    ['pgrep', '-P', str(disturbed.pid)], capture_output=True, text=True
-  ).stdout.split()
-  assert len(children) == 1 and snapshot.exists()
-  os.kill(int(children[0]), signal.SIGABRT)
-  out, err = disturbed.communicate(timeout=600)
-  assert disturbed.returncode == 0, err[-3000:]
-  assert err.count('warning: the pipeline process died (it was aborted (SIGABRT))') == 1
-  assert 'done: results in' in out
-  assert _records(tmp_path) == _records(reference)
+
+
+def test_a_run_whose_process_aborts_ends_where_an_undisturbed_run_ends(tmp_path):
+  """The computing process (the command line's child) dies of SIGABRT after the first snapshot:
+  the command line says so in one line, resumes from the last checkpoint and ends with the
+  undisturbed run's records."""
+  reference = _short_run(tmp_path / 'undisturbed')
+  assert reference.returncode == 0, reference.stderr[-3000:]
+  disturbed = _short_run(tmp_path / 'disturbed', abort_marker=tmp_path / 'aborted')
+  assert disturbed.returncode == 0, disturbed.stderr[-3000:]
+  assert (tmp_path / 'aborted').exists()
+  warning = 'warning: the pipeline process died (it was aborted (SIGABRT))'
+  assert disturbed.stderr.count(warning) == 1, disturbed.stderr[-3000:]
+  assert 'done: results in' in disturbed.stdout
+  assert _records(tmp_path / 'disturbed') == _records(tmp_path / 'undisturbed')
 
 
 @pytest.mark.parametrize(

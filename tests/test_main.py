@@ -54,8 +54,12 @@ TEACHER_RUN = (
 
 @pytest.fixture(scope='module')
 def teacher_run(tmp_path_factory):
+  """With XLA's defaults, as a user runs it, compiled into the tests' shared cache (its entries
+  are keyed by the flags too): the workdir's own cache, the default, is checked below."""
   workdir = tmp_path_factory.mktemp('teacher_run')
-  return workdir, _main(*TEACHER_RUN, workdir=workdir)
+  return workdir, _main(
+    *TEACHER_RUN, f'--compilation_cache_dir={child_env.XLA_CACHE}', workdir=workdir
+  )
 
 
 def _records(workdir):
@@ -73,7 +77,6 @@ def test_quickstart_teacher_run_from_the_command_line(teacher_run):
   final = json.loads((run / 'final.json').read_text())
   assert final['last_test_accuracy'] > 0.3  # 10 classes: well above chance after two epochs
   assert json.loads((tmp_path / 'config.json').read_text())['teacher']['epochs'] == 2
-  assert any((tmp_path / 'xla_cache').iterdir())  # the default compilation cache of the workdir
   assert 'warning' not in result.stderr  # nothing was restarted
 
 
@@ -90,11 +93,10 @@ SHORT_RUN = (
   '--config.teacher.optimizer.milestones=(2,)',
   '--config.teacher.checkpoint_every_steps=3',
   '--config.progress=False',
-  f'--compilation_cache_dir={child_env.XLA_CACHE}',
 )
 
 
-def _short_run(workdir, abort_marker=None):
+def _short_run(workdir, *flags, abort_marker=None):
   """SHORT_RUN from the command line; with `abort_marker`, its computing process aborts once,
   right after the snapshot of epoch 1 (tests/abort_once/sitecustomize.py)."""
   env = child_env.without_host_devices()
@@ -102,7 +104,7 @@ def _short_run(workdir, abort_marker=None):
   if abort_marker:
     env['CKD_JAX_TEST_ABORT_MARKER'] = str(abort_marker)
   return subprocess.run(
-    [sys.executable, '-m', 'ckd_jax.main', f'--workdir={workdir}', *SHORT_RUN],
+    [sys.executable, '-m', 'ckd_jax.main', f'--workdir={workdir}', *SHORT_RUN, *flags],
     cwd=ROOT,
     env=env,
     capture_output=True,
@@ -114,10 +116,15 @@ def _short_run(workdir, abort_marker=None):
 def test_a_run_whose_process_aborts_ends_where_an_undisturbed_run_ends(tmp_path):
   """The computing process (the command line's child) dies of SIGABRT after the first snapshot:
   the command line says so in one line, resumes from the last checkpoint and ends with the
-  undisturbed run's records."""
+  undisturbed run's records. The undisturbed run compiles into the workdir's own cache (the
+  default), which the disturbed one reads."""
   reference = _short_run(tmp_path / 'undisturbed')
   assert reference.returncode == 0, reference.stderr[-3000:]
-  disturbed = _short_run(tmp_path / 'disturbed', abort_marker=tmp_path / 'aborted')
+  cache = tmp_path / 'undisturbed' / 'xla_cache'
+  assert any(cache.iterdir())
+  disturbed = _short_run(
+    tmp_path / 'disturbed', f'--compilation_cache_dir={cache}', abort_marker=tmp_path / 'aborted'
+  )
   assert disturbed.returncode == 0, disturbed.stderr[-3000:]
   assert (tmp_path / 'aborted').exists()
   warning = 'warning: the pipeline process died (it was aborted (SIGABRT))'

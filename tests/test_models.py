@@ -70,10 +70,12 @@ def test_imagenet_resnet_shapes():
   ],
 )
 def test_features_are_pooled_penultimate(name, dim):
+  """Shapes only, traced once (`init_with_output` runs the forward that `init` traces anyway)."""
   model = get_model(name, 100)
   x = jnp.zeros((2, 32, 32, 3))
-  variables = jax.eval_shape(lambda: model.init(jax.random.key(0), x))
-  logits, features = jax.eval_shape(lambda v: model.apply(v, x, return_features=True), variables)
+  (logits, features), _ = jax.eval_shape(
+    lambda: model.init_with_output(jax.random.key(0), x, return_features=True)
+  )
   assert logits.shape == (2, 100) and features.shape == (2, dim)
 
 

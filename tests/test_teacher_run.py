@@ -258,7 +258,7 @@ def test_seeds_and_a_rerun_in_the_same_process_share_one_traced_step(tmp_path, m
     return counted
 
   monkeypatch.setattr(teacher, 'make_loss_and_grads', counted_loss_and_grads)
-  config = pipeline_configs.tiny_config(teacher_seeds=2, stages='teacher')
+  config = pipeline_configs.tiny_config(teacher_seeds=2, epochs=1, milestones=(), stages='teacher')
   pipeline.run(config, tmp_path / 'first')
   assert all(
     (teacher_run_dir(tmp_path / 'first', 'resnet8_b', seed) / 'final.json').exists()

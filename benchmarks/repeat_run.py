@@ -13,17 +13,14 @@ JSON (default benchmarks/results/repeat_run.json).
 """
 
 import argparse
-import json
 import os
 import pathlib
-import platform
-import sys
 import tempfile
 import time
 
+from tests_setup import use_the_tests_xla, write_record
+
 HERE = pathlib.Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / 'tests'))
-import child_env  # noqa: E402  (tests/ is not a package)
 
 _TRACE = '/jax/core/compile/jaxpr_trace_duration'
 _LOWER = '/jax/core/compile/jaxpr_to_mlir_module_duration'
@@ -72,13 +69,7 @@ def main(argv=None):
   args = parser.parse_args(argv)
   if args.repeats < 2:
     parser.error(f'--repeats must be at least 2, got {args.repeats}')
-  # The tests' flags, 8 host devices and compilation cache, set before jax starts.
-  os.environ['XLA_FLAGS'] = f'{child_env.FAST_COMPILE} {child_env.HOST_DEVICES}'
-  os.environ.setdefault('JAX_PLATFORMS', 'cpu')
-  import jax
-
-  jax.config.update('jax_compilation_cache_dir', str(child_env.XLA_CACHE))
-  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
+  use_the_tests_xla(compilation_cache=True)
   with tempfile.TemporaryDirectory() as workdir:
     rows = run_rows(args.repeats, workdir)
   print('| run | wall s | traces | programs compiled or loaded | trace + lower s | backend s |')
@@ -88,17 +79,7 @@ def main(argv=None):
       f'| {r["run"]} | {r["seconds"]:.2f} | {r["traces"]} | {r["programs"]} | '
       f'{r["trace_lower_s"]:.2f} | {r["backend_s"]:.2f} |'
     )
-  out = pathlib.Path(args.out)
-  out.parent.mkdir(parents=True, exist_ok=True)
-  record = dict(
-    command=' '.join(sys.argv),
-    xla_flags=os.environ['XLA_FLAGS'],
-    machine=platform.platform(),
-    date=time.strftime('%Y-%m-%d'),
-    rows=rows,
-  )
-  out.write_text(json.dumps(record, indent=1))
-  print(f'wrote {out}')
+  write_record(args.out, rows)
   return rows
 
 

@@ -14,18 +14,13 @@ statistics; writes JSON (default benchmarks/results/split_drift.json).
 """
 
 import argparse
-import json
 import os
 import pathlib
-import platform
-import sys
 import tempfile
-import time
+
+from tests_setup import use_the_tests_xla, write_record
 
 HERE = pathlib.Path(__file__).resolve().parent
-TESTS = HERE.parent / 'tests'
-sys.path.insert(0, str(TESTS))
-import child_env  # noqa: E402  (tests/ is not a package)
 
 
 def drift_rows(learning_rates, workdir):
@@ -83,9 +78,7 @@ def main(argv=None):
   )
   parser.add_argument('--out', default=str(HERE / 'results' / 'split_drift.json'))
   args = parser.parse_args(argv)
-  # The tests' flags and their 8 host devices, set before jax starts.
-  os.environ['XLA_FLAGS'] = f'{child_env.FAST_COMPILE} {child_env.HOST_DEVICES}'
-  os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+  use_the_tests_xla()
   from pipeline_configs import SPLIT_SMOOTH_LEARNING_RATE
 
   from ckd_jax.training.loop import DivergenceError
@@ -99,17 +92,7 @@ def main(argv=None):
   print('|---:|---|---:|---:|')
   for r in rows:
     print(f'| {r["learning_rate"]} | {r["split"]} | {r["epoch"]} | {r["max_abs_difference"]:.1e} |')
-  out = pathlib.Path(args.out)
-  out.parent.mkdir(parents=True, exist_ok=True)
-  record = dict(
-    command=' '.join(sys.argv),
-    xla_flags=os.environ['XLA_FLAGS'],
-    machine=platform.platform(),
-    date=time.strftime('%Y-%m-%d'),
-    rows=rows,
-  )
-  out.write_text(json.dumps(record, indent=1))
-  print(f'wrote {out}')
+  write_record(args.out, rows)
   return rows
 
 

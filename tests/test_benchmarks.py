@@ -205,3 +205,17 @@ def test_the_gpu_check_runs_in_cpu_size(tmp_path):
   assert 0 <= student['last_test_accuracy'] <= 1
   table = (tmp_path / 'gpu_check.md').read_text()
   assert table.count('\n| teacher float32 |') == 1 and '- distill:' in table
+
+
+def test_the_record_of_a_tests_benchmark_names_the_cpu_and_holds_the_rows(tmp_path, monkeypatch):
+  """benchmarks/tests_setup.py: what split_drift.py and repeat_run.py write."""
+  import tests_setup
+
+  from ckd_jax.workdir.record import cpu_description
+
+  monkeypatch.setattr(sys, 'argv', ['repeat_run.py', '--repeats', '2'])
+  rows = [{'run': 1, 'seconds': 1.5}, {'run': 2, 'seconds': 0.5}]
+  tests_setup.write_record(tmp_path / 'deep' / 'record.json', rows)
+  record = json.loads((tmp_path / 'deep' / 'record.json').read_text())
+  assert record['rows'] == rows and record['cpu'] == cpu_description()
+  assert record['command'] == 'repeat_run.py --repeats 2' and len(record['date']) == 10

@@ -65,7 +65,7 @@ def smooth_two_stage_config():
   """Teacher and KD under parallel='mesh', without crop padding and at learning rate 0.02: a
   trajectory smooth enough that device splits can be compared (split_smooth_teacher_config says
   why; for this two-stage run 0.02 stays smooth)."""
-  config = tiny_config(stages='teacher,distill')
+  config = tiny_config(train=64, stages='teacher,distill')
   config.data.crop_padding, config.parallel = 0, 'mesh'
   config.teacher.optimizer.learning_rate = config.distill.optimizer.learning_rate = 0.02
   return config

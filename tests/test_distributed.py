@@ -3,7 +3,7 @@ twice with --coordinator_address/--num_processes/--process_id, 4 host devices ea
 
 The reference is the same config in this process, on its 8 host devices (conftest): the same
 global mesh program, so the runs may differ only by the order of the cross-process sums. After
-2 teacher epochs and 2 KD epochs (8 steps each) they agree to ~1e-7 relative; the tolerance
+2 teacher epochs and 2 KD epochs (2 steps each) they agree to ~1e-7 relative; the tolerance
 (rtol 1e-5) leaves room for that and still fails on any difference in data, sharding or updates.
 The config is pipeline_configs' smooth two-stage one (no crop padding, learning rate 0.02), where
 a rounding difference does not switch a ReLU or BatchNorm kink; the rows each process cuts of an

@@ -8,6 +8,7 @@ import jax
 import numpy as np
 import pipeline_configs
 import pytest
+from run_records import counted_traces, untimed_records
 
 from ckd_jax import pipeline
 from ckd_jax.checkpoints import SnapshotStore
@@ -68,27 +69,13 @@ def test_the_stage_again_in_this_process_traces_nothing_and_trains_the_same_stud
   again on the same teachers traces nothing, and every student ends with the same records."""
   again = tmp_path / 'again'
   shutil.copytree(workdir, again, ignore=shutil.ignore_patterns('students'))
-  traces = []
-  count = lambda event, duration, **_: traces.append(event.endswith('jaxpr_trace_duration'))
-  jax.monitoring.register_event_duration_secs_listener(count)
-  try:
+  with counted_traces() as traces:
     pipeline.run(tiny_config(), again)
-  finally:
-    jax.monitoring.unregister_event_duration_listener(count)
-  assert not any(traces)
-  timing = ('epoch_time_s', 'img_per_sec')
+  assert traces == []
   for spec in CHOICES:
     slug = parse(spec, tiny_config().teacher).slug
-    records = [
-      [{k: v for k, v in r.items() if k not in timing} for r in _records(w, slug)]
-      for w in (workdir, again)
-    ]
+    records = [untimed_records(student_run_dir(w, 'resnet8_b', slug, 0)) for w in (workdir, again)]
     assert records[0] == records[1] and len(records[0]) == 2, spec
-
-
-def _records(workdir, slug):
-  lines = (student_run_dir(workdir, 'resnet8_b', slug, 0) / 'metrics.jsonl').read_text()
-  return [json.loads(line) for line in lines.splitlines()]
 
 
 def test_teacher_accuracy_recorded_for_a_single_snapshot_is_its_own(workdir):

@@ -8,6 +8,7 @@ import sys
 
 import child_env
 import pytest
+from run_records import untimed_records
 
 from ckd_jax import config_checks
 
@@ -63,9 +64,7 @@ def teacher_run(tmp_path_factory):
 
 
 def _records(workdir):
-  lines = (workdir / 'teachers' / 'resnet8_b_seed0' / 'metrics.jsonl').read_text().splitlines()
-  timing = ('epoch_time_s', 'img_per_sec')
-  return [{k: v for k, v in json.loads(line).items() if k not in timing} for line in lines]
+  return untimed_records(workdir / 'teachers' / 'resnet8_b_seed0')
 
 
 def test_quickstart_teacher_run_from_the_command_line(teacher_run):

@@ -8,6 +8,7 @@ import jax
 import numpy as np
 import pipeline_configs
 import pytest
+from run_records import untimed_records
 
 from ckd_jax import mi, pipeline
 from ckd_jax.checkpoints import SnapshotStore
@@ -464,11 +465,7 @@ def test_students_of_selected_are_copied_from_the_same_snapshots_students(
   assert 'copied' in capsys.readouterr().out
   assert json.loads((both / 'resnet8_b_from_selected_seed0' / 'final.json').read_text()) == copied
   alone = distill(('selected',))
-  records = lambda d: [
-    {k: v for k, v in r.items() if k not in ('epoch_time_s', 'img_per_sec')}
-    for r in map(json.loads, (d / 'metrics.jsonl').read_text().splitlines())
-  ]
-  assert records(alone / 'resnet8_b_from_selected_seed0') == records(
+  assert untimed_records(alone / 'resnet8_b_from_selected_seed0') == untimed_records(
     both / 'resnet8_b_from_selected_seed0'
   )
 

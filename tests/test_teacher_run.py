@@ -12,6 +12,7 @@ import numpy as np
 import pipeline_configs
 import pytest
 from pipeline_configs import split_smooth_teacher_config, teacher_stage_config
+from run_records import counted_traces, untimed_records
 
 from ckd_jax import pipeline
 from ckd_jax.checkpoints import SnapshotStore
@@ -266,14 +267,9 @@ def test_seeds_and_a_rerun_in_the_same_process_share_one_traced_step(tmp_path, m
   )
   assert traces == [0.0]
 
-  jax_traces = []
-  count = lambda event, duration, **_: jax_traces.append(event.endswith('jaxpr_trace_duration'))
-  jax.monitoring.register_event_duration_secs_listener(count)
-  try:
+  with counted_traces() as jax_traces:
     pipeline.run(config, tmp_path / 'again')
-  finally:
-    jax.monitoring.unregister_event_duration_listener(count)
-  assert not any(jax_traces) and traces == [0.0]
+  assert jax_traces == [] and traces == [0.0]
   assert _seed0_records(tmp_path / 'again') == _seed0_records(tmp_path / 'first')
 
   config.teacher.label_smoothing = 0.1
@@ -284,9 +280,7 @@ def test_seeds_and_a_rerun_in_the_same_process_share_one_traced_step(tmp_path, m
 
 
 def _seed0_records(workdir):
-  timing = ('epoch_time_s', 'img_per_sec')
-  records = read_jsonl(run_dir(workdir) / 'metrics.jsonl')
-  return [{k: v for k, v in r.items() if k not in timing} for r in records]
+  return untimed_records(run_dir(workdir))
 
 
 def _vectorised_config():
